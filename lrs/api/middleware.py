@@ -1,0 +1,213 @@
+"""ASGI middleware for the xAPI surface: body size limit, the 1.0.3 alternate request syntax,
+the X-Experience-API-Version check, the version header on every response, and HEAD."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+SUPPORTED_VERSIONS = ("1.0.0", "1.0.1", "1.0.2", "1.0.3", "2.0.0")
+LATEST_1X = "1.0.3"
+VERSION_HEADER = "X-Experience-API-Version"
+
+# Paths under /xapi that do not need the version header.
+_VERSION_EXEMPT = ("/xapi/about",)
+_ALTERNATE_METHODS = ("GET", "HEAD", "PUT", "POST", "DELETE")
+# Form fields that become request headers in the alternate request syntax.
+_ALTERNATE_HEADERS = {
+    "authorization": "authorization",
+    "x-experience-api-version": "x-experience-api-version",
+    "content-type": "content-type",
+    "content-length": "content-length",
+    "if-match": "if-match",
+    "if-none-match": "if-none-match",
+}
+
+
+def normalise_version(value: str | None) -> str | None:
+    """The supported version a header value denotes, or None. "1.0" is treated as "1.0.0"."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value == "1.0":
+        return "1.0.0"
+    return value if value in SUPPORTED_VERSIONS else None
+
+
+def response_version(request_version: str | None) -> str:
+    return "2.0.0" if request_version == "2.0.0" else LATEST_1X
+
+
+class XAPIMiddleware:
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        version_holder: dict[str, str | None] = {"value": _header(scope, "x-experience-api-version")}
+
+        async def send_with_version(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [
+                    (k, v) for k, v in message.get("headers", []) if k.lower() != b"x-experience-api-version"
+                ]
+                version = response_version(normalise_version(version_holder["value"]))
+                headers.append((b"x-experience-api-version", version.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        declared = _header(scope, "content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            await _error(send_with_version, 413, f"request body exceeds {self.max_body_bytes} bytes")
+            return
+        body = b""
+        if scope["method"] in ("POST", "PUT"):
+            chunks: list[bytes] = []
+            size = 0
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.max_body_bytes:
+                    await _error(
+                        send_with_version, 413, f"request body exceeds {self.max_body_bytes} bytes"
+                    )
+                    return
+                chunks.append(chunk)
+                if not message.get("more_body"):
+                    break
+            body = b"".join(chunks)
+
+        path: str = scope["path"]
+        is_xapi = path.startswith("/xapi/")
+        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
+        if is_xapi and scope["method"] == "POST" and "method" in query:
+            try:
+                scope, body = _rewrite_alternate(scope, query, body)
+            except ValueError as exc:
+                await _error(send_with_version, 400, str(exc))
+                return
+            version_holder["value"] = _header(scope, "x-experience-api-version")
+
+        if is_xapi and scope["method"] != "OPTIONS" and not path.startswith(_VERSION_EXEMPT):
+            raw = _header(scope, "x-experience-api-version")
+            if raw is None:
+                await _error(send_with_version, 400, "the X-Experience-API-Version header is required")
+                return
+            if normalise_version(raw) is None:
+                await _error(
+                    send_with_version,
+                    400,
+                    f"X-Experience-API-Version {raw!r} is not supported; "
+                    f"supported: {', '.join(SUPPORTED_VERSIONS)}",
+                )
+                return
+        state["xapi_version"] = normalise_version(version_holder["value"]) or LATEST_1X
+
+        is_head = scope["method"] == "HEAD"
+        if is_head:
+            scope = dict(scope)
+            scope["method"] = "GET"
+            state["head"] = True
+
+        async def final_send(message: Message) -> None:
+            if is_head and message["type"] == "http.response.body":
+                if message.get("more_body"):
+                    return
+                message = {"type": "http.response.body", "body": b""}
+            await send_with_version(message)
+
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, final_send)
+
+
+def _header(scope: Scope, name: str) -> str | None:
+    wanted = name.encode()
+    for key, value in scope.get("headers", []):
+        if key.lower() == wanted:
+            return value.decode("latin-1")
+    return None
+
+
+async def _error(send: Send, status: int, message: str) -> None:
+    body = json.dumps({"error": message}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _rewrite_alternate(scope: Scope, query: dict[str, str], body: bytes) -> tuple[Scope, bytes]:
+    """xAPI 1.0.3 Communication 1.3 "Alternate Request Syntax": a form POST that carries the real
+    method in `method=`, the headers and parameters as form fields and the body as `content`."""
+    method = query["method"].upper()
+    if set(query) != {"method"}:
+        raise ValueError("the alternate request syntax allows no query parameter but 'method'")
+    if method not in _ALTERNATE_METHODS:
+        raise ValueError(f"unsupported method {query['method']!r} in the alternate request syntax")
+    content_type = (_header(scope, "content-type") or "").split(";")[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
+        raise ValueError(
+            "the alternate request syntax needs Content-Type: application/x-www-form-urlencoded"
+        )
+    try:
+        form = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+    except UnicodeDecodeError as exc:
+        raise ValueError("the form body is not UTF-8") from exc
+    headers: dict[str, str] = {}
+    params: list[tuple[str, str]] = []
+    content = b""
+    for name, value in form:
+        lowered = name.lower()
+        if lowered in _ALTERNATE_HEADERS:
+            headers[_ALTERNATE_HEADERS[lowered]] = value
+        elif name == "content":
+            content = value.encode("utf-8")
+        else:
+            params.append((name, value))
+    version = normalise_version(headers.get("x-experience-api-version"))
+    if version == "2.0.0":
+        raise ValueError("xAPI 2.0 removed the alternate request syntax")
+    kept = [
+        (k, v)
+        for k, v in scope.get("headers", [])
+        if k.decode("latin-1").lower() not in _ALTERNATE_HEADERS
+    ]
+    if "content-type" not in headers and content:
+        headers["content-type"] = "application/json"
+    headers["content-length"] = str(len(content))
+    kept += [(k.encode(), v.encode("latin-1", "replace")) for k, v in headers.items()]
+    new_scope = dict(scope)
+    new_scope["method"] = method
+    new_scope["headers"] = kept
+    new_scope["query_string"] = urlencode(params).encode()
+    return new_scope, content

@@ -1,0 +1,435 @@
+"""The xAPI Statements resource: PUT, POST, GET (and HEAD through the middleware)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+
+from lrs.api.errors import XAPIError, bad_request
+from lrs.auth import current_credential, has_scope, require_scope
+from lrs.services import Services
+from lrs.storage.credentials import Credential
+from lrs.storage.statements import (
+    VOIDED_VERB,
+    StatementConflict,
+    StatementQuery,
+    is_voiding,
+)
+from lrs.xapi.agents import agent_key
+from lrs.xapi.attachments import (
+    AttachmentError,
+    AttachmentPart,
+    build_multipart_mixed,
+    match_attachments,
+    parse_multipart_mixed,
+    require_file_urls,
+)
+from lrs.xapi.comparison import statements_equivalent
+from lrs.xapi.formats import FORMATS, format_statement, parse_accept_language
+from lrs.xapi.signature import verify_signed_statement
+from lrs.xapi.timestamps import (
+    TimestampError,
+    format_timestamp,
+    from_micros,
+    monotonic_now_micros,
+    parse_timestamp,
+    to_micros,
+)
+from lrs.xapi.validation import (
+    StatementValidationError,
+    is_iri,
+    is_uuid,
+    validate_agent,
+    validate_statement,
+)
+
+router = APIRouter()
+
+SIGNATURE_USAGE = "http://adlnet.gov/expapi/attachments/signature"
+_GET_PARAMETERS = frozenset(
+    {
+        "statementId",
+        "voidedStatementId",
+        "agent",
+        "verb",
+        "activity",
+        "registration",
+        "related_activities",
+        "related_agents",
+        "since",
+        "until",
+        "limit",
+        "format",
+        "attachments",
+        "ascending",
+        "cursor",
+    }
+)
+_SINGLE_PARAMETERS = frozenset({"statementId", "voidedStatementId", "attachments", "format"})
+
+
+def services_of(request: Request) -> Services:
+    return request.app.state.services
+
+
+def _json_loads(raw: bytes, what: str) -> Any:
+    def reject_constant(name: str) -> Any:
+        raise ValueError(f"{name} is not valid JSON")
+
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=reject_constant)
+    except UnicodeDecodeError as exc:
+        raise bad_request(f"{what} is not UTF-8") from exc
+    except (ValueError, RecursionError) as exc:
+        raise bad_request(f"{what} is not valid JSON: {exc}") from exc
+
+
+async def _read_statements(
+    request: Request,
+) -> tuple[list[Any], bool, list[AttachmentPart]]:
+    """The statements of a PUT/POST body: (statements, was_a_list, attachment parts)."""
+    body = await request.body()
+    content_type = request.headers.get("content-type", "")
+    media = content_type.split(";")[0].strip().lower()
+    parts: list[AttachmentPart] = []
+    if media == "multipart/mixed":
+        try:
+            raw, parts = parse_multipart_mixed(body, content_type)
+        except AttachmentError as exc:
+            raise bad_request(f"multipart body: {exc}") from exc
+    elif media == "application/json":
+        raw = body
+    else:
+        raise bad_request(
+            f"Content-Type must be application/json or multipart/mixed, not {media or 'missing'!r}"
+        )
+    if not raw.strip():
+        raise bad_request("the request body is empty")
+    data = _json_loads(raw, "the request body")
+    if isinstance(data, list):
+        if not data:
+            raise bad_request("the statement array is empty")
+        return data, True, parts
+    return [data], False, parts
+
+
+def _prepare(
+    statements: list[Any],
+    as_list: bool,
+    parts: list[AttachmentPart],
+    credential: Credential,
+    version: str,
+    stored_key: int,
+) -> list[dict[str, Any]]:
+    """Validate and complete every statement of a request; raises 400 on the first problem."""
+    for index, statement in enumerate(statements):
+        path = f"statements[{index}]" if as_list else "statement"
+        try:
+            validate_statement(statement, version=version, path=path)
+        except StatementValidationError as exc:
+            raise bad_request(str(exc)) from exc
+    try:
+        if parts:
+            by_sha2 = match_attachments(statements, parts)
+        else:
+            require_file_urls(statements)
+            by_sha2 = {}
+        for statement in statements:
+            for attachment in statement.get("attachments") or []:
+                if attachment.get("usageType") == SIGNATURE_USAGE and attachment["sha2"] in by_sha2:
+                    verify_signed_statement(statement, by_sha2[attachment["sha2"]])
+    except AttachmentError as exc:
+        raise bad_request(f"attachments: {exc}") from exc
+
+    stored = format_timestamp(from_micros(stored_key))
+    seen: set[str] = set()
+    prepared = []
+    for statement in statements:
+        statement = dict(statement)
+        statement_id = str(statement.get("id") or uuid.uuid4()).lower()
+        if statement_id in seen:
+            raise bad_request(f"the batch contains the statement id {statement_id} twice")
+        seen.add(statement_id)
+        statement["id"] = statement_id
+        statement.setdefault("timestamp", stored)
+        statement["stored"] = stored
+        statement["authority"] = credential.authority
+        statement.setdefault("version", "2.0.0" if version == "2.0.0" else "1.0.0")
+        prepared.append(statement)
+    return prepared
+
+
+async def _check_voiding(services: Services, store: str, statements: list[dict[str, Any]]) -> None:
+    """A voiding statement may not target another voiding statement (xAPI Data 2.3.2)."""
+    targets = {s["id"]: s["object"]["id"].lower() for s in statements if is_voiding(s)}
+    if not targets:
+        return
+    in_batch = {s["id"]: s for s in statements}
+    stored = await services.statements.find_by_ids(store, targets.values())
+    for voider, target in targets.items():
+        if (target in in_batch and is_voiding(in_batch[target])) or (
+            target in stored and stored[target]["voids"] is not None
+        ):
+            raise bad_request(
+                f"statement {voider} voids {target}, which is itself a voiding statement; "
+                "voiding statements cannot be voided"
+            )
+
+
+async def _store(
+    request: Request, credential: Credential, statements: list[Any], as_list: bool, parts: list[AttachmentPart]
+) -> list[dict[str, Any]]:
+    services = services_of(request)
+    stored_key = monotonic_now_micros()
+    services.writes_in_flight.add(stored_key)
+    try:
+        prepared = _prepare(
+            statements, as_list, parts, credential, request.state.xapi_version, stored_key
+        )
+        await _check_voiding(services, credential.store, prepared)
+        try:
+            fresh = await services.statements.insert_batch(
+                credential.store,
+                prepared,
+                stored_key,
+                statements_equivalent,
+                [(p.sha2, p.content_type, p.data) for p in parts],
+            )
+        except StatementConflict as exc:
+            raise XAPIError(409, str(exc)) from exc
+    finally:
+        services.writes_in_flight.discard(stored_key)
+    for hook in services.after_store:
+        await hook(credential.store, fresh)
+    return prepared
+
+
+def _statement_headers(services: Services, last_stored: str | None = None) -> dict[str, str]:
+    through = format_timestamp(from_micros(services.consistent_through_micros()))
+    headers = {"X-Experience-API-Consistent-Through": through}
+    if last_stored:
+        headers["Last-Modified"] = _http_date(last_stored)
+    return headers
+
+
+def _http_date(timestamp: str) -> str:
+    return parse_timestamp(timestamp).strftime("%a, %d %b %Y %H:%M:%S GMT")
+
+
+@router.put("/xapi/statements")
+async def put_statement(
+    request: Request, credential: Credential = Depends(current_credential)
+) -> Response:
+    require_scope(credential, "statements/write")
+    params = request.query_params
+    if set(params) != {"statementId"}:
+        raise bad_request("PUT /statements takes exactly one parameter: statementId")
+    statement_id = params["statementId"]
+    if not is_uuid(statement_id):
+        raise bad_request(f"statementId {statement_id!r} is not a UUID")
+    statements, as_list, parts = await _read_statements(request)
+    if as_list:
+        raise bad_request("PUT /statements takes a single statement, not an array")
+    statement = statements[0]
+    if isinstance(statement, dict):
+        if "id" in statement and str(statement["id"]).lower() != statement_id.lower():
+            raise bad_request("the statement's id does not match the statementId parameter")
+        statement = {**statement, "id": statement_id}
+    await _store(request, credential, [statement], False, parts)
+    return Response(status_code=204, headers=_statement_headers(services_of(request)))
+
+
+@router.post("/xapi/statements")
+async def post_statements(
+    request: Request, credential: Credential = Depends(current_credential)
+) -> Response:
+    require_scope(credential, "statements/write")
+    if request.query_params:
+        raise bad_request("POST /statements takes no query parameters")
+    statements, as_list, parts = await _read_statements(request)
+    prepared = await _store(request, credential, statements, as_list, parts)
+    return JSONResponse(
+        [s["id"] for s in prepared], headers=_statement_headers(services_of(request))
+    )
+
+
+def _bool_param(params: dict[str, str], name: str) -> bool:
+    value = params.get(name, "false")
+    if value not in ("true", "false"):
+        raise bad_request(f"{name} must be true or false, not {value!r}")
+    return value == "true"
+
+
+def _timestamp_param(params: dict[str, str], name: str) -> int | None:
+    if name not in params:
+        return None
+    try:
+        return to_micros(parse_timestamp(params[name]))
+    except TimestampError as exc:
+        raise bad_request(f"{name}: {exc}") from exc
+
+
+def _iri_param(params: dict[str, str], name: str) -> str | None:
+    value = params.get(name)
+    if value is not None and not is_iri(value):
+        raise bad_request(f"{name} must be an IRI, not {value!r}")
+    return value
+
+
+def parse_agent_param(raw: str, version: str, name: str = "agent") -> dict[str, Any]:
+    agent = _json_loads(raw.encode("utf-8"), f"the {name} parameter")
+    try:
+        validate_agent(agent, path=name, version=version)
+    except StatementValidationError as exc:
+        raise bad_request(str(exc)) from exc
+    return agent
+
+
+def _encode_cursor(cursor: tuple[int, str]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(list(cursor)).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(token: str) -> tuple[int, str]:
+    try:
+        key, last_id = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except (ValueError, binascii.Error, TypeError) as exc:
+        raise bad_request("the cursor parameter is not one this LRS issued") from exc
+    if not isinstance(key, int) or not isinstance(last_id, str):
+        raise bad_request("the cursor parameter is not one this LRS issued")
+    return key, last_id
+
+
+@router.get("/xapi/statements")
+async def get_statements(
+    request: Request, credential: Credential = Depends(current_credential)
+) -> Response:
+    services = services_of(request)
+    mine_only = not has_scope(credential, "statements/read", "all/read")
+    if mine_only:
+        require_scope(credential, "statements/read/mine")
+    authority = agent_key(credential.authority) if mine_only else None
+
+    multi = request.query_params.multi_items()
+    params = dict(multi)
+    if len(params) != len(multi):
+        raise bad_request("a query parameter is repeated")
+    unknown = set(params) - _GET_PARAMETERS
+    if unknown:
+        raise bad_request(f"unknown parameter(s): {', '.join(sorted(unknown))}")
+    fmt = params.get("format", "exact")
+    if fmt not in FORMATS:
+        raise bad_request(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    with_attachments = _bool_param(params, "attachments")
+    languages = parse_accept_language(request.headers.get("accept-language"))
+
+    if "statementId" in params or "voidedStatementId" in params:
+        if "statementId" in params and "voidedStatementId" in params:
+            raise bad_request("statementId and voidedStatementId cannot be used together")
+        extra = set(params) - _SINGLE_PARAMETERS
+        if extra:
+            raise bad_request(
+                "with statementId or voidedStatementId only attachments and format are allowed, "
+                f"not {', '.join(sorted(extra))}"
+            )
+        voided = "voidedStatementId" in params
+        statement_id = params["voidedStatementId" if voided else "statementId"]
+        if not is_uuid(statement_id):
+            raise bad_request(f"{statement_id!r} is not a UUID")
+        statement = await services.statements.get(
+            credential.store, statement_id.lower(), voided=voided, authority=authority
+        )
+        if statement is None:
+            raise XAPIError(404, f"no statement {statement_id}")
+        headers = _statement_headers(services, statement.get("stored"))
+        body = format_statement(statement, fmt, languages)
+        return await _statement_response(request, credential, body, [statement], with_attachments, headers)
+
+    version = request.state.xapi_version
+    limit_text = params.get("limit", "0")
+    if not limit_text.isdigit():
+        raise bad_request(f"limit must be a non-negative integer, not {limit_text!r}")
+    limit = int(limit_text)
+    page_size = services.settings.statement_page_size
+    limit = min(limit or page_size, services.settings.max_statement_page_size)
+    registration = params.get("registration")
+    if registration is not None and not is_uuid(registration):
+        raise bad_request(f"registration must be a UUID, not {registration!r}")
+    agent = parse_agent_param(params["agent"], version) if "agent" in params else None
+    query = StatementQuery(
+        agent=agent_key(agent) if agent else None,
+        verb=_iri_param(params, "verb"),
+        activity=_iri_param(params, "activity"),
+        registration=registration,
+        related_agents=_bool_param(params, "related_agents"),
+        related_activities=_bool_param(params, "related_activities"),
+        since=_timestamp_param(params, "since"),
+        until=_timestamp_param(params, "until"),
+        ascending=_bool_param(params, "ascending"),
+        limit=limit,
+        after=_decode_cursor(params["cursor"]) if "cursor" in params else None,
+        authority=authority,
+    )
+    page = await services.statements.query(credential.store, query)
+    more = ""
+    if page.next_cursor is not None:
+        next_params = {k: v for k, v in params.items() if k != "cursor"}
+        next_params["cursor"] = _encode_cursor(page.next_cursor)
+        root = request.scope.get("root_path", "")
+        more = f"{root}/xapi/statements?" + "&".join(
+            f"{k}={_quote(v)}" for k, v in next_params.items()
+        )
+    latest = max((s.get("stored", "") for s in page.statements), default=None)
+    headers = _statement_headers(services, latest or None)
+    body = {
+        "statements": [format_statement(s, fmt, languages) for s in page.statements],
+        "more": more,
+    }
+    return await _statement_response(
+        request, credential, body, page.statements, with_attachments, headers
+    )
+
+
+def _quote(value: str) -> str:
+    from urllib.parse import quote
+
+    return quote(value, safe="")
+
+
+async def _statement_response(
+    request: Request,
+    credential: Credential,
+    body: Any,
+    statements: list[dict[str, Any]],
+    with_attachments: bool,
+    headers: dict[str, str],
+) -> Response:
+    payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    if not with_attachments:
+        return Response(payload, media_type="application/json", headers=headers)
+    wanted = [
+        attachment["sha2"]
+        for statement in statements
+        for attachment in _all_attachments(statement)
+        if "sha2" in attachment
+    ]
+    stored = await services_of(request).statements.get_attachments(credential.store, wanted)
+    parts = [AttachmentPart(doc["sha2"], doc["content_type"], bytes(doc["data"])) for doc in stored]
+    multipart, content_type = build_multipart_mixed(payload, parts)
+    return Response(multipart, headers={**headers, "Content-Type": content_type})
+
+
+def _all_attachments(statement: dict[str, Any]) -> list[dict[str, Any]]:
+    attachments = list(statement.get("attachments") or [])
+    obj = statement.get("object")
+    if isinstance(obj, dict) and obj.get("objectType") == "SubStatement":
+        attachments += obj.get("attachments") or []
+    return attachments
+
+
+__all__ = ["router", "parse_agent_param", "services_of", "VOIDED_VERB"]

@@ -1,0 +1,91 @@
+"""The FastAPI application: routers, middleware, error handling, start-up and shut-down."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from lrs.api import about, statements
+from lrs.api.errors import XAPIError
+from lrs.api.middleware import XAPIMiddleware
+from lrs.config import Settings, get_settings
+from lrs.services import Services, build_services
+
+log = logging.getLogger("lrs")
+
+_EXPOSED_HEADERS = [
+    "ETag",
+    "Last-Modified",
+    "X-Experience-API-Version",
+    "X-Experience-API-Consistent-Through",
+    "Content-Type",
+]
+_ALLOWED_HEADERS = [
+    "Authorization",
+    "Content-Type",
+    "X-Experience-API-Version",
+    "If-Match",
+    "If-None-Match",
+    "Accept-Language",
+]
+
+
+def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    owns_services = services is None
+    services = services or build_services(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await services.start()
+        try:
+            yield
+        finally:
+            if owns_services:
+                await services.close()
+
+    app = FastAPI(title="LRS", version="0.1.0", lifespan=lifespan)
+    app.state.services = services
+    app.include_router(about.router)
+    app.include_router(statements.router)
+
+    @app.exception_handler(XAPIError)
+    async def xapi_error(request: Request, exc: XAPIError) -> JSONResponse:
+        return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
+        )
+        return JSONResponse({"error": problems}, status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
+            {"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse({"error": "internal error"}, status_code=500)
+
+    # Order: CORS outermost so that preflights and errors carry CORS headers.
+    app.add_middleware(XAPIMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_methods=["GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS"],
+        allow_headers=_ALLOWED_HEADERS,
+        expose_headers=_EXPOSED_HEADERS,
+        allow_credentials=settings.cors_origins != ["*"],
+    )
+    return app

@@ -1,0 +1,131 @@
+"""Credentials: HTTP Basic key/secret pairs, each bound to one store and a set of scopes.
+
+Secrets are kept only as salted scrypt hashes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from lrs.storage.database import Collection, Database
+
+# scrypt parameters: about 30 ms and 16 MiB per check on a 2-core machine; verified secrets are
+# cached in memory by the auth layer so that this cost is paid once per credential and period.
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
+
+
+def hash_secret(secret: str, salt: bytes | None = None) -> str:
+    salt = salt or secrets.token_bytes(16)
+    digest = hashlib.scrypt(secret.encode(), salt=salt, **_SCRYPT)
+    return f"scrypt${salt.hex()}${digest.hex()}"
+
+
+def verify_secret(secret: str, stored: str) -> bool:
+    try:
+        scheme, salt_hex, digest_hex = stored.split("$")
+    except ValueError:
+        return False
+    if scheme != "scrypt":
+        return False
+    digest = hashlib.scrypt(secret.encode(), salt=bytes.fromhex(salt_hex), **_SCRYPT)
+    return hmac.compare_digest(digest.hex(), digest_hex)
+
+
+@dataclass(frozen=True)
+class Credential:
+    key: str
+    store: str
+    scopes: frozenset[str]
+    name: str
+    authority: dict[str, Any] = field(hash=False, compare=False)
+    revoked: bool = False
+
+
+def _from_doc(doc: dict[str, Any]) -> Credential:
+    return Credential(
+        key=doc["key"],
+        store=doc["store"],
+        scopes=frozenset(doc["scopes"]),
+        name=doc.get("name", ""),
+        authority=doc["authority"],
+        revoked=bool(doc.get("revoked")),
+    )
+
+
+class CredentialRepository:
+    def __init__(self, database: Database, public_url: str) -> None:
+        self.collection: Collection = database["credentials"]
+        self.public_url = public_url.rstrip("/")
+
+    async def ensure_indexes(self) -> None:
+        await self.collection.create_index([("key", 1)], unique=True, name="credential_key")
+
+    async def create(
+        self,
+        store: str,
+        scopes: list[str],
+        name: str = "",
+        *,
+        key: str | None = None,
+        secret: str | None = None,
+    ) -> tuple[Credential, str]:
+        """Create a credential; returns it with the plain secret, which is never stored."""
+        key = key or secrets.token_urlsafe(18)
+        secret = secret or secrets.token_urlsafe(32)
+        authority = {
+            "objectType": "Agent",
+            "name": name or key,
+            "account": {"homePage": f"{self.public_url}/credentials", "name": key},
+        }
+        doc = {
+            "key": key,
+            "secret_hash": hash_secret(secret),
+            "store": store,
+            "scopes": sorted(set(scopes)),
+            "name": name,
+            "authority": authority,
+            "created": datetime.now(UTC).isoformat(),
+            "revoked": False,
+        }
+        await self.collection.insert_one(doc)
+        return _from_doc(doc), secret
+
+    async def ensure(self, store: str, scopes: list[str], name: str, key: str, secret: str) -> None:
+        """Create or update a bootstrap credential so that the given key/secret work."""
+        current = await self.collection.find_one({"key": key})
+        if current is None:
+            await self.create(store, scopes, name, key=key, secret=secret)
+            return
+        if not verify_secret(secret, current["secret_hash"]) or set(current["scopes"]) != set(
+            scopes
+        ):
+            await self.collection.update_one(
+                {"key": key},
+                {
+                    "$set": {
+                        "secret_hash": hash_secret(secret),
+                        "scopes": sorted(set(scopes)),
+                        "store": store,
+                        "revoked": False,
+                    }
+                },
+            )
+
+    async def lookup(self, key: str) -> tuple[Credential, str] | None:
+        """The credential and its secret hash, or None."""
+        doc = await self.collection.find_one({"key": key})
+        if doc is None:
+            return None
+        return _from_doc(doc), doc["secret_hash"]
+
+    async def list(self, store: str | None = None) -> list[Credential]:
+        filter = {"store": store} if store else {}
+        return [_from_doc(doc) for doc in await self.collection.find(filter, sort=[("key", 1)])]
+
+    async def revoke(self, key: str) -> bool:
+        return await self.collection.update_one({"key": key}, {"$set": {"revoked": True}}) > 0

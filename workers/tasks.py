@@ -1,0 +1,1 @@
+"""Celery tasks. Progress derivation and forwarding arrive with their issues."""
