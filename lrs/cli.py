@@ -38,7 +38,10 @@ def _parser() -> argparse.ArgumentParser:
     create = actions.add_parser("create", help="create a credential; prints key and secret once")
     create.add_argument("--store", required=True, help="the store (tenant) it belongs to")
     create.add_argument(
-        "--scopes", required=True, type=_scopes, help="comma-separated, e.g. statements/write,all/read"
+        "--scopes",
+        required=True,
+        type=_scopes,
+        help="comma-separated, e.g. statements/write,all/read",
     )
     create.add_argument("--name", default="", help="a label, used as the authority's name")
     listing = actions.add_parser("list", help="list credentials (never their secrets)")

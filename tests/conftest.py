@@ -50,9 +50,7 @@ class LRS:
     store: str = "default"
 
     async def credential(self, scopes: list[str], store: str | None = None, name: str = "") -> str:
-        created, secret = await self.services.credentials.create(
-            store or self.store, scopes, name
-        )
+        created, secret = await self.services.credentials.create(store or self.store, scopes, name)
         return basic_auth(created.key, secret)
 
     def headers(self, auth: str | None = None, version: str = "1.0.3", **extra: str) -> dict:

@@ -56,12 +56,16 @@ class XAPIMiddleware:
             await self.app(scope, receive, send)
             return
         state = scope.setdefault("state", {})
-        version_holder: dict[str, str | None] = {"value": _header(scope, "x-experience-api-version")}
+        version_holder: dict[str, str | None] = {
+            "value": _header(scope, "x-experience-api-version")
+        }
 
         async def send_with_version(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = [
-                    (k, v) for k, v in message.get("headers", []) if k.lower() != b"x-experience-api-version"
+                    (k, v)
+                    for k, v in message.get("headers", [])
+                    if k.lower() != b"x-experience-api-version"
                 ]
                 version = response_version(normalise_version(version_holder["value"]))
                 headers.append((b"x-experience-api-version", version.encode()))
@@ -70,7 +74,9 @@ class XAPIMiddleware:
 
         declared = _header(scope, "content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            await _error(send_with_version, 413, f"request body exceeds {self.max_body_bytes} bytes")
+            await _error(
+                send_with_version, 413, f"request body exceeds {self.max_body_bytes} bytes"
+            )
             return
         body = b""
         if scope["method"] in ("POST", "PUT"):
@@ -94,7 +100,9 @@ class XAPIMiddleware:
 
         path: str = scope["path"]
         is_xapi = path.startswith("/xapi/")
-        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
+        query = dict(
+            parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        )
         if is_xapi and scope["method"] == "POST" and "method" in query:
             try:
                 scope, body = _rewrite_alternate(scope, query, body)
@@ -106,7 +114,9 @@ class XAPIMiddleware:
         if is_xapi and scope["method"] != "OPTIONS" and not path.startswith(_VERSION_EXEMPT):
             raw = _header(scope, "x-experience-api-version")
             if raw is None:
-                await _error(send_with_version, 400, "the X-Experience-API-Version header is required")
+                await _error(
+                    send_with_version, 400, "the X-Experience-API-Version header is required"
+                )
                 return
             if normalise_version(raw) is None:
                 await _error(

@@ -183,7 +183,11 @@ async def _check_voiding(services: Services, store: str, statements: list[dict[s
 
 
 async def _store(
-    request: Request, credential: Credential, statements: list[Any], as_list: bool, parts: list[AttachmentPart]
+    request: Request,
+    credential: Credential,
+    statements: list[Any],
+    as_list: bool,
+    parts: list[AttachmentPart],
 ) -> list[dict[str, Any]]:
     services = services_of(request)
     stored_key = monotonic_now_micros()
@@ -348,7 +352,9 @@ async def get_statements(
             raise XAPIError(404, f"no statement {statement_id}")
         headers = _statement_headers(services, statement.get("stored"))
         body = format_statement(statement, fmt, languages)
-        return await _statement_response(request, credential, body, [statement], with_attachments, headers)
+        return await _statement_response(
+            request, credential, body, [statement], with_attachments, headers
+        )
 
     version = request.state.xapi_version
     limit_text = params.get("limit", "0")

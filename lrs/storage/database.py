@@ -289,9 +289,7 @@ def open_embedded(data_dir: Any, name: str) -> Database:
     raw_db = thread.call(lambda: client[name])
     database = Database(
         "embedded",
-        lambda collection: ThreadedCollection(
-            thread.call(lambda: raw_db[collection]), thread.run
-        ),
+        lambda collection: ThreadedCollection(thread.call(lambda: raw_db[collection]), thread.run),
     )
 
     def close() -> None:

@@ -217,9 +217,7 @@ class StatementRepository:
             inserted = [doc["_id"] for doc in docs if doc["id"] not in rejected]
             racing = await self.find_by_ids(store, rejected)
             try:
-                self._drop_equivalent(
-                    [s for s in fresh if s["id"] in rejected], racing, equivalent
-                )
+                self._drop_equivalent([s for s in fresh if s["id"] in rejected], racing, equivalent)
             except StatementConflict:
                 await self.statements.delete_many({"_id": {"$in": inserted}})
                 raise

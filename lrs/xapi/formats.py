@@ -26,9 +26,9 @@ def _agent_ids(agent: Any) -> Any:
     for ifi in IFI_PROPERTIES:
         if ifi in agent:
             slim[ifi] = agent[ifi]
-    if agent.get("objectType") == "Group" and "member" in agent:
-        if not any(ifi in agent for ifi in IFI_PROPERTIES):
-            slim["member"] = [_agent_ids(member) for member in agent["member"]]
+    anonymous = not any(ifi in agent for ifi in IFI_PROPERTIES)
+    if agent.get("objectType") == "Group" and "member" in agent and anonymous:
+        slim["member"] = [_agent_ids(member) for member in agent["member"]]
     return slim
 
 
