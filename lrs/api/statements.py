@@ -32,7 +32,7 @@ from lrs.xapi.attachments import (
 )
 from lrs.xapi.comparison import statements_equivalent
 from lrs.xapi.formats import FORMATS, format_statement, parse_accept_language
-from lrs.xapi.signature import verify_signed_statement
+from lrs.xapi.signature import verify_statement_signatures
 from lrs.xapi.timestamps import (
     TimestampError,
     format_timestamp,
@@ -51,7 +51,6 @@ from lrs.xapi.validation import (
 
 router = APIRouter()
 
-SIGNATURE_USAGE = "http://adlnet.gov/expapi/attachments/signature"
 _GET_PARAMETERS = frozenset(
     {
         "statementId",
@@ -141,9 +140,7 @@ def _prepare(
             require_file_urls(statements)
             by_sha2 = {}
         for statement in statements:
-            for attachment in statement.get("attachments") or []:
-                if attachment.get("usageType") == SIGNATURE_USAGE and attachment["sha2"] in by_sha2:
-                    verify_signed_statement(statement, by_sha2[attachment["sha2"]])
+            verify_statement_signatures(statement, by_sha2, xapi_version=version)
     except AttachmentError as exc:
         raise bad_request(f"attachments: {exc}") from exc
 
@@ -197,12 +194,23 @@ async def _store(
             statements, as_list, parts, credential, request.state.xapi_version, stored_key
         )
         await _check_voiding(services, credential.store, prepared)
+        version = request.state.xapi_version
+        # Compare what the client sent, not what the LRS added (timestamp, stored, authority):
+        # differences the LRS itself caused are not conflicts (Data 2.3.1).
+        sent = {
+            p["id"]: {**original, "id": p["id"]}
+            for p, original in zip(prepared, statements, strict=True)
+        }
+
+        def equivalent(existing: dict[str, Any], candidate: dict[str, Any]) -> bool:
+            return statements_equivalent(existing, sent[candidate["id"]], xapi_version=version)
+
         try:
             fresh = await services.statements.insert_batch(
                 credential.store,
                 prepared,
                 stored_key,
-                statements_equivalent,
+                equivalent,
                 [(p.sha2, p.content_type, p.data) for p in parts],
             )
         except StatementConflict as exc:
