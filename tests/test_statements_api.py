@@ -665,3 +665,12 @@ async def test_alternate_request_syntax_rejects_extra_query_parameters(lrs: LRS)
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
     assert response.status_code == 400
+
+
+async def test_duplicate_json_properties_rejected(lrs: LRS) -> None:
+    """Data 2.2: a property used more than once in one object MUST be rejected (400)."""
+    raw = json.dumps(statement())[:-1] + ', "verb": {"id": "http://example.com/v"}}'
+    response = await lrs.client.post(
+        "/xapi/statements", content=raw, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 400

@@ -45,6 +45,7 @@ from lrs.xapi.validation import (
     StatementValidationError,
     is_iri,
     is_uuid,
+    reject_duplicate_keys,
     validate_agent,
     validate_statement,
 )
@@ -82,7 +83,11 @@ def _json_loads(raw: bytes, what: str) -> Any:
         raise ValueError(f"{name} is not valid JSON")
 
     try:
-        return json.loads(raw.decode("utf-8"), parse_constant=reject_constant)
+        return json.loads(
+            raw.decode("utf-8"),
+            parse_constant=reject_constant,
+            object_pairs_hook=reject_duplicate_keys,
+        )
     except UnicodeDecodeError as exc:
         raise bad_request(f"{what} is not UTF-8") from exc
     except (ValueError, RecursionError) as exc:

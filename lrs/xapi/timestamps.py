@@ -7,9 +7,9 @@ import time
 from datetime import UTC, datetime, timedelta, timezone
 
 _TIMESTAMP = re.compile(
-    r"^(?P<date>\d{4}-\d{2}-\d{2})[Tt ](?P<h>\d{2}):(?P<m>\d{2}):(?P<s>\d{2})"
-    r"(?:[.,](?P<frac>\d+))?"
-    r"(?P<tz>[Zz]|[+-]\d{2}(?::?\d{2})?)?$"
+    r"(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})[Tt ](?P<h>[0-9]{2}):(?P<m>[0-9]{2}):(?P<s>[0-9]{2})"
+    r"(?:[.,](?P<frac>[0-9]+))?"
+    r"(?P<tz>[Zz]|[+-][0-9]{2}(?::?[0-9]{2})?)?"
 )
 
 
@@ -25,7 +25,7 @@ def parse_timestamp(value: str) -> datetime:
     """
     if not isinstance(value, str):
         raise TimestampError("must be a string")
-    match = _TIMESTAMP.match(value)
+    match = _TIMESTAMP.fullmatch(value)
     if not match:
         raise TimestampError(f"{value!r} is not an ISO 8601 timestamp")
     tz_text = match["tz"]
@@ -46,9 +46,9 @@ def parse_timestamp(value: str) -> datetime:
         parsed = datetime(
             year, month, day, int(match["h"]), int(match["m"]), int(match["s"]), int(frac), tz
         )
-    except ValueError as exc:
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
         raise TimestampError(f"{value!r} is not a valid date and time") from exc
-    return parsed.astimezone(UTC)
 
 
 def format_timestamp(moment: datetime) -> str:
