@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
 from lrs.config import Settings
 from lrs.services import build_services
@@ -37,9 +36,8 @@ def _lrs(tmp_path: Path, *args: str, **extra: str) -> subprocess.CompletedProces
 
 def test_credentials_create_prints_key_and_secret_once(tmp_path: Path) -> None:
     """Issue 2: `lrs credentials create --store S --scopes ... --name N` prints key and secret."""
-    result = _lrs(
-        tmp_path, "credentials", "create", "--store", "acme", "--scopes", "statements/write,all/read"
-    )
+    scopes = "statements/write,all/read"
+    result = _lrs(tmp_path, "credentials", "create", "--store", "acme", "--scopes", scopes)
     assert result.returncode == 0, result.stderr
     lines = dict(line.split(":", 1) for line in result.stdout.splitlines())
     key, secret = lines["key"].strip(), lines["secret"].strip()

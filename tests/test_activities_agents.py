@@ -1,0 +1,356 @@
+"""The Activities and Agents resources (xAPI 1.0.3 Communication 2.4, 2.5, 4.2 `define`;
+Data 2.4.4.1; xAPI 2.0 4.1.6.3, 4.1.6.4), and the canonical definitions gathered from
+statements. Each test names the requirement it checks.
+
+The statements write path calls `ActivityRepository.record_from_statements` with the stored
+statements; most tests here call it directly, as that path does."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import hashlib
+import json
+from typing import Any
+
+import pytest
+
+from lrs.storage.activities import merge_definition
+from tests.conftest import LRS, statement
+
+ACTIVITY = "http://example.com/activities/quiz"
+LEARNER = {"objectType": "Agent", "mbox": "mailto:learner@example.com", "name": "Learner"}
+
+
+def about(activity: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    return statement(object=activity, actor=LEARNER, **overrides)
+
+
+def quiz(**definition: Any) -> dict[str, Any]:
+    return {"objectType": "Activity", "id": ACTIVITY, "definition": definition}
+
+
+async def record(lrs: LRS, statements: list[dict[str, Any]], can_define: bool = True) -> None:
+    await lrs.services.activities.record_from_statements(lrs.store, statements, can_define)
+
+
+async def get_activity(lrs: LRS, activity_id: str = ACTIVITY, **headers: str):
+    return await lrs.client.get(
+        "/xapi/activities", params={"activityId": activity_id}, headers=headers or None
+    )
+
+
+# --- Activities resource --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", ["1.0.3", "2.0.0"])
+async def test_unknown_activity_still_returns_an_activity_object(lrs: LRS, version: str) -> None:
+    """2.5.s2.b1: without a canonical definition the LRS SHOULD* still return an Activity
+    Object (200); Communication 2.5 "has Concurrency controls": the GET carries an ETag."""
+    response = await lrs.client.get(
+        "/xapi/activities",
+        params={"activityId": "http://example.com/never-seen"},
+        headers={"X-Experience-API-Version": version},
+    )
+    assert response.status_code == 200
+    assert response.json() == {"objectType": "Activity", "id": "http://example.com/never-seen"}
+    assert response.headers["ETag"] == '"' + hashlib.sha1(response.content).hexdigest() + '"'
+
+
+async def test_definition_gathered_from_statements(lrs: LRS) -> None:
+    """2.5.s1: GET returns the complete Activity Object the LRS holds: the definition from the
+    statement's object, SubStatement object and context activities."""
+    sub = {
+        "objectType": "SubStatement",
+        "actor": LEARNER,
+        "verb": {"id": "http://example.com/verbs/plans"},
+        "object": {
+            "id": "http://example.com/activities/sub",
+            "definition": {"name": {"en-US": "Sub"}},
+        },
+    }
+    parent = {
+        "id": "http://example.com/activities/course",
+        "definition": {"type": "http://adlnet.gov/expapi/activities/course"},
+    }
+    await record(
+        lrs,
+        [
+            about(
+                quiz(name={"en-US": "Quiz"}, type="http://adlnet.gov/expapi/activities/assessment")
+            ),
+            statement(
+                actor=LEARNER, object=sub, context={"contextActivities": {"parent": [parent]}}
+            ),
+        ],
+    )
+    response = await get_activity(lrs)
+    assert response.json() == {
+        "objectType": "Activity",
+        "id": ACTIVITY,
+        "definition": {
+            "name": {"en-US": "Quiz"},
+            "type": "http://adlnet.gov/expapi/activities/assessment",
+        },
+    }
+    assert (await get_activity(lrs, "http://example.com/activities/sub")).json()["definition"] == {
+        "name": {"en-US": "Sub"}
+    }
+    course = await get_activity(lrs, "http://example.com/activities/course")
+    assert course.json()["definition"] == parent["definition"]
+    assert "Last-Modified" in course.headers
+
+
+async def test_definitions_merge_across_statements(lrs: LRS) -> None:
+    """Data 2.4.4.1.s4.b3/b4: with authority to define, a differing definition updates the
+    canonical one: languages add up in language maps, corrections replace their entry,
+    extensions merge by key."""
+    await record(lrs, [about(quiz(name={"en-US": "Quizz"}, extensions={"http://x.org/a": 1}))])
+    await record(
+        lrs,
+        [
+            about(quiz(name={"fr-FR": "Questionnaire"}, description={"en-US": "Ten questions"})),
+            about(quiz(name={"en-US": "Quiz"}, extensions={"http://x.org/b": 2})),
+        ],
+    )
+    definition = (await get_activity(lrs)).json()["definition"]
+    assert definition == {
+        "name": {"en-US": "Quiz", "fr-FR": "Questionnaire"},
+        "description": {"en-US": "Ten questions"},
+        "extensions": {"http://x.org/a": 1, "http://x.org/b": 2},
+    }
+
+
+async def test_concurrent_batches_lose_no_language(lrs: LRS) -> None:
+    """Data 2.4.4.1.s4.b3: every authorised update reaches the canonical definition, also when
+    batches are stored at the same moment (each merge is conditional on what it read)."""
+    await record(lrs, [about(quiz(name={"en": "Quiz"}))])
+    languages = ["fr", "de", "es", "it", "nl", "pt"]
+    await asyncio.gather(
+        *(record(lrs, [about(quiz(name={tag: f"Quiz ({tag})"}))]) for tag in languages)
+    )
+    name = (await get_activity(lrs)).json()["definition"]["name"]
+    assert sorted(name) == sorted(["en", *languages])
+
+
+async def test_correct_responses_are_not_changed(lrs: LRS) -> None:
+    """Data 2.4.4.1.s4.b5: the LRS SHOULD NOT make significant changes to a canonical
+    definition, e.g. to correct responses; new choices and descriptions still merge."""
+    first = quiz(
+        interactionType="choice",
+        correctResponsesPattern=["a"],
+        choices=[{"id": "a", "description": {"en-US": "A"}}],
+    )
+    second = quiz(
+        interactionType="fill-in",
+        correctResponsesPattern=["b"],
+        choices=[
+            {"id": "a", "description": {"de": "A (de)"}},
+            {"id": "b", "description": {"en-US": "B"}},
+        ],
+    )
+    await record(lrs, [about(first)])
+    await record(lrs, [about(second)])
+    definition = (await get_activity(lrs)).json()["definition"]
+    assert definition["interactionType"] == "choice"
+    assert definition["correctResponsesPattern"] == ["a"]
+    assert definition["choices"] == [
+        {"id": "a", "description": {"en-US": "A", "de": "A (de)"}},
+        {"id": "b", "description": {"en-US": "B"}},
+    ]
+
+
+async def test_without_define_scope_only_new_activities_are_created(lrs: LRS) -> None:
+    """Communication 4.2 `define`: without it, ids are saved but the LRS SHOULD NOT update its
+    canonical representation; an Activity never seen before is still created."""
+    await record(lrs, [about(quiz(name={"en-US": "Quiz"}))], can_define=False)
+    assert (await get_activity(lrs)).json()["definition"] == {"name": {"en-US": "Quiz"}}
+    await record(lrs, [about(quiz(name={"en-US": "Hijacked", "fr": "Détourné"}))], can_define=False)
+    assert (await get_activity(lrs)).json()["definition"] == {"name": {"en-US": "Quiz"}}
+    await record(lrs, [about(quiz(name={"fr": "Questionnaire"}))], can_define=True)
+    assert (await get_activity(lrs)).json()["definition"] == {
+        "name": {"en-US": "Quiz", "fr": "Questionnaire"}
+    }
+
+
+async def test_activity_without_definition_does_not_block_a_later_definition(lrs: LRS) -> None:
+    """Communication 4.2 `define`: a bare reference teaches nothing, so a later statement
+    without `define` can still introduce the definition."""
+    await record(lrs, [about({"id": ACTIVITY})], can_define=False)
+    await record(lrs, [about(quiz(name={"en-US": "Quiz"}))], can_define=False)
+    assert (await get_activity(lrs)).json()["definition"] == {"name": {"en-US": "Quiz"}}
+
+
+async def test_accept_language_selects_one_language(lrs: LRS) -> None:
+    """Communication 2.1.3.s4.b5 applied to the Activities resource: with Accept-Language each
+    language map is reduced to the most relevant entry; without it, the full maps."""
+    await record(
+        lrs,
+        [
+            about(
+                quiz(
+                    name={"en-US": "Quiz", "fr-FR": "Questionnaire", "de": "Test"},
+                    description={"en-US": "About", "fr-FR": "À propos"},
+                    interactionType="choice",
+                    choices=[{"id": "a", "description": {"en-US": "Yes", "fr-FR": "Oui"}}],
+                )
+            )
+        ],
+    )
+    definition = (await get_activity(lrs, **{"Accept-Language": "fr-FR, en;q=0.5"})).json()[
+        "definition"
+    ]
+    assert definition["name"] == {"fr-FR": "Questionnaire"}
+    assert definition["description"] == {"fr-FR": "À propos"}
+    assert definition["choices"] == [{"id": "a", "description": {"fr-FR": "Oui"}}]
+    definition = (await get_activity(lrs, **{"Accept-Language": "de"})).json()["definition"]
+    assert definition["name"] == {"de": "Test"}
+    full = (await get_activity(lrs)).json()["definition"]
+    assert full["name"] == {"en-US": "Quiz", "fr-FR": "Questionnaire", "de": "Test"}
+
+
+async def test_definitions_are_per_store(lrs: LRS) -> None:
+    """Design 2: canonical data of one store is never visible from another."""
+    await record(lrs, [about(quiz(name={"en-US": "Quiz"}))])
+    headers = lrs.headers(await lrs.credential(["all"], store="elsewhere"))
+    response = await lrs.client.get(
+        "/xapi/activities", params={"activityId": ACTIVITY}, headers=headers
+    )
+    assert response.json() == {"objectType": "Activity", "id": ACTIVITY}
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {},
+        {"activityId": "not an IRI"},
+        {"activityId": ACTIVITY, "agent": "{}"},
+        {"activityid": ACTIVITY},
+    ],
+)
+async def test_activities_bad_parameters(lrs: LRS, query: dict[str, str]) -> None:
+    """2.5.s1.table1.row1: activityId (an IRI) is required; 3.2.s3.b7/b8: nothing else: 400."""
+    response = await lrs.client.get("/xapi/activities", params=query)
+    assert response.status_code == 400
+    assert response.json()["error"]
+
+
+async def test_activities_scope(lrs: LRS) -> None:
+    """3.2.s3.b10: a credential that may not read is refused with 403."""
+    headers = lrs.headers(await lrs.credential(["statements/write"]))
+    response = await lrs.client.get(
+        "/xapi/activities", params={"activityId": ACTIVITY}, headers=headers
+    )
+    assert response.status_code == 403
+
+
+def test_merge_definition_is_pure() -> None:
+    """Merging never modifies either input (the canonical copy is re-read for every batch)."""
+    canonical = {"name": {"en": "A"}, "choices": [{"id": "x", "description": {"en": "X"}}]}
+    incoming = {"name": {"fr": "A"}, "choices": [{"id": "x", "description": {"fr": "X"}}]}
+    before = copy.deepcopy((canonical, incoming))
+    merged = merge_definition(canonical, incoming)
+    assert (canonical, incoming) == before
+    assert merged["name"] == {"en": "A", "fr": "A"}
+
+
+async def test_statement_write_path_records_definitions(lrs: LRS) -> None:
+    """Data 2.4.4.1.s4.b3, end to end: a statement POSTed with a definition makes it
+    canonical."""
+    response = await lrs.client.post("/xapi/statements", json=about(quiz(name={"en-US": "Q"})))
+    assert response.status_code == 200
+    assert (await get_activity(lrs)).json()["definition"] == {"name": {"en-US": "Q"}}
+
+
+# --- Agents resource ------------------------------------------------------------------------
+
+
+async def get_person(lrs: LRS, agent: Any):
+    raw = agent if isinstance(agent, str) else json.dumps(agent)
+    return await lrs.client.get("/xapi/agents", params={"agent": raw})
+
+
+@pytest.mark.parametrize("version", ["1.0.3", "2.0.0"])
+async def test_unknown_agent_still_gets_a_person(lrs: LRS, version: str) -> None:
+    """2.4.s3.b3: with no further information the LRS MUST still return a Person Object with
+    the information of the requested Agent; 2.4.s5/2.4.s6.b1: objectType "Person" and array
+    properties holding values as in an Agent."""
+    lrs.client.headers["X-Experience-API-Version"] = version
+    response = await get_person(lrs, {"mbox": "mailto:stranger@example.com", "name": "Stranger"})
+    assert response.status_code == 200
+    assert response.json() == {
+        "objectType": "Person",
+        "name": ["Stranger"],
+        "mbox": ["mailto:stranger@example.com"],
+    }
+    assert "ETag" in response.headers
+
+
+@pytest.mark.parametrize(
+    ("agent", "ifi"),
+    [
+        ({"mbox_sha1sum": "ebd31e95054c018b10727ccffd2ef2ec3a016ee9"}, "mbox_sha1sum"),
+        ({"openid": "http://openid.example.org/12345"}, "openid"),
+        ({"account": {"homePage": "http://lms.example.com", "name": "42"}}, "account"),
+    ],
+)
+async def test_person_carries_each_identifier_kind(lrs: LRS, agent: dict, ifi: str) -> None:
+    """2.4.s5 / 2.4.s6.b1: each identifier is returned as an array of values of the Agent
+    property of that name (complete account objects); 2.4.s6.b2: no other properties."""
+    person = (await get_person(lrs, agent)).json()
+    assert person == {"objectType": "Person", ifi: [agent[ifi]]}
+
+
+async def test_person_includes_names_seen_in_statements(lrs: LRS) -> None:
+    """2.4.s1: the Person combines what the LRS knows of the Agent: names used for it in
+    statements (actor, Group members, instructor) join the requested one."""
+    member = {"mbox": "mailto:learner@example.com", "name": "L. Earner"}
+    team = {"objectType": "Group", "name": "Team", "member": [member]}
+    instructor = {"mbox": "mailto:learner@example.com", "name": "Dr Learner"}
+    await record(
+        lrs,
+        [
+            about(quiz(), context={"instructor": instructor}),
+            statement(actor=team, object={"id": ACTIVITY}),
+        ],
+    )
+    person = (await get_person(lrs, {"mbox": "mailto:learner@example.com"})).json()
+    assert person["objectType"] == "Person"
+    assert sorted(person["name"]) == ["Dr Learner", "L. Earner", "Learner"]
+    assert person["mbox"] == ["mailto:learner@example.com"]
+
+
+async def test_person_names_follow_define_scope(lrs: LRS) -> None:
+    """Communication 4.2 `define` covers Actors too: without it, names are recorded only for an
+    Agent never seen before."""
+    await record(lrs, [about(quiz())], can_define=False)
+    await record(lrs, [statement(actor={**LEARNER, "name": "Renamed"})], can_define=False)
+    person = (await get_person(lrs, {"mbox": LEARNER["mbox"]})).json()
+    assert person["name"] == ["Learner"]
+
+
+@pytest.mark.parametrize(
+    "agent",
+    [
+        "not JSON",
+        '{"name": "no identifier"}',
+        '{"objectType": "Group", "mbox": "mailto:team@example.com"}',
+        '{"objectType": "Person", "mbox": ["mailto:a@example.com"]}',
+        '{"account": {"homePage": "http://lms.example.com", "name": "\\ud800"}}',
+    ],
+)
+async def test_agents_rejects_what_is_not_an_agent(lrs: LRS, agent: str) -> None:
+    """2.4.s2: the agent parameter is a normal Agent Object with a single identifier and no
+    arrays; not a Person Object, nor a Group: 400."""
+    response = await get_person(lrs, agent)
+    assert response.status_code == 400
+    assert response.json()["error"]
+
+
+async def test_agents_parameter_rules(lrs: LRS) -> None:
+    """2.4.s2.table1.row1: agent is required; 3.2.s3.b7: unknown parameters are a 400."""
+    assert (await lrs.client.get("/xapi/agents")).status_code == 400
+    response = await lrs.client.get(
+        "/xapi/agents", params={"agent": json.dumps(LEARNER), "activityId": ACTIVITY}
+    )
+    assert response.status_code == 400
