@@ -6,5 +6,6 @@ COPY workers ./workers
 COPY profiles ./profiles
 RUN pip install --no-cache-dir . && useradd --create-home lrs
 USER lrs
+ENV LRS_PROFILES_DIR=/app/profiles
 EXPOSE 8000
 CMD ["lrs", "serve", "--host", "0.0.0.0", "--port", "8000"]

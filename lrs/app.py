@@ -12,7 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from lrs.api import about, statements
+from lrs.api import about, activities, courses, documents, progress, statements
 from lrs.api.errors import XAPIError
 from lrs.api.middleware import XAPIMiddleware
 from lrs.config import Settings, get_settings
@@ -55,6 +55,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.services = services
     app.include_router(about.router)
     app.include_router(statements.router)
+    app.include_router(documents.router)
+    app.include_router(activities.router)
+    app.include_router(courses.router)
+    app.include_router(progress.router)
 
     @app.exception_handler(XAPIError)
     async def xapi_error(request: Request, exc: XAPIError) -> JSONResponse:

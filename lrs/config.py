@@ -20,6 +20,12 @@ class Settings(BaseSettings):
     storage: str = Field(default="auto", pattern="^(auto|mongodb|embedded|memory)$")
 
     redis_url: str | None = None
+    # Progress derivation: "celery" (needs Redis) or "inprocess"; "auto" picks by LRS_REDIS_URL.
+    derivation: str = Field(default="auto", pattern="^(auto|celery|inprocess)$")
+    # The outbox sweep: how often, and how old an underived statement must be to be re-sent.
+    sweep_interval: float = 30.0
+    outbox_grace: float = 30.0
+    profiles_dir: Path | None = None
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -39,6 +45,12 @@ class Settings(BaseSettings):
 
     # How long a verified secret is trusted from memory before the slow hash is checked again.
     auth_cache_seconds: float = 60.0
+
+    @property
+    def derivation_mode(self) -> str:
+        if self.derivation != "auto":
+            return self.derivation
+        return "celery" if self.redis_url else "inprocess"
 
     @property
     def storage_kind(self) -> str:

@@ -13,8 +13,15 @@ from typing import Any
 
 from lrs.auth import Authenticator
 from lrs.config import Settings
+from lrs.events import EventBus, RedisEventBus
+from lrs.progress.deriver import Deriver
+from lrs.progress.dispatch import CeleryDispatcher, Dispatcher, InProcessDispatcher
+from lrs.progress.profiles import Profiles, load_profiles
+from lrs.storage.activities import ActivityRepository
 from lrs.storage.credentials import CredentialRepository
 from lrs.storage.database import Database, open_database
+from lrs.storage.documents import DocumentRepository
+from lrs.storage.progress import CatalogueRepository, ProgressRepository
 from lrs.storage.statements import StatementRepository
 
 # Called with (store, newly stored statements) after every successful statement write.
@@ -28,6 +35,14 @@ class Services:
     statements: StatementRepository
     credentials: CredentialRepository
     authenticator: Authenticator
+    documents: DocumentRepository
+    activities: ActivityRepository
+    catalogue: CatalogueRepository
+    progress: ProgressRepository
+    profiles: Profiles
+    bus: EventBus
+    deriver: Deriver
+    dispatcher: Dispatcher
     after_store: list[StoredHook] = field(default_factory=list)
     # stored keys of writes in progress in this process, for X-Experience-API-Consistent-Through
     writes_in_flight: set[int] = field(default_factory=set)
@@ -38,9 +53,19 @@ class Services:
             return min(min(self.writes_in_flight) - 1, now)
         return now
 
-    async def start(self) -> None:
+    async def start(self, background: bool = True) -> None:
+        """Prepare storage; with `background`, also the live-event listener and the outbox
+        dispatcher (the API process; the CLI and the Celery workers need neither)."""
         await self.statements.ensure_indexes()
         await self.credentials.ensure_indexes()
+        await self.documents.ensure_indexes()
+        await self.activities.ensure_indexes()
+        await self.catalogue.ensure_indexes()
+        await self.progress.ensure_indexes()
+        if background:
+            await self.bus.start()
+            await self.dispatcher.start()
+            self._background = True
         s = self.settings
         if s.admin_key and s.admin_secret:
             await self.credentials.ensure(
@@ -48,16 +73,42 @@ class Services:
             )
 
     async def close(self) -> None:
+        if getattr(self, "_background", False):
+            await self.dispatcher.close()
+            await self.bus.close()
         await self.database.close()
 
 
 def build_services(settings: Settings, database: Database | None = None) -> Services:
     database = database or open_database(settings)
     credentials = CredentialRepository(database, settings.public_url)
-    return Services(
+    statements = StatementRepository(database)
+    catalogue = CatalogueRepository(database)
+    progress = ProgressRepository(database)
+    profiles = load_profiles(settings.profiles_dir) if settings.profiles_dir else load_profiles()
+    bus: EventBus = RedisEventBus(settings.redis_url) if settings.redis_url else EventBus()
+    deriver = Deriver(statements, catalogue, progress, profiles, bus)
+    dispatcher: Dispatcher
+    if settings.derivation_mode == "celery":
+        dispatcher = CeleryDispatcher(
+            statements, catalogue, settings.sweep_interval, settings.outbox_grace
+        )
+    else:
+        dispatcher = InProcessDispatcher(statements, catalogue, deriver, settings.sweep_interval)
+    services = Services(
         settings=settings,
         database=database,
-        statements=StatementRepository(database),
+        statements=statements,
         credentials=credentials,
         authenticator=Authenticator(credentials, settings.auth_cache_seconds),
+        documents=DocumentRepository(database),
+        activities=ActivityRepository(database),
+        catalogue=catalogue,
+        progress=progress,
+        profiles=profiles,
+        bus=bus,
+        deriver=deriver,
+        dispatcher=dispatcher,
     )
+    services.after_store.append(dispatcher.after_store)
+    return services

@@ -674,3 +674,13 @@ async def test_duplicate_json_properties_rejected(lrs: LRS) -> None:
         "/xapi/statements", content=raw, headers={"Content-Type": "application/json"}
     )
     assert response.status_code == 400
+
+
+async def test_lone_surrogate_is_400(lrs: LRS) -> None:
+    """Never a 500: JSON that decodes to a lone UTF-16 surrogate is not storable text."""
+    raw = json.dumps(statement()).replace('"experienced"}', '"\\ud800"}')
+    assert "\\ud800" in raw
+    response = await lrs.client.post(
+        "/xapi/statements", content=raw, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 400

@@ -1,9 +1,9 @@
-"""The Celery application. The broker is Redis (LRS_REDIS_URL); without one, tasks run eagerly
-in-process (the embedded mode)."""
+"""The Celery application. The broker is Redis (LRS_REDIS_URL)."""
 
 from __future__ import annotations
 
 from celery import Celery
+from celery.signals import worker_ready
 
 from lrs.config import get_settings
 
@@ -11,9 +11,28 @@ settings = get_settings()
 app = Celery("lrs", broker=settings.redis_url or "memory://", include=["workers.tasks"])
 app.conf.update(
     task_acks_late=True,
+    # A task whose worker died is redelivered, not dropped.
     task_reject_on_worker_lost=True,
-    worker_prefetch_multiplier=1,
-    task_always_eager=settings.redis_url is None,
+    worker_prefetch_multiplier=4,
     task_serializer="json",
     accept_content=["json"],
+    broker_connection_retry_on_startup=True,
+    # Never let an API request hang on a broker that is down: publish fails fast, the outbox
+    # sweep re-enqueues later.
+    broker_transport_options={"socket_connect_timeout": 1, "socket_timeout": 2},
+    task_publish_retry=False,
+    beat_schedule={
+        "sweep-underived": {
+            "task": "lrs.sweep_underived",
+            "schedule": settings.sweep_interval,
+        }
+    },
 )
+
+
+@worker_ready.connect
+def _sweep_on_start(**_: object) -> None:
+    """A worker that (re)starts first re-enqueues what was stored while no worker ran."""
+    from workers.tasks import sweep_underived
+
+    sweep_underived.delay()

@@ -1,1 +1,45 @@
-"""Celery tasks. Progress derivation and forwarding arrive with their issues."""
+"""Celery tasks. Each is idempotent (it recomputes from stored statements), acknowledged late,
+and retried on failure; whatever still fails stays `derived: false` for the sweep."""
+
+from __future__ import annotations
+
+import logging
+
+from lrs.progress.deriver import VersionConflict
+from workers.celery_app import app
+from workers.runtime import run
+
+log = logging.getLogger("workers")
+
+
+@app.task(
+    name="lrs.derive_statements",
+    bind=True,
+    acks_late=True,
+    max_retries=10,
+    default_retry_delay=1,
+)
+def derive_statements(self, store: str, ids: list[str]) -> int:  # noqa: ANN001
+    """Derive progress for newly stored statements."""
+    try:
+        return run(lambda services: services.deriver.derive_statements(store, ids))
+    except VersionConflict as exc:
+        raise self.retry(exc=exc) from exc
+
+
+@app.task(name="lrs.derive_course", acks_late=True)
+def derive_course(store: str, course_id: str) -> int:
+    """Re-derive a course after a catalogue change."""
+    return run(lambda services: services.deriver.derive_course(store, course_id))
+
+
+@app.task(name="lrs.sweep_underived", acks_late=True)
+def sweep_underived() -> int:
+    """Re-enqueue statements still underived after the grace period (the outbox sweep)."""
+    from lrs.progress.dispatch import CeleryDispatcher
+
+    def sweep(services):  # noqa: ANN001, ANN202
+        dispatcher = CeleryDispatcher(services.statements, grace=services.settings.outbox_grace)
+        return dispatcher.sweep()
+
+    return run(sweep)

@@ -83,13 +83,17 @@ def _json_loads(raw: bytes, what: str) -> Any:
         raise ValueError(f"{name} is not valid JSON")
 
     try:
-        return json.loads(
+        data = json.loads(
             raw.decode("utf-8"),
             parse_constant=reject_constant,
             object_pairs_hook=reject_duplicate_keys,
         )
-    except UnicodeDecodeError as exc:
-        raise bad_request(f"{what} is not UTF-8") from exc
+        if b"\\u" in raw and b"\\ud" in raw.lower():
+            # A lone surrogate escape ("\ud800") decodes to a string that is not Unicode text.
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
+        return data
+    except UnicodeError as exc:
+        raise bad_request(f"{what} is not valid UTF-8 text (or holds a lone surrogate)") from exc
     except (ValueError, RecursionError) as exc:
         raise bad_request(f"{what} is not valid JSON: {exc}") from exc
 
@@ -184,22 +188,24 @@ async def _check_voiding(services: Services, store: str, statements: list[dict[s
             )
 
 
-async def _store(
-    request: Request,
+async def store_statements(
+    services: Services,
     credential: Credential,
     statements: list[Any],
-    as_list: bool,
-    parts: list[AttachmentPart],
+    *,
+    version: str,
+    as_list: bool = True,
+    parts: list[AttachmentPart] | None = None,
 ) -> list[dict[str, Any]]:
-    services = services_of(request)
+    """Validate, complete and store a batch all-or-nothing; then run the after-store hooks
+    (derivation outbox). Used by the Statements resource and by the progress API, which records
+    waivers and resets as statements."""
+    parts = parts or []
     stored_key = monotonic_now_micros()
     services.writes_in_flight.add(stored_key)
     try:
-        prepared = _prepare(
-            statements, as_list, parts, credential, request.state.xapi_version, stored_key
-        )
+        prepared = _prepare(statements, as_list, parts, credential, version, stored_key)
         await _check_voiding(services, credential.store, prepared)
-        version = request.state.xapi_version
         # Compare what the client sent, not what the LRS added (timestamp, stored, authority):
         # differences the LRS itself caused are not conflicts (Data 2.3.1).
         sent = {
@@ -222,9 +228,29 @@ async def _store(
             raise XAPIError(409, str(exc)) from exc
     finally:
         services.writes_in_flight.discard(stored_key)
+    await services.activities.record_from_statements(
+        credential.store, fresh, has_scope(credential, "define")
+    )
     for hook in services.after_store:
         await hook(credential.store, fresh)
     return prepared
+
+
+async def _store(
+    request: Request,
+    credential: Credential,
+    statements: list[Any],
+    as_list: bool,
+    parts: list[AttachmentPart],
+) -> list[dict[str, Any]]:
+    return await store_statements(
+        services_of(request),
+        credential,
+        statements,
+        version=request.state.xapi_version,
+        as_list=as_list,
+        parts=parts,
+    )
 
 
 def _statement_headers(services: Services, last_stored: str | None = None) -> dict[str, str]:

@@ -106,6 +106,9 @@ class Collection:
     async def count(self, filter: Filter) -> int:
         return await self._raw.count_documents(dict(filter))
 
+    async def distinct(self, key: str, filter: Filter) -> list[Any]:
+        return await self._raw.distinct(key, dict(filter))
+
     async def create_index(
         self, keys: Sort, *, unique: bool = False, name: str | None = None
     ) -> None:
@@ -192,6 +195,9 @@ class ThreadedCollection(Collection):
 
     async def count(self, filter: Filter) -> int:
         return await self._run(self._raw.count_documents, dict(filter))
+
+    async def distinct(self, key: str, filter: Filter) -> list[Any]:
+        return await self._run(self._raw.distinct, key, dict(filter))
 
     async def create_index(
         self, keys: Sort, *, unique: bool = False, name: str | None = None

@@ -74,7 +74,17 @@ def _match_fields(statement: dict[str, Any]) -> dict[str, Any]:
         "activity": object_activity(statement),
         "related_activities": related_activities(statement),
         "registration": registration.lower() if isinstance(registration, str) else None,
+        "learner": learner_key(statement),
     }
+
+
+def learner_key(statement: dict[str, Any]) -> str | None:
+    """The learner whose progress a statement counts for: an Agent actor only. An identified
+    Group counts for none of its members, and an anonymous Group's members are not inferred."""
+    actor = statement.get("actor")
+    if isinstance(actor, dict) and actor.get("objectType", "Agent") == "Agent":
+        return agent_key(actor)
+    return None
 
 
 def is_voiding(statement: dict[str, Any]) -> bool:
@@ -104,6 +114,8 @@ class StatementRepository:
         await s.create_index([("store", 1), ("ref_chain.id", 1)])
         await s.create_index([("store", 1), ("voids", 1)])
         await s.create_index([("derived", 1), ("stored_key", 1)])
+        await s.create_index([("store", 1), ("learner", 1), ("related_activities", 1)])
+        await s.create_index([("store", 1), ("related_activities", 1), ("learner", 1)])
         await self.attachments.create_index([("store", 1), ("sha2", 1)], unique=True)
 
     # --- reads -----------------------------------------------------------------------------
@@ -330,15 +342,55 @@ class StatementRepository:
             chain = await self._chain(store, doc["ref_target"])
             await self.statements.update_one({"_id": doc["_id"]}, {"$set": {"ref_chain": chain}})
 
-    # --- outbox ----------------------------------------------------------------------------
+    # --- progress derivation ------------------------------------------------------------------
 
-    async def underived(self, limit: int = 1000) -> list[dict[str, Any]]:
-        return await self.statements.find(
-            {"derived": False},
-            projection={"store": 1, "id": 1},
-            sort=[("stored_key", 1)],
-            limit=limit,
+    async def learner_statements(
+        self, store: str, learner: str, activity_ids: list[str]
+    ) -> list[dict[str, Any]]:
+        """Every non-voided statement of a learner that relates to any of the activities."""
+        docs = await self.statements.find(
+            {
+                "store": store,
+                "learner": learner,
+                "voided": False,
+                "related_activities": {"$in": activity_ids},
+            },
+            projection={"statement": 1},
         )
+        return [json.loads(doc["statement"]) for doc in docs]
+
+    async def learners_touching(self, store: str, activity_ids: list[str]) -> list[str]:
+        learners = await self.statements.distinct(
+            "learner", {"store": store, "related_activities": {"$in": activity_ids}}
+        )
+        return sorted(learner for learner in learners if learner)
+
+    async def raw_statements(self, store: str, ids: list[str]) -> list[dict[str, Any]]:
+        """Statements by id with their storage flags: (statement, voided, learner)."""
+        docs = await self.statements.find(
+            {"store": store, "id": {"$in": ids}},
+            projection={"statement": 1, "voided": 1, "learner": 1, "voids": 1, "id": 1},
+        )
+        return docs
+
+    # --- outbox (design notes section 1) -----------------------------------------------------
+
+    async def mark_derived(self, store: str, ids: list[str]) -> None:
+        await self.statements.update_many(
+            {"store": store, "id": {"$in": ids}}, {"$set": {"derived": True}}
+        )
+
+    async def underived(self, older_than: int | None = None, limit: int = 1000) -> list[dict]:
+        """Statements still waiting for derivation, oldest first: (store, id)."""
+        filter: dict[str, Any] = {"derived": False}
+        if older_than is not None:
+            filter["stored_key"] = {"$lt": older_than}
+        return await self.statements.find(
+            filter, projection={"store": 1, "id": 1}, sort=[("stored_key", 1)], limit=limit
+        )
+
+    async def count_underived(self) -> int:
+        return await self.statements.count({"derived": False})
 
 
 _SUMMARY_FIELDS = (

@@ -1,0 +1,129 @@
+"""The course catalogue: /courses (JSON definitions) and /courses/import (cmi5.xml)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from lrs.api.errors import bad_request, not_found
+from lrs.api.paths import raw_segments
+from lrs.auth import current_credential, require_scope
+from lrs.progress.catalogue import Course, CourseDefinition, CourseStructureError, parse_cmi5_course
+from lrs.services import Services
+from lrs.storage.credentials import Credential
+from lrs.xapi.validation import is_iri
+
+router = APIRouter()
+
+
+def course_json(course: Course) -> dict[str, Any]:
+    return {
+        "id": course.id,
+        "title": course.title,
+        "profile": course.profile,
+        "source": course.source,
+        "discovered": course.discovered,
+        "modules": [
+            {
+                "id": module.id,
+                "title": module.title,
+                "rule": module.rule,
+                "profile": module.profile,
+                "items": [asdict(item) for item in module.items],
+            }
+            for module in course.modules
+        ],
+    }
+
+
+def _course_id(request: Request) -> str:
+    segments = raw_segments(request, "/courses/")
+    if len(segments) != 1 or not segments[0]:
+        raise not_found("use /courses/{courseId} with the course IRI URL-encoded")
+    course_id = segments[0]
+    if not is_iri(course_id):
+        raise bad_request(f"courseId must be an IRI, not {course_id!r}")
+    return course_id
+
+
+def _profile_known(services: Services, name: str) -> None:
+    if name not in services.profiles.by_name:
+        known = ", ".join(sorted(services.profiles.by_name))
+        raise bad_request(f"unknown profile {name!r}; known: {known}")
+
+
+async def save_course(services: Services, store: str, course: Course, definition: Any) -> None:
+    for module in course.modules:
+        _profile_known(services, module.profile)
+    await services.catalogue.put(store, course, definition)
+    await services.dispatcher.submit_course(store, course.id)
+
+
+@router.get("/courses")
+async def list_courses(
+    request: Request, credential: Credential = Depends(current_credential)
+) -> JSONResponse:
+    require_scope(credential, "progress/read", "progress/write", "all/read")
+    courses = await request.app.state.services.catalogue.list(credential.store)
+    return JSONResponse({"courses": [course_json(c) for c in courses]})
+
+
+@router.post("/courses/import")
+async def import_cmi5(
+    request: Request, credential: Credential = Depends(current_credential)
+) -> JSONResponse:
+    """Import a cmi5 course structure (cmi5.xml): blocks become modules, AUs become items."""
+    require_scope(credential, "progress/write")
+    profile = request.query_params.get("profile", "cmi5")
+    services: Services = request.app.state.services
+    _profile_known(services, profile)
+    try:
+        course = parse_cmi5_course(await request.body(), profile)
+    except CourseStructureError as exc:
+        raise bad_request(f"invalid cmi5 course structure: {exc}") from exc
+    await save_course(services, credential.store, course, None)
+    return JSONResponse(course_json(course), status_code=201)
+
+
+@router.api_route("/courses/{rest:path}", methods=["GET", "PUT", "DELETE"])
+async def course_resource(
+    request: Request, rest: str, credential: Credential = Depends(current_credential)
+) -> Response:
+    services: Services = request.app.state.services
+    course_id = _course_id(request)
+    if request.method == "GET":
+        require_scope(credential, "progress/read", "progress/write", "all/read")
+        course = await services.catalogue.get(credential.store, course_id)
+        if course is None:
+            raise not_found(f"no course {course_id}")
+        return JSONResponse(course_json(course))
+    require_scope(credential, "progress/write")
+    if request.method == "DELETE":
+        if not await services.catalogue.delete(credential.store, course_id):
+            raise not_found(f"no course {course_id}")
+        await services.progress.delete_course(credential.store, course_id)
+        return Response(status_code=204)
+    try:
+        body = json.loads(await request.body())
+    except ValueError as exc:
+        raise bad_request(f"the body is not valid JSON: {exc}") from exc
+    try:
+        definition = CourseDefinition.model_validate(body)
+    except ValidationError as exc:
+        raise bad_request(_pydantic_message(exc)) from exc
+    course = definition.to_course(course_id)
+    existing = await services.catalogue.get(credential.store, course_id)
+    await save_course(services, credential.store, course, body)
+    return JSONResponse(course_json(course), status_code=200 if existing else 201)
+
+
+def _pydantic_message(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in error['loc']) or 'body'}: {error['msg']}"
+        for error in exc.errors()
+    )

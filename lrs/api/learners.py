@@ -1,0 +1,52 @@
+"""Learner identity in progress URLs and parameters: an xAPI agent JSON or a canonical learner
+key (`mbox:mailto:...`, `mbox_sha1sum:...`, `openid:...`, `account:<homePage>|<name>`)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from lrs.api.errors import bad_request
+from lrs.xapi.agents import agent_key
+from lrs.xapi.validation import StatementValidationError, validate_agent
+
+_KEY_PREFIXES = ("mbox:", "mbox_sha1sum:", "openid:", "account:")
+
+
+def learner_agent(text: str) -> dict[str, Any]:
+    """The Agent a learner parameter denotes; 400 if it denotes none."""
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            agent = json.loads(text)
+        except ValueError as exc:
+            raise bad_request(f"learner is not valid agent JSON: {exc}") from exc
+    else:
+        agent = _agent_from_key(text)
+    try:
+        validate_agent(agent, path="learner")
+    except StatementValidationError as exc:
+        raise bad_request(str(exc)) from exc
+    if agent.get("objectType") == "Group":
+        raise bad_request("learner must be an Agent, not a Group")
+    return agent
+
+
+def learner_key_of(text: str) -> str:
+    key = agent_key(learner_agent(text))
+    assert key is not None  # validate_agent guarantees an identifier
+    return key
+
+
+def _agent_from_key(key: str) -> dict[str, Any]:
+    if not key.startswith(_KEY_PREFIXES):
+        raise bad_request(
+            "learner must be agent JSON or a learner key starting with " + ", ".join(_KEY_PREFIXES)
+        )
+    kind, _, value = key.partition(":")
+    if kind == "account":
+        home_page, sep, name = value.rpartition("|")
+        if not sep:
+            raise bad_request("an account learner key is account:<homePage>|<name>")
+        return {"objectType": "Agent", "account": {"homePage": home_page, "name": name}}
+    return {"objectType": "Agent", kind: value}

@@ -1,0 +1,24 @@
+"""Path segments that hold IRIs. Clients URL-encode them (`/` as %2F); routing sees the decoded
+path, where an IRI's slashes are indistinguishable from the path's own, so these routes read
+the raw path and decode each segment themselves."""
+
+from __future__ import annotations
+
+from urllib.parse import unquote
+
+from fastapi import Request
+
+from lrs.api.errors import not_found
+
+
+def raw_segments(request: Request, prefix: str) -> list[str]:
+    """The decoded segments after `prefix` (e.g. "/courses/"), split on the raw slashes."""
+    raw: bytes = request.scope.get("raw_path") or request.url.path.encode()
+    path = raw.decode("latin-1").split("?", 1)[0]
+    root = request.scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    if not path.startswith(prefix):
+        raise not_found()
+    rest = path[len(prefix) :]
+    return [unquote(segment) for segment in rest.split("/")] if rest else []

@@ -1,0 +1,316 @@
+"""The progress API: records over REST, changes over Server-Sent Events, and the waive/reset
+actions, which are recorded as statements so that progress stays a function of statements."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import statistics
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from lrs.api.errors import bad_request, not_found
+from lrs.api.learners import learner_agent, learner_key_of
+from lrs.api.paths import raw_segments
+from lrs.api.statements import store_statements
+from lrs.auth import current_credential, require_scope
+from lrs.progress.deriver import public_record
+from lrs.progress.profiles import RESET_VERB, WAIVED_VERB
+from lrs.progress.rules import STATUSES
+from lrs.services import Services
+from lrs.storage.credentials import Credential
+from lrs.xapi.timestamps import format_timestamp, parse_timestamp
+from lrs.xapi.validation import is_iri
+
+router = APIRouter()
+
+_LIST_PARAMETERS = frozenset({"learner", "course", "module", "status", "limit", "cursor"})
+KEEPALIVE_SECONDS = 15.0
+
+
+def _services(request: Request) -> Services:
+    return request.app.state.services
+
+
+def _reader(credential: Credential) -> None:
+    require_scope(credential, "progress/read", "progress/write", "all/read")
+
+
+def _single_params(request: Request, allowed: frozenset[str]) -> dict[str, str]:
+    items = request.query_params.multi_items()
+    params = dict(items)
+    if len(params) != len(items):
+        raise bad_request("a query parameter is repeated")
+    unknown = set(params) - allowed
+    if unknown:
+        raise bad_request(f"unknown parameter(s): {', '.join(sorted(unknown))}")
+    return params
+
+
+def _iri(params: dict[str, str], name: str) -> str | None:
+    value = params.get(name)
+    if value is not None and not is_iri(value):
+        raise bad_request(f"{name} must be an IRI, not {value!r}")
+    return value
+
+
+def _cursor(token: str) -> tuple[str, str, str]:
+    try:
+        learner, course, module = json.loads(base64.urlsafe_b64decode(token + "=" * 4))
+    except (ValueError, binascii.Error, TypeError) as exc:
+        raise bad_request("the cursor parameter is not one this LRS issued") from exc
+    return str(learner), str(course), str(module)
+
+
+@router.get("/progress")
+async def list_progress(
+    request: Request, credential: Credential = Depends(current_credential)
+) -> JSONResponse:
+    _reader(credential)
+    params = _single_params(request, _LIST_PARAMETERS)
+    status = params.get("status")
+    if status is not None and status not in STATUSES:
+        raise bad_request(f"status must be one of {', '.join(STATUSES)}")
+    limit_text = params.get("limit", "100")
+    if not limit_text.isdigit() or not 0 < int(limit_text) <= 1000:
+        raise bad_request("limit must be an integer from 1 to 1000")
+    limit = int(limit_text)
+    records = await _services(request).progress.find(
+        credential.store,
+        learner=learner_key_of(params["learner"]) if "learner" in params else None,
+        course=_iri(params, "course"),
+        module=_iri(params, "module"),
+        status=status,
+        after=_cursor(params["cursor"]) if "cursor" in params else None,
+        limit=limit + 1,
+    )
+    more = ""
+    if len(records) > limit:
+        records = records[:limit]
+        last = records[-1]
+        token = base64.urlsafe_b64encode(
+            json.dumps([last["learner"], last["course"], last["module"]]).encode()
+        ).decode()
+        query = {k: v for k, v in params.items() if k != "cursor"} | {"cursor": token}
+        more = f"{request.url.path}?{urlencode(query)}"
+    return JSONResponse({"records": [public_record(r) for r in records], "more": more})
+
+
+@router.get("/progress/learners/{rest:path}")
+async def learner_course_progress(
+    request: Request, rest: str, credential: Credential = Depends(current_credential)
+) -> JSONResponse:
+    """All modules of one course for one learner, with the course-level roll-up."""
+    _reader(credential)
+    segments = raw_segments(request, "/progress/learners/")
+    if len(segments) != 3 or segments[1] != "courses":
+        raise not_found("use /progress/learners/{learner}/courses/{courseId}, URL-encoded")
+    learner = learner_key_of(segments[0])
+    services = _services(request)
+    course = await services.catalogue.get(credential.store, segments[2])
+    if course is None:
+        raise not_found(f"no course {segments[2]}")
+    records = {
+        r["module"]: r
+        for r in await services.progress.find(
+            credential.store, learner=learner, course=course.id, limit=10_000
+        )
+    }
+    modules = []
+    for module in course.modules:
+        record = records.get(module.id)
+        if record is None:
+            modules.append(
+                {
+                    "learner": learner,
+                    "course": course.id,
+                    "module": module.id,
+                    "status": "not_started",
+                    "percent": 0,
+                    "discovered": module.discovered,
+                }
+            )
+        else:
+            modules.append(public_record(record))
+        modules[-1]["title"] = module.title
+    completed = sum(1 for m in modules if m["status"] == "completed")
+    total = len(modules)
+    return JSONResponse(
+        {
+            "learner": learner,
+            "course": course.id,
+            "title": course.title,
+            "discovered": course.discovered,
+            "modules": modules,
+            "completed": completed,
+            "total": total,
+            "percent": (100 * completed) // total if total else 0,
+        }
+    )
+
+
+@router.get("/progress/courses/{rest:path}")
+async def course_summary(
+    request: Request, rest: str, credential: Credential = Depends(current_credential)
+) -> JSONResponse:
+    """Per module: learners per status, completion rate, median time to complete."""
+    _reader(credential)
+    segments = raw_segments(request, "/progress/courses/")
+    if len(segments) != 2 or segments[1] != "summary":
+        raise not_found("use /progress/courses/{courseId}/summary, URL-encoded")
+    services = _services(request)
+    course = await services.catalogue.get(credential.store, segments[0])
+    if course is None:
+        raise not_found(f"no course {segments[0]}")
+    records = await services.progress.find(credential.store, course=course.id, limit=1_000_000)
+    learners = {r["learner"] for r in records}
+    summary = []
+    for module in course.modules:
+        mine = [r for r in records if r["module"] == module.id]
+        counts = {status: 0 for status in STATUSES}
+        for record in mine:
+            counts[record["status"]] += 1
+        counts["not_started"] += len(learners) - len(mine)
+        durations = [
+            (parse_timestamp(r["completed_at"]) - parse_timestamp(r["started_at"])).total_seconds()
+            for r in mine
+            if r["status"] == "completed" and r.get("completed_at") and r.get("started_at")
+        ]
+        summary.append(
+            {
+                "module": module.id,
+                "title": module.title,
+                "counts": counts,
+                "learners": len(learners),
+                "completion_rate": counts["completed"] / len(learners) if learners else 0.0,
+                "median_seconds_to_complete": statistics.median(durations) if durations else None,
+            }
+        )
+    return JSONResponse(
+        {"course": course.id, "title": course.title, "learners": len(learners), "modules": summary}
+    )
+
+
+class ModuleAction(BaseModel):
+    """Body of POST /progress/waive and /progress/reset."""
+
+    model_config = ConfigDict(extra="forbid")
+    learner: dict[str, Any] | str
+    course: str
+    module: str
+    reason: str | None = None
+
+
+async def _record_action(request: Request, credential: Credential, verb: str) -> JSONResponse:
+    require_scope(credential, "progress/write")
+    try:
+        action = ModuleAction.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise bad_request(exc.errors()[0]["msg"] if exc.errors() else str(exc)) from exc
+    services = _services(request)
+    raw = action.learner if isinstance(action.learner, str) else json.dumps(action.learner)
+    agent = learner_agent(raw)
+    course = await services.catalogue.get(credential.store, action.course)
+    if course is None or not any(m.id == action.module for m in course.modules):
+        raise not_found(f"no module {action.module} in course {action.course}")
+    statement: dict[str, Any] = {
+        "id": str(uuid.uuid4()),
+        "actor": agent,
+        "verb": {"id": verb, "display": {"en": verb.rsplit("/", 1)[-1].rsplit(":", 1)[-1]}},
+        "object": {"objectType": "Activity", "id": action.module},
+        "context": {"contextActivities": {"grouping": [{"id": course.id}]}},
+        "timestamp": format_timestamp(_now()),
+    }
+    if verb == WAIVED_VERB:
+        statement["result"] = {"success": True, "completion": True}
+    if action.reason:
+        statement["context"]["extensions"] = {"urn:x-lrs:extensions:reason": action.reason}
+    await store_statements(services, credential, [statement], version="1.0.3")
+    return JSONResponse({"statement": statement["id"]}, status_code=202)
+
+
+def _now() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
+
+
+@router.post("/progress/waive")
+async def waive_module(
+    request: Request, credential: Credential = Depends(current_credential)
+) -> JSONResponse:
+    """Mark a learner's module waived: records a cmi5-style `waived` statement with the caller
+    as authority; the derivation turns it into `completed`."""
+    return await _record_action(request, credential, WAIVED_VERB)
+
+
+@router.post("/progress/reset")
+async def reset_module(
+    request: Request, credential: Credential = Depends(current_credential)
+) -> JSONResponse:
+    """Reset a learner's module: records a reset statement; statements up to it stop counting."""
+    return await _record_action(request, credential, RESET_VERB)
+
+
+@router.get("/progress/stream")
+async def progress_stream(
+    request: Request, credential: Credential = Depends(current_credential)
+) -> Response:
+    """Server-Sent Events of progress changes in the caller's store, optionally for one course
+    or learner. Resumable: with Last-Event-ID, the records changed since are sent first."""
+    _reader(credential)
+    params = _single_params(request, frozenset({"course", "learner", "lastEventId"}))
+    course = _iri(params, "course")
+    learner = learner_key_of(params["learner"]) if "learner" in params else None
+    last_id = request.headers.get("last-event-id") or params.get("lastEventId")
+    if last_id is not None and not last_id.isdigit():
+        raise bad_request("Last-Event-ID must be an id this stream sent")
+    services = _services(request)
+    keepalive = float(getattr(request.app.state, "sse_keepalive", KEEPALIVE_SECONDS))
+
+    def wanted(record: dict[str, Any]) -> bool:
+        return (course is None or record.get("course") == course) and (
+            learner is None or record.get("learner") == learner
+        )
+
+    async def events() -> AsyncIterator[bytes]:
+        async with services.bus.subscribe() as queue:
+            yield b": connected\n\n"
+            caught_up: set[str] = set()
+            if last_id is not None:
+                # Subscribed first, then caught up: nothing falls between the two.
+                for record in await services.progress.changed_since(
+                    credential.store, int(last_id), limit=10_000
+                ):
+                    if wanted(record):
+                        caught_up.add(str(record["updated_key"]))
+                        yield _event(str(record["updated_key"]), public_record(record))
+            while True:
+                try:
+                    store, event = await asyncio.wait_for(queue.get(), timeout=keepalive)
+                except TimeoutError:
+                    yield b": keep-alive\n\n"
+                    continue
+                if store != credential.store or not wanted(event["record"]):
+                    continue
+                if event["id"] in caught_up:
+                    continue
+                yield _event(event["id"], event["record"])
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def _event(event_id: str, record: dict[str, Any]) -> bytes:
+    return f"id: {event_id}\nevent: progress\ndata: {json.dumps(record)}\n\n".encode()

@@ -1,0 +1,94 @@
+"""Live progress events: Redis pub/sub across processes, or an in-process bus when the service
+runs embedded. Publishers send a change once; every API process fans it out to its own SSE
+clients."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+log = logging.getLogger("lrs.events")
+
+CHANNEL_PREFIX = "lrs:progress:"
+
+
+def channel(store: str) -> str:
+    return CHANNEL_PREFIX + store
+
+
+class EventBus:
+    """Subscribers get an asyncio.Queue of (store, event) for every published event."""
+
+    def __init__(self) -> None:
+        self._subscribers: set[asyncio.Queue[tuple[str, dict[str, Any]]]] = set()
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
+
+    async def publish(self, store: str, event: dict[str, Any]) -> None:
+        self.deliver(store, event)
+
+    def deliver(self, store: str, event: dict[str, Any]) -> None:
+        for queue in list(self._subscribers):
+            if queue.qsize() < 10_000:  # a stuck client must not grow memory without bound
+                queue.put_nowait((store, event))
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self) -> AsyncIterator[asyncio.Queue[tuple[str, dict[str, Any]]]]:
+        queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+        self._subscribers.add(queue)
+        try:
+            yield queue
+        finally:
+            self._subscribers.discard(queue)
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+class RedisEventBus(EventBus):
+    """Publishes to Redis; one listener task per process feeds the local subscribers."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        import redis.asyncio as redis_async
+
+        self._redis = redis_async.Redis.from_url(url)
+        self._listener: asyncio.Task[None] | None = None
+
+    async def publish(self, store: str, event: dict[str, Any]) -> None:
+        await self._redis.publish(channel(store), json.dumps(event))
+
+    async def start(self) -> None:
+        self._listener = asyncio.create_task(self._listen())
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                pubsub = self._redis.pubsub()
+                await pubsub.psubscribe(CHANNEL_PREFIX + "*")
+                async for message in pubsub.listen():
+                    if message.get("type") != "pmessage":
+                        continue
+                    store = message["channel"].decode()[len(CHANNEL_PREFIX) :]
+                    self.deliver(store, json.loads(message["data"]))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis restarts must not end live updates for good
+                log.warning("progress event listener lost Redis (%s); retrying", exc)
+                await asyncio.sleep(1)
+
+    async def close(self) -> None:
+        if self._listener:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        await self._redis.aclose()

@@ -1,0 +1,1 @@
+"""Module progress: the catalogue, the profiles, the rules, and the derivation that applies them."""
