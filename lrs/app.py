@@ -12,10 +12,20 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from lrs.api import about, activities, courses, documents, progress, statements
+from lrs.api import (
+    about,
+    activities,
+    admin,
+    courses,
+    documents,
+    operations,
+    progress,
+    statements,
+)
 from lrs.api.errors import XAPIError
 from lrs.api.middleware import XAPIMiddleware
 from lrs.config import Settings, get_settings
+from lrs.observability import RequestContextMiddleware
 from lrs.services import Services, build_services
 
 log = logging.getLogger("lrs")
@@ -53,12 +63,14 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     app = FastAPI(title="LRS", version="0.1.0", lifespan=lifespan)
     app.state.services = services
+    app.include_router(operations.router)
     app.include_router(about.router)
     app.include_router(statements.router)
     app.include_router(documents.router)
     app.include_router(activities.router)
     app.include_router(courses.router)
     app.include_router(progress.router)
+    app.include_router(admin.router)
 
     @app.exception_handler(XAPIError)
     async def xapi_error(request: Request, exc: XAPIError) -> JSONResponse:
@@ -92,4 +104,6 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         expose_headers=_EXPOSED_HEADERS,
         allow_credentials=settings.cors_origins != ["*"],
     )
+    # Outermost: every response, errors and CORS preflights included, gets a request id.
+    app.add_middleware(RequestContextMiddleware, metrics=services.metrics)
     return app

@@ -87,8 +87,14 @@ def _parse_basic(authorization: str | None) -> tuple[str, str]:
     return key, secret
 
 
+# `all` is xAPI's "everything"; it does not reach the product's administration.
+_NOT_IN_ALL = frozenset({"admin"})
+
+
 def has_scope(credential: Credential, *accepted: str) -> bool:
-    return "all" in credential.scopes or any(scope in credential.scopes for scope in accepted)
+    if any(scope in credential.scopes for scope in accepted):
+        return True
+    return "all" in credential.scopes and any(s not in _NOT_IN_ALL for s in accepted)
 
 
 def require_scope(credential: Credential, *accepted: str) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 from lrs.auth import Authenticator
 from lrs.config import Settings
 from lrs.events import EventBus, RedisEventBus
+from lrs.observability import Metrics
 from lrs.progress.deriver import Deriver
 from lrs.progress.dispatch import CeleryDispatcher, Dispatcher, InProcessDispatcher
 from lrs.progress.profiles import Profiles, load_profiles
@@ -44,6 +45,7 @@ class Services:
     deriver: Deriver
     dispatcher: Dispatcher
     after_store: list[StoredHook] = field(default_factory=list)
+    metrics: Metrics = field(default_factory=Metrics)
     # stored keys of writes in progress in this process, for X-Experience-API-Consistent-Through
     writes_in_flight: set[int] = field(default_factory=set)
 

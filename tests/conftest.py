@@ -78,7 +78,7 @@ async def lrs(backend: str, tmp_path: Any) -> AsyncIterator[LRS]:
     services = build_services(settings, database)
     await services.start()
     app = create_app(settings, services)
-    created, secret = await services.credentials.create("default", ["all"], "test client")
+    created, secret = await services.credentials.create("default", ["all", "admin"], "test client")
     auth = basic_auth(created.key, secret)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(

@@ -228,6 +228,7 @@ async def store_statements(
             raise XAPIError(409, str(exc)) from exc
     finally:
         services.writes_in_flight.discard(stored_key)
+    services.metrics.statements_stored.inc(len(fresh))
     await services.activities.record_from_statements(
         credential.store, fresh, has_scope(credential, "define")
     )

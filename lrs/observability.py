@@ -1,0 +1,160 @@
+"""Structured JSON logs with a request id, and the Prometheus metrics the service exports."""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+
+# Header names whose values never reach a log line.
+_SECRET_HEADERS = {"authorization", "cookie", "proxy-authorization"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, request id, extra fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        rid = request_id.get()
+        if rid:
+            entry["request_id"] = rid
+        for key, value in getattr(record, "fields", {}).items():
+            entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: str = "info", json_logs: bool = True) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if json_logs else logging.Formatter(logging.BASIC_FORMAT))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # uvicorn's own access log would duplicate ours, without the request id.
+    logging.getLogger("uvicorn.access").handlers[:] = []
+    logging.getLogger("uvicorn.access").propagate = False
+
+
+class Metrics:
+    """The service's metrics, in a registry of its own (one per app, so tests stay isolated)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "lrs_http_requests_total",
+            "HTTP requests by route template, method and status",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "lrs_http_request_seconds",
+            "HTTP request duration by route template",
+            ["route"],
+            registry=self.registry,
+        )
+        self.statements_stored = Counter(
+            "lrs_statements_stored_total", "Statements newly stored", registry=self.registry
+        )
+        self.underived = Gauge(
+            "lrs_derivation_backlog",
+            "Statements stored but not yet derived",
+            registry=self.registry,
+        )
+        self.derivation_lag = Gauge(
+            "lrs_derivation_lag_seconds",
+            "Age of the oldest statement not yet derived",
+            registry=self.registry,
+        )
+        self.sse_clients = Gauge(
+            "lrs_sse_clients", "Open progress streams in this process", registry=self.registry
+        )
+        self.forwarding_pending = Gauge(
+            "lrs_forwarding_pending",
+            "Deliveries waiting, per destination",
+            ["destination"],
+            registry=self.registry,
+        )
+        self.forwarding_lag = Gauge(
+            "lrs_forwarding_lag_seconds",
+            "Age of the oldest undelivered statement, per destination",
+            ["destination"],
+            registry=self.registry,
+        )
+        self.dead_letters = Gauge(
+            "lrs_forwarding_dead_letters",
+            "Dead letters, per destination",
+            ["destination"],
+            registry=self.registry,
+        )
+
+
+Scope = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
+access_log = logging.getLogger("lrs.access")
+
+
+class RequestContextMiddleware:
+    """Gives every request an id (the client's X-Request-ID if sane, else a new one), echoes it,
+    logs one access line, and counts the request for /metrics by route template."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
+        rid = incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else uuid.uuid4().hex
+        token = request_id.set(rid)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: MutableMapping[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(template, scope["method"], str(status)).inc()
+            self.metrics.latency.labels(template).observe(elapsed)
+            access_log.info(
+                "%s %s %s",
+                scope["method"],
+                scope["path"],
+                status,
+                extra={
+                    "fields": {
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 2),
+                        "client": (scope.get("client") or ("", 0))[0],
+                    }
+                },
+            )
+            request_id.reset(token)

@@ -1,0 +1,104 @@
+"""Operations (issue 6): health, readiness, metrics, request ids, structured logs, erasure."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from lrs.observability import JsonFormatter, request_id
+from tests.conftest import LRS, statement
+
+LEARNER = {"objectType": "Agent", "mbox": "mailto:erase-me@example.com"}
+
+
+async def test_health_needs_nothing(lrs: LRS) -> None:
+    response = await lrs.client.get("/health", headers={"Authorization": ""})
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
+async def test_ready_reports_checks_and_backlog(lrs: LRS) -> None:
+    response = await lrs.client.get("/ready")
+    assert response.status_code == 200, response.text
+    checks = response.json()["checks"]
+    assert checks["database"]["ok"] and checks["workers"]["mode"] == "inprocess"
+    assert checks["backlog"]["underived"] == 0
+
+
+async def test_ready_fails_when_redis_is_unreachable(lrs: LRS) -> None:
+    lrs.services.settings.redis_url = "redis://127.0.0.1:1/0"
+    try:
+        response = await lrs.client.get("/ready")
+    finally:
+        lrs.services.settings.redis_url = None
+    assert response.status_code == 503
+    assert response.json()["checks"]["redis"]["ok"] is False
+
+
+async def test_metrics_count_requests_and_statements(lrs: LRS) -> None:
+    await lrs.client.post("/xapi/statements", json=[statement(), statement()])
+    await lrs.client.get("/xapi/statements")
+    text = (await lrs.client.get("/metrics")).text
+    assert "lrs_statements_stored_total 2.0" in text
+    assert (
+        'lrs_http_requests_total{method="POST",route="/xapi/statements",status="200"} 1.0' in text
+    )
+    assert "lrs_derivation_backlog" in text and "lrs_sse_clients 0.0" in text
+
+
+async def test_request_id_is_echoed_or_made(lrs: LRS) -> None:
+    response = await lrs.client.get("/health", headers={"X-Request-ID": "abc-123"})
+    assert response.headers["x-request-id"] == "abc-123"
+    generated = (await lrs.client.get("/health")).headers["x-request-id"]
+    assert len(generated) == 32
+
+
+def test_json_log_lines_carry_request_id_and_no_secrets() -> None:
+    token = request_id.set("rid-1")
+    try:
+        record = logging.LogRecord("lrs.access", logging.INFO, __file__, 1, "GET %s", ("/x",), None)
+        record.fields = {"status": 200}
+        line = json.loads(JsonFormatter().format(record))
+    finally:
+        request_id.reset(token)
+    assert line["request_id"] == "rid-1" and line["message"] == "GET /x" and line["status"] == 200
+
+
+async def test_access_log_omits_credentials(lrs: LRS, caplog) -> None:
+    with caplog.at_level(logging.INFO, logger="lrs.access"):
+        await lrs.client.get("/xapi/statements")
+    assert caplog.records
+    rendered = " ".join(JsonFormatter().format(r) for r in caplog.records)
+    assert lrs.auth.split()[1] not in rendered and "Basic" not in rendered
+
+
+async def test_erasure_dry_run_then_erase(lrs: LRS) -> None:
+    """Issue 6: erase a learner's statements, documents and progress, with a dry run first."""
+    await lrs.client.post("/xapi/statements", json=[statement(actor=LEARNER), statement()])
+    await lrs.client.put(
+        "/xapi/activities/state",
+        params={
+            "activityId": "http://example.com/a",
+            "agent": json.dumps(LEARNER),
+            "stateId": "s1",
+        },
+        content=b"data",
+        headers={"Content-Type": "text/plain"},
+    )
+    dry = await lrs.client.post("/admin/erasure", json={"learner": LEARNER})
+    assert dry.status_code == 200, dry.text
+    assert dry.json()["counts"]["statements"] == 1 and dry.json()["counts"]["documents"] == 1
+    assert len((await lrs.client.get("/xapi/statements")).json()["statements"]) == 2
+    done = await lrs.client.post("/admin/erasure", json={"learner": LEARNER, "dry_run": False})
+    assert done.json()["counts"]["statements"] == 1
+    remaining = (await lrs.client.get("/xapi/statements")).json()["statements"]
+    assert [s["actor"] for s in remaining] == [statement()["actor"]]
+    again = await lrs.client.post("/admin/erasure", json={"learner": LEARNER})
+    assert set(again.json()["counts"].values()) == {0}
+
+
+async def test_erasure_needs_admin_scope(lrs: LRS) -> None:
+    writer = await lrs.credential(["all"])
+    response = await lrs.client.post(
+        "/admin/erasure", json={"learner": LEARNER}, headers={"Authorization": writer}
+    )
+    assert response.status_code == 403
