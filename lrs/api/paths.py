@@ -1,4 +1,6 @@
-"""Path segments that hold IRIs. Clients URL-encode them (`/` as %2F); routing sees the decoded
+"""Request parameters: single-valued query parameters, and path segments that hold IRIs.
+
+Path segments that hold IRIs. Clients URL-encode them (`/` as %2F); routing sees the decoded
 path, where an IRI's slashes are indistinguishable from the path's own, so these routes read
 the raw path and decode each segment themselves."""
 
@@ -8,7 +10,19 @@ from urllib.parse import unquote
 
 from fastapi import Request
 
-from lrs.api.errors import not_found
+from lrs.api.errors import bad_request, not_found
+
+
+def single_params(request: Request, allowed: frozenset[str]) -> dict[str, str]:
+    """The query parameters as a dict; 400 for a repeated or unknown one."""
+    items = request.query_params.multi_items()
+    params = dict(items)
+    if len(params) != len(items):
+        raise bad_request("a query parameter is repeated")
+    unknown = set(params) - allowed
+    if unknown:
+        raise bad_request(f"unknown parameter(s): {', '.join(sorted(unknown))}")
+    return params
 
 
 def raw_segments(request: Request, prefix: str) -> list[str]:

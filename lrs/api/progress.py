@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from lrs.api.errors import bad_request, not_found
 from lrs.api.learners import learner_agent, learner_key_of
-from lrs.api.paths import raw_segments
+from lrs.api.paths import raw_segments, single_params
 from lrs.api.statements import store_statements
 from lrs.auth import current_credential, require_scope
 from lrs.progress.deriver import public_record
@@ -44,17 +44,6 @@ def _reader(credential: Credential) -> None:
     require_scope(credential, "progress/read", "progress/write", "all/read")
 
 
-def _single_params(request: Request, allowed: frozenset[str]) -> dict[str, str]:
-    items = request.query_params.multi_items()
-    params = dict(items)
-    if len(params) != len(items):
-        raise bad_request("a query parameter is repeated")
-    unknown = set(params) - allowed
-    if unknown:
-        raise bad_request(f"unknown parameter(s): {', '.join(sorted(unknown))}")
-    return params
-
-
 def _iri(params: dict[str, str], name: str) -> str | None:
     value = params.get(name)
     if value is not None and not is_iri(value):
@@ -75,7 +64,7 @@ async def list_progress(
     request: Request, credential: Credential = Depends(current_credential)
 ) -> JSONResponse:
     _reader(credential)
-    params = _single_params(request, _LIST_PARAMETERS)
+    params = single_params(request, _LIST_PARAMETERS)
     status = params.get("status")
     if status is not None and status not in STATUSES:
         raise bad_request(f"status must be one of {', '.join(STATUSES)}")
@@ -267,7 +256,7 @@ async def progress_stream(
     """Server-Sent Events of progress changes in the caller's store, optionally for one course
     or learner. Resumable: with Last-Event-ID, the records changed since are sent first."""
     _reader(credential)
-    params = _single_params(request, frozenset({"course", "learner", "lastEventId"}))
+    params = single_params(request, frozenset({"course", "learner", "lastEventId"}))
     course = _iri(params, "course")
     learner = learner_key_of(params["learner"]) if "learner" in params else None
     last_id = request.headers.get("last-event-id") or params.get("lastEventId")

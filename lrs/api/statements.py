@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from lrs.api.errors import XAPIError, bad_request
+from lrs.api.paths import single_params
 from lrs.auth import current_credential, has_scope, require_scope
 from lrs.services import Services
 from lrs.storage.credentials import Credential
@@ -359,13 +360,7 @@ async def get_statements(
         require_scope(credential, "statements/read/mine")
     authority = agent_key(credential.authority) if mine_only else None
 
-    multi = request.query_params.multi_items()
-    params = dict(multi)
-    if len(params) != len(multi):
-        raise bad_request("a query parameter is repeated")
-    unknown = set(params) - _GET_PARAMETERS
-    if unknown:
-        raise bad_request(f"unknown parameter(s): {', '.join(sorted(unknown))}")
+    params = single_params(request, _GET_PARAMETERS)
     fmt = params.get("format", "exact")
     if fmt not in FORMATS:
         raise bad_request(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
