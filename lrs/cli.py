@@ -1,11 +1,13 @@
-"""The `lrs` command: serve, credentials."""
+"""The `lrs` command: serve, worker, beat, credentials."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from lrs.auth import KNOWN_SCOPES
 from lrs.config import get_settings
@@ -33,6 +35,19 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=None)
     serve.add_argument("--log-level", default="info")
 
+    # Thin wrappers around `celery -A workers ...`: every further argument goes to Celery
+    # (`lrs worker --help` shows Celery's options), hence no argparse options of their own.
+    commands.add_parser(
+        "worker",
+        add_help=False,
+        help="run a Celery worker that derives progress (celery -A workers worker ...)",
+    )
+    commands.add_parser(
+        "beat",
+        add_help=False,
+        help="run the Celery beat scheduler of the outbox sweep (celery -A workers beat ...)",
+    )
+
     credentials = commands.add_parser("credentials", help="manage API credentials")
     actions = credentials.add_subparsers(dest="action", required=True)
     create = actions.add_parser("create", help="create a credential; prints key and secret once")
@@ -48,7 +63,57 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--store", default=None)
     revoke = actions.add_parser("revoke", help="revoke a credential by key")
     revoke.add_argument("key")
+
+    courses = commands.add_parser("courses", help="the course catalogue")
+    course_actions = courses.add_subparsers(dest="action", required=True)
+    course_import = course_actions.add_parser("import", help="import a cmi5 course structure")
+    course_import.add_argument("file", type=Path, help="cmi5.xml")
+    course_import.add_argument("--store", default="default")
+    course_import.add_argument("--profile", default="cmi5")
+
+    progress = commands.add_parser("progress", help="derived progress")
+    progress_actions = progress.add_subparsers(dest="action", required=True)
+    rebuild = progress_actions.add_parser("rebuild", help="re-derive progress from statements")
+    rebuild.add_argument("--store", default="default")
+    rebuild.add_argument("--course", default=None, help="only this course (its IRI)")
+
+    importing = commands.add_parser("import", help="import data")
+    import_kinds = importing.add_subparsers(dest="kind", required=True)
+    import_statements = import_kinds.add_parser("statements", help="statements from JSON Lines")
+    import_statements.add_argument("file", type=Path, help="one statement per line")
+    import_statements.add_argument("--store", default="default")
+    import_statements.add_argument("--batch", type=int, default=500)
+
+    exporting = commands.add_parser("export", help="export data")
+    export_kinds = exporting.add_subparsers(dest="kind", required=True)
+    export_statements = export_kinds.add_parser("statements", help="statements as JSON Lines")
+    export_statements.add_argument("--store", default="default")
+    export_statements.add_argument("--output", type=Path, default=None, help="default: stdout")
+
+    erase = commands.add_parser(
+        "erase-learner", help="erase a learner's statements, documents and progress"
+    )
+    erase.add_argument("--store", default="default")
+    erase.add_argument("--learner", required=True, help="agent JSON or learner key")
+    erase.add_argument("--yes", action="store_true", help="really erase (default: dry run)")
     return parser
+
+
+def _data_command(args: argparse.Namespace) -> int:
+    from lrs import cli_data
+
+    if args.command == "courses":
+        return asyncio.run(cli_data.import_course(args.file, args.store, args.profile))
+    if args.command == "progress":
+        return asyncio.run(cli_data.rebuild_progress(args.store, args.course))
+    if args.command == "import":
+        return asyncio.run(cli_data.import_statements(args.file, args.store, args.batch))
+    if args.command == "export":
+        if args.output is None:
+            return asyncio.run(cli_data.export_statements(args.store, sys.stdout))
+        with args.output.open("w", encoding="utf-8") as output:
+            return asyncio.run(cli_data.export_statements(args.store, output))
+    return asyncio.run(cli_data.erase(args.store, args.learner, args.yes))
 
 
 async def _credentials(args: argparse.Namespace) -> int:
@@ -79,22 +144,62 @@ async def _credentials(args: argparse.Namespace) -> int:
     return 0
 
 
+def _has_option(args: Sequence[str], *names: str) -> bool:
+    return any(a in names or a.startswith(tuple(f"{n}=" for n in names)) for a in args)
+
+
+def celery_command(command: str, extra: Sequence[str]) -> list[str]:
+    """The Celery command line `lrs worker` / `lrs beat` runs: this interpreter, so the venv's
+    Celery and `workers` package, with defaults the caller's own arguments override."""
+    args = [sys.executable, "-m", "celery", "-A", "workers", command]
+    if not _has_option(extra, "-l", "--loglevel"):
+        args += ["--loglevel", "INFO"]
+    return args + list(extra)
+
+
+def _celery(command: str, extra: Sequence[str]) -> int:
+    if "-h" not in extra and "--help" not in extra and not get_settings().redis_url:
+        print(
+            f"lrs {command}: LRS_REDIS_URL is not set. The workers take their tasks from the "
+            "Redis broker the API enqueues to; set LRS_REDIS_URL to the same URL as the API's.",
+            file=sys.stderr,
+        )
+        return 2
+    args = celery_command(command, extra)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # exec, not a child: signals (SIGTERM from a container runtime) reach Celery directly.
+    os.execv(args[0], args)
+    return 0  # not reached
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command in ("worker", "beat"):
+        return _celery(args.command, extra)
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "serve":
         import uvicorn
 
+        from lrs.observability import configure_logging
+
         settings = get_settings()
+        configure_logging(args.log_level)
         uvicorn.run(
             "lrs.app:create_app",
             factory=True,
             host=args.host or settings.host,
             port=args.port or settings.port,
             log_level=args.log_level,
+            log_config=None,
         )
         return 0
     if args.command == "credentials":
         return asyncio.run(_credentials(args))
+    if args.command in ("courses", "progress", "import", "export", "erase-learner"):
+        return _data_command(args)
     return 2
 
 
