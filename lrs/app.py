@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.staticfiles import StaticFiles
 
 from lrs.api import (
     about,
@@ -29,6 +31,8 @@ from lrs.observability import RequestContextMiddleware
 from lrs.services import Services, build_services
 
 log = logging.getLogger("lrs")
+
+_DASHBOARD = Path(__file__).parent / "dashboard"
 
 _EXPOSED_HEADERS = [
     "ETag",
@@ -71,6 +75,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(courses.router)
     app.include_router(progress.router)
     app.include_router(admin.router)
+    # The progress dashboard: static files, no build step (lrs/dashboard/).
+    app.mount("/dashboard", StaticFiles(directory=_DASHBOARD, html=True), name="dashboard")
 
     @app.exception_handler(XAPIError)
     async def xapi_error(request: Request, exc: XAPIError) -> JSONResponse:
