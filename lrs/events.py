@@ -50,8 +50,14 @@ class EventBus:
     async def start(self) -> None:
         return None
 
+    def end_streams(self) -> None:
+        """Tell every subscriber the service is stopping (None), so open SSE responses end
+        instead of being cancelled mid-stream at shutdown."""
+        for queue in list(self._subscribers):
+            queue.put_nowait(None)  # type: ignore[arg-type]
+
     async def close(self) -> None:
-        return None
+        self.end_streams()
 
 
 class RedisEventBus(EventBus):
@@ -87,6 +93,7 @@ class RedisEventBus(EventBus):
                 await asyncio.sleep(1)
 
     async def close(self) -> None:
+        self.end_streams()
         if self._listener:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -284,10 +284,13 @@ async def progress_stream(
                         yield _event(str(record["updated_key"]), public_record(record))
             while True:
                 try:
-                    store, event = await asyncio.wait_for(queue.get(), timeout=keepalive)
+                    item = await asyncio.wait_for(queue.get(), timeout=keepalive)
                 except TimeoutError:
                     yield b": keep-alive\n\n"
                     continue
+                if item is None:  # the service is shutting down
+                    return
+                store, event = item
                 if store != credential.store or not wanted(event["record"]):
                     continue
                 if event["id"] in caught_up:

@@ -197,4 +197,6 @@ def _latest_name(statements: list[dict[str, Any]]) -> str | None:
 def public_record(record: dict[str, Any]) -> dict[str, Any]:
     """A progress record as the API shows it."""
     shown = {k: v for k, v in record.items() if k not in ("_id", "store", "updated_key")}
+    # The SSE id of this version: a snapshot from GET /progress lines up with the stream.
+    shown["event_id"] = str(record["updated_key"])
     return shown
