@@ -119,19 +119,22 @@ class Deriver:
             )
             fields = derive_progress(module, profile, statements)
             fields["learner_name"] = _latest_name(statements)
-            if current is None and fields["status"] == "not_started":
-                return 0
-            if current is not None and all(
+            version = current["version"] if current else None
+            unchanged = current is not None and all(
                 current.get(name) == fields[name] for name in (*PROGRESS_FIELDS, "learner_name")
-            ):
-                return 0
+            )
+            if unchanged or (current is None and fields["status"] == "not_started"):
+                # Nothing to show, but the version must still move (a not_started record is
+                # created for it): a slower worker that read older statements before ours
+                # would otherwise pass the version check and overwrite this newer result.
+                claimed = await self.progress.claim(
+                    store, learner, module.course_id, module.id, version, fields
+                )
+                if claimed:
+                    return 0
+                continue
             record = await self.progress.write(
-                store,
-                learner,
-                module.course_id,
-                module.id,
-                fields,
-                current["version"] if current else None,
+                store, learner, module.course_id, module.id, fields, version
             )
             if record is not None:
                 await self._publish(store, record)
@@ -153,7 +156,9 @@ class Deriver:
             await self.progress.delete_course(store, course_id)
             return 0
         current = {m.id for m in course.modules}
-        for record in await self.progress.find(store, course=course_id, limit=100_000):
+        for record in await self.progress.find(
+            store, course=course_id, limit=100_000, include_not_started=True
+        ):
             if record["module"] not in current:
                 await self.progress.delete_module(store, course_id, record["module"])
         changed = 0

@@ -152,13 +152,13 @@ def derive_progress(
     passed = bool(assessments) and all(passed_times)
     passed_at = max(passed_times) if passed else None  # type: ignore[type-var]
 
+    # in_progress (design 5): a required content item viewed or the assessment attempted;
+    # a waived item, or a view of an assessment whose moveOn asks for completion, count too.
     any_progress = (
         bool(viewed_ids)
         or attempts > 0
-        or any(
-            states[i.id].first_viewed or states[i.id].first_passed or states[i.id].waived
-            for i in module.items
-        )
+        or any(states[i.id].waived for i in module.items)
+        or any(states[i.id].first_viewed and "Completed" in i.move_on for i in assessments)
     )
     if completed_at is not None:
         status, percent = "completed", 100

@@ -221,6 +221,31 @@ class ProgressRepository:
             return None
         return {**key, **fields, **stamp, "version": expected_version + 1}
 
+    async def claim(
+        self,
+        store: str,
+        learner: str,
+        course: str,
+        module: str,
+        expected_version: int | None,
+        fields: dict[str, Any],
+    ) -> bool:
+        """Move the version without changing what the record says (None: create the record
+        quietly, e.g. a not_started one). False when another writer got there first."""
+        key = {"store": store, "learner": learner, "course": course, "module": module}
+        if expected_version is None:
+            quiet = {"version": 1, "updated_key": 0, "updated_at": None}
+            try:
+                await self.records.insert_one({**key, **fields, **quiet})
+            except DuplicateKeys:
+                return False
+            return True
+        return bool(
+            await self.records.update_one(
+                {**key, "version": expected_version}, {"$set": {"version": expected_version + 1}}
+            )
+        )
+
     async def delete_module(self, store: str, course: str, module: str) -> None:
         await self.records.delete_many({"store": store, "course": course, "module": module})
 
@@ -243,9 +268,16 @@ class ProgressRepository:
         status: str | None = None,
         after: tuple[str, str, str] | None = None,
         limit: int = 100,
+        include_not_started: bool = False,
     ) -> list[dict[str, Any]]:
-        """Records ordered by (learner, course, module); `after` is the last key seen."""
+        """Records ordered by (learner, course, module); `after` is the last key seen.
+
+        A not_started record only says that a learner's statements for the module were all
+        retracted (or never counted); unless asked for by status, such records are left out,
+        so a learner with none and one with a retracted record look the same."""
         clauses: list[dict[str, Any]] = [{"store": store}]
+        if status is None and not include_not_started:
+            clauses.append({"status": {"$ne": "not_started"}})
         for name, value in (
             ("learner", learner),
             ("course", course),
