@@ -20,6 +20,7 @@ from lrs.api import (
     admin,
     courses,
     documents,
+    federation,
     operations,
     progress,
     statements,
@@ -75,6 +76,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(courses.router)
     app.include_router(progress.router)
     app.include_router(admin.router)
+    app.include_router(federation.router)
     # The progress dashboard: static files, no build step (lrs/dashboard/).
     app.mount("/dashboard", StaticFiles(directory=_DASHBOARD, html=True), name="dashboard")
 

@@ -46,10 +46,34 @@ class Settings(BaseSettings):
     # How long a verified secret is trusted from memory before the slow hash is checked again.
     auth_cache_seconds: float = 60.0
 
+    # Federation (design notes section 7): forwarding to destinations, pulling from sources.
+    # Fernet keys or passphrases (comma-separated; the first encrypts, all decrypt) protecting
+    # the peer credentials in the database; unset: a key generated once, kept in the database.
+    secret_key: str | None = None
+    # "celery" (needs Redis) or "inprocess"; "auto" picks by LRS_REDIS_URL, like derivation.
+    federation: str = Field(default="auto", pattern="^(auto|celery|inprocess)$")
+    # How often due deliveries and polls are looked for (in-process loop, API sweep and beat).
+    federation_interval: float = 2.0
+    forward_batch_size: int = Field(default=100, ge=1, le=1000)
+    # Retries: exponential back-off from the base, capped, with jitter; after the last attempt
+    # a statement becomes a dead letter. The defaults retry for about three hours.
+    forward_max_attempts: int = Field(default=20, ge=1)
+    forward_backoff_base: float = 2.0
+    forward_backoff_max: float = 900.0
+    federation_timeout: float = 30.0  # seconds per request to a peer
+    # A sender or poller that dies holds its destination or source at most this long.
+    federation_lease: float = 120.0
+
     @property
     def derivation_mode(self) -> str:
         if self.derivation != "auto":
             return self.derivation
+        return "celery" if self.redis_url else "inprocess"
+
+    @property
+    def federation_mode(self) -> str:
+        if self.federation != "auto":
+            return self.federation
         return "celery" if self.redis_url else "inprocess"
 
     @property

@@ -14,6 +14,7 @@ from typing import Any
 from lrs.auth import Authenticator
 from lrs.config import Settings
 from lrs.events import EventBus, RedisEventBus
+from lrs.federation.service import Federation
 from lrs.observability import Metrics
 from lrs.progress.deriver import Deriver
 from lrs.progress.dispatch import CeleryDispatcher, Dispatcher, InProcessDispatcher
@@ -48,6 +49,8 @@ class Services:
     metrics: Metrics = field(default_factory=Metrics)
     # stored keys of writes in progress in this process, for X-Experience-API-Consistent-Through
     writes_in_flight: set[int] = field(default_factory=set)
+    # Forwarding and pulling (lrs.federation); set by build_services.
+    federation: Federation = field(default=None)  # type: ignore[assignment]
 
     def consistent_through_micros(self) -> int:
         now = time.time_ns() // 1000
@@ -64,9 +67,11 @@ class Services:
         await self.activities.ensure_indexes()
         await self.catalogue.ensure_indexes()
         await self.progress.ensure_indexes()
+        await self.federation.ensure_indexes()
         if background:
             await self.bus.start()
             await self.dispatcher.start()
+            await self.federation.start()
             self._background = True
         s = self.settings
         if s.admin_key and s.admin_secret:
@@ -76,6 +81,7 @@ class Services:
 
     async def close(self) -> None:
         if getattr(self, "_background", False):
+            await self.federation.close()
             await self.dispatcher.close()
             await self.bus.close()
         await self.database.close()
@@ -113,4 +119,13 @@ def build_services(settings: Settings, database: Database | None = None) -> Serv
         dispatcher=dispatcher,
     )
     services.after_store.append(dispatcher.after_store)
+
+    async def store_batch(credential: Any, batch: list[Any], version: str, parts: Any) -> Any:
+        # Pulled statements go through the same path as the API's, hooks included.
+        from lrs.api.statements import store_statements
+
+        return await store_statements(services, credential, batch, version=version, parts=parts)
+
+    services.federation = Federation(settings, database, statements, store_batch)
+    services.after_store.append(services.federation.after_store)
     return services

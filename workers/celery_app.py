@@ -7,8 +7,22 @@ from celery.signals import worker_ready
 
 from lrs.config import get_settings
 
+
+def broker_url(redis_url: str | None) -> str:
+    """Kombu names a Redis unix socket `redis+socket://`; redis-py (and LRS_REDIS_URL) `unix://`."""
+    if not redis_url:
+        return "memory://"
+    if redis_url.startswith("unix://"):
+        return "redis+socket://" + redis_url[len("unix://") :]
+    return redis_url
+
+
 settings = get_settings()
-app = Celery("lrs", broker=settings.redis_url or "memory://", include=["workers.tasks"])
+app = Celery(
+    "lrs",
+    broker=broker_url(settings.redis_url),
+    include=["workers.tasks", "workers.federation_tasks"],
+)
 app.conf.update(
     task_acks_late=True,
     # A task whose worker died is redelivered, not dropped.
@@ -25,7 +39,12 @@ app.conf.update(
         "sweep-underived": {
             "task": "lrs.sweep_underived",
             "schedule": settings.sweep_interval,
-        }
+        },
+        # Federation: fan-outs left behind, deliveries whose retry is due, sources to poll.
+        "federation-sweep": {
+            "task": "lrs.federation.sweep",
+            "schedule": settings.federation_interval,
+        },
     },
 )
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from lrs.config import get_settings
@@ -19,6 +19,9 @@ T = TypeVar("T")
 
 _lock = threading.Lock()
 _runtime: _Runtime | None = None
+# None: services from the environment (a worker process). Tests and the benchmark run a worker
+# thread inside a process that already holds the store, and pass a factory that shares it.
+_factory: Callable[[], Services] | None = None
 
 
 class _Runtime:
@@ -28,11 +31,41 @@ class _Runtime:
             target=self.loop.run_forever, name="lrs-worker-loop", daemon=True
         )
         self.thread.start()
-        self.services: Services = build_services(get_settings())
+        self.services: Services = _factory() if _factory else build_services(get_settings())
         self.run(self.services.start(background=False))
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+
+    def close(self) -> None:
+        async def close_services() -> None:
+            await self.services.close()
+            await self.services.bus.close()  # started without background: close() skips it
+
+        try:
+            self.run(close_services())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+            if not self.thread.is_alive():
+                self.loop.close()
+
+
+def configure(factory: Callable[[], Services] | None) -> None:
+    """Build the worker services with `factory` from now on (None: from the environment),
+    closing the current ones. For a worker thread embedded in a process that owns the store."""
+    global _factory
+    shutdown()
+    _factory = factory
+
+
+def shutdown() -> None:
+    """Close this process's services and event loop; the next task starts afresh."""
+    global _runtime
+    with _lock:
+        current, _runtime = _runtime, None
+    if current is not None:
+        current.close()
 
 
 def runtime() -> _Runtime:

@@ -39,7 +39,9 @@ def sweep_underived() -> int:
     from lrs.progress.dispatch import CeleryDispatcher
 
     def sweep(services):  # noqa: ANN001, ANN202
-        dispatcher = CeleryDispatcher(services.statements, grace=services.settings.outbox_grace)
+        dispatcher = CeleryDispatcher(
+            services.statements, services.catalogue, grace=services.settings.outbox_grace
+        )
         return dispatcher.sweep()
 
     return run(sweep)

@@ -79,7 +79,7 @@ class XAPIMiddleware:
             )
             return
         body = b""
-        if scope["method"] in ("POST", "PUT"):
+        if scope["method"] in ("POST", "PUT", "PATCH"):
             chunks: list[bytes] = []
             size = 0
             while True:

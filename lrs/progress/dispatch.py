@@ -168,21 +168,28 @@ class CeleryDispatcher(Dispatcher):
     async def submit(self, store: str, ids: list[str]) -> None:
         from workers.tasks import derive_statements
 
-        def enqueue() -> None:
-            derive_statements.apply_async(args=[store, ids], retry=False)
-
         try:
-            await asyncio.wait_for(asyncio.to_thread(enqueue), timeout=2.0)
+            await asyncio.wait_for(
+                asyncio.to_thread(_enqueue, derive_statements, [store, ids]), timeout=2.0
+            )
         except Exception as exc:
-            log.warning("could not enqueue derivation of %d statements (%s)", len(ids), exc)
+            log.warning("could not enqueue derivation of %d statements (%r)", len(ids), exc)
 
     async def submit_course(self, store: str, course_id: str) -> None:
         from workers.tasks import derive_course
 
         try:
             await asyncio.wait_for(
-                asyncio.to_thread(derive_course.apply_async, args=[store, course_id], retry=False),
-                timeout=2.0,
+                asyncio.to_thread(_enqueue, derive_course, [store, course_id]), timeout=2.0
             )
         except Exception as exc:  # the course keeps its marker: the sweep enqueues it again
-            log.warning("could not enqueue re-derivation of %s (%s)", course_id, exc)
+            log.warning("could not enqueue re-derivation of %s (%r)", course_id, exc)
+
+
+def _enqueue(task: Any, args: list[Any]) -> None:
+    """Publish on a connection that does not retry: with the broker down the request goes on at
+    once (the outbox sweep re-enqueues later) instead of holding a thread for seconds."""
+    app = task.app
+    options = {**(app.conf.broker_transport_options or {}), "max_retries": 0}
+    with app.connection_for_write(transport_options=options) as connection:
+        task.apply_async(args=args, retry=False, connection=connection)

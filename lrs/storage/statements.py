@@ -111,9 +111,10 @@ class StatementRepository:
         ):
             await s.create_index([("store", 1), (field, 1), ("stored_key", -1)])
         await s.create_index([("store", 1), ("ref_target", 1)])
-        await s.create_index([("store", 1), ("ref_chain.id", 1)])
+        await s.create_index([("store", 1), ("ref_chain_ids", 1)])
         await s.create_index([("store", 1), ("voids", 1)])
         await s.create_index([("derived", 1), ("stored_key", 1)])
+        await s.create_index([("fanned_out", 1), ("stored_key", 1)])
         await s.create_index([("store", 1), ("learner", 1), ("related_activities", 1)])
         await s.create_index([("store", 1), ("related_activities", 1), ("learner", 1)])
         await self.attachments.create_index([("store", 1), ("sha2", 1)], unique=True)
@@ -235,6 +236,16 @@ class StatementRepository:
                 raise
             fresh = [s for s in fresh if s["id"] not in rejected]
 
+        # A voiding statement stored by a concurrent request after our check above found
+        # nothing to flag; looking again now that ours are in closes that window.
+        late = await self._already_voided(
+            store, [s["id"] for s in fresh if s["id"] not in voided_on_arrival]
+        )
+        if late:
+            await self.statements.update_many(
+                {"store": store, "id": {"$in": sorted(late)}, "voids": None},
+                {"$set": {"voided": True}},
+            )
         await self._store_attachments(store, attachments)
         await self._apply_voiding(store, fresh)
         await self._refresh_referrers(store, [s["id"] for s in fresh])
@@ -271,8 +282,11 @@ class StatementRepository:
             "voids": target if is_voiding(statement) else None,
             "ref_target": target,
             "ref_chain": chain,
+            "ref_chain_ids": [link["id"] for link in chain],
             "authority_key": agent_key(statement.get("authority")),
             "derived": False,
+            # The federation outbox: fanned out to the store's destinations (lrs.federation).
+            "fanned_out": False,
             **_match_fields(statement),
         }
 
@@ -328,19 +342,21 @@ class StatementRepository:
         """Recompute the chains of statements that reference (directly or not) changed ones."""
         if not changed_ids:
             return
-        referrers = await self.statements.find(
-            {
-                "store": store,
-                "$or": [
-                    {"ref_target": {"$in": changed_ids}},
-                    {"ref_chain.id": {"$in": changed_ids}},
-                ],
-            },
-            projection={"id": 1, "ref_target": 1},
-        )
-        for doc in referrers:
+        # Two simple indexed queries rather than one $or: the embedded store answers an $or
+        # (or a path into an array of subdocuments) by scanning every statement.
+        referrers: dict[Any, dict[str, Any]] = {}
+        for field in ("ref_target", "ref_chain_ids"):
+            for doc in await self.statements.find(
+                {"store": store, field: {"$in": changed_ids}},
+                projection={"id": 1, "ref_target": 1},
+            ):
+                referrers[doc["_id"]] = doc
+        for doc in referrers.values():
             chain = await self._chain(store, doc["ref_target"])
-            await self.statements.update_one({"_id": doc["_id"]}, {"$set": {"ref_chain": chain}})
+            await self.statements.update_one(
+                {"_id": doc["_id"]},
+                {"$set": {"ref_chain": chain, "ref_chain_ids": [link["id"] for link in chain]}},
+            )
 
     # --- progress derivation ------------------------------------------------------------------
 
@@ -391,6 +407,38 @@ class StatementRepository:
 
     async def count_underived(self) -> int:
         return await self.statements.count({"derived": False})
+
+    # --- federation outbox (lrs.federation.forwarding) ------------------------------------------
+
+    async def routing_fields(self, store: str, ids: list[str]) -> list[dict[str, Any]]:
+        """What a destination filter looks at, for statements by id (oldest first)."""
+        return await self.statements.find(
+            {"store": store, "id": {"$in": ids}},
+            projection={
+                "id": 1,
+                "stored_key": 1,
+                "verb": 1,
+                "activity": 1,
+                "related_activities": 1,
+                "registration": 1,
+                "voids": 1,
+            },
+            sort=[("stored_key", 1), ("id", 1)],
+        )
+
+    async def mark_fanned_out(self, store: str, ids: list[str]) -> None:
+        await self.statements.update_many(
+            {"store": store, "id": {"$in": ids}}, {"$set": {"fanned_out": True}}
+        )
+
+    async def unfanned(self, older_than: int | None = None, limit: int = 1000) -> list[dict]:
+        """Statements not yet fanned out to destinations, oldest first: (store, id)."""
+        filter: dict[str, Any] = {"fanned_out": False}
+        if older_than is not None:
+            filter["stored_key"] = {"$lt": older_than}
+        return await self.statements.find(
+            filter, projection={"store": 1, "id": 1}, sort=[("stored_key", 1)], limit=limit
+        )
 
 
 _SUMMARY_FIELDS = (

@@ -1,0 +1,508 @@
+"""Forwarding: every statement stored after a destination was created, and matching its filter,
+is delivered to it at least once, in `stored` order where possible.
+
+Two durable steps, each safe to repeat:
+
+1. Fan-out. Every statement is stored with `fanned_out: false` (the outbox marker, written with
+   the statement). Fan-out turns a set of statements into delivery groups, one per destination
+   that wants them, then clears the marker. A crash in between repeats the fan-out, which
+   inserts nothing twice (group ids derive from their content).
+2. Delivery. Whoever holds a destination's lease sends its oldest due groups, POSTing a batch
+   where the peer takes it and falling back to one PUT per statement when the batch is refused,
+   so one bad statement cannot hold back the others. Outcomes:
+   - 2xx, or 409 for a statement the peer holds in an equivalent form: delivered (row removed);
+   - connection errors, timeouts, 5xx, 408, 429: the group is retried after an exponential
+     back-off with jitter (at least the peer's Retry-After), and the destination holds back
+     until then, so the order is kept and a peer that is down is not hammered; after the last
+     attempt the group's statements become dead letters;
+   - any other 4xx for one statement: a dead letter at once, with the peer's answer.
+   A dead letter stays until an operator replays it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from lrs.federation.client import PeerAnswer, PeerClient, PeerConfig, PeerError, parts_for
+from lrs.federation.filters import StatementFilter
+from lrs.federation.peers import peer_config
+from lrs.federation.secrets import SecretError, SecretKeys
+from lrs.storage.federation import (
+    DeliveryRepository,
+    DestinationRepository,
+    group_id,
+    now_micros,
+)
+from lrs.storage.statements import StatementRepository
+from lrs.xapi.attachments import AttachmentError, AttachmentPart, iter_attachments
+from lrs.xapi.comparison import statements_equivalent
+
+log = logging.getLogger("lrs.federation")
+
+_MAX_RETRY_AFTER = 3600.0  # a peer's Retry-After is honoured up to an hour
+
+
+@dataclass(frozen=True)
+class ForwardingSettings:
+    batch_size: int = 100  # statements per POST (a destination may ask for fewer)
+    max_attempts: int = 20  # with the defaults below: about three hours of retrying
+    backoff_base: float = 2.0  # seconds before the first retry
+    backoff_max: float = 900.0  # longest wait between two attempts
+    timeout: float = 30.0  # per HTTP request
+    lease: float = 120.0  # seconds a sender owns a destination without renewing
+    pass_budget: float = 30.0  # seconds one delivery pass keeps a destination
+
+
+def backoff_delay(attempts: int, base: float, cap: float, rng: random.Random) -> float:
+    """Exponential back-off with "equal jitter": half the step fixed, half random, so that
+    retries against a peer that just came back do not all arrive at once."""
+    step = min(cap, base * 2 ** max(0, attempts - 1))
+    return step / 2 + rng.uniform(0, step / 2)
+
+
+def _error(message: str, status: int | None = None) -> dict[str, Any]:
+    return {"message": message[:2000], "status": status, "at_key": now_micros()}
+
+
+def _answer_error(answer: PeerAnswer) -> dict[str, Any]:
+    return _error(answer.describe(), answer.status)
+
+
+@dataclass
+class _Outcome:
+    delivered: set[str]
+    dead: dict[str, dict[str, Any]]  # statement id -> error
+    failure: dict[str, Any] | None = None  # set when the destination failed as a whole
+    retry_after: float | None = None
+
+
+class Forwarder:
+    def __init__(
+        self,
+        statements: StatementRepository,
+        destinations: DestinationRepository,
+        deliveries: DeliveryRepository,
+        keys: SecretKeys,
+        settings: ForwardingSettings,
+        transport: httpx.AsyncBaseTransport | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.statements = statements
+        self.destinations = destinations
+        self.deliveries = deliveries
+        self.keys = keys
+        self.settings = settings
+        self.transport = transport  # tests may route peer traffic through their own transport
+        self.rng = rng or random.Random()
+
+    # --- fan-out -----------------------------------------------------------------------------
+
+    async def fan_out(self, store: str, ids: list[str]) -> list[str]:
+        """Create the delivery groups of these statements and clear their outbox marker.
+        Returns the destinations that got new work."""
+        if not ids:
+            return []
+        destinations = await self.destinations.of_store(store)
+        touched: list[str] = []
+        if destinations:
+            fields = await self.statements.routing_fields(store, ids)
+            targets = await self._voided_targets(store, fields)
+            rows: list[dict[str, Any]] = []
+            now = now_micros()
+            for destination in destinations:
+                wanted = self._wanted(destination, fields, targets)
+                size = self._batch_size(destination)
+                for seq, start in enumerate(range(0, len(wanted), size)):
+                    chunk = wanted[start : start + size]
+                    chunk_ids = [f["id"] for f in chunk]
+                    rows.append(
+                        {
+                            "_id": group_id(destination["_id"], chunk_ids),
+                            "store": store,
+                            "destination": destination["_id"],
+                            "statements": chunk_ids,
+                            "count": len(chunk_ids),
+                            "stored_key": chunk[0]["stored_key"],
+                            # Groups of one fan-out may share their first `stored`: keep order.
+                            "seq": seq,
+                            "attempts": 0,
+                            "next_attempt_key": 0,
+                            "created_key": now,
+                            "last_error": None,
+                        }
+                    )
+                if wanted:
+                    touched.append(destination["_id"])
+            await self.deliveries.add(rows)
+        await self.statements.mark_fanned_out(store, ids)
+        return touched
+
+    async def _voided_targets(
+        self, store: str, fields: list[dict[str, Any]]
+    ) -> dict[str, dict[str, Any]]:
+        wanted = [f["voids"] for f in fields if f.get("voids")]
+        if not wanted:
+            return {}
+        return {f["id"]: f for f in await self.statements.routing_fields(store, wanted)}
+
+    def _wanted(
+        self,
+        destination: dict[str, Any],
+        fields: list[dict[str, Any]],
+        targets: dict[str, dict[str, Any]],
+    ) -> list[dict[str, Any]]:
+        statement_filter = StatementFilter.from_doc(destination.get("filter"))
+        since = destination["created_key"]
+        wanted = []
+        for f in fields:
+            if f["stored_key"] < since:
+                continue  # stored before the destination existed
+            if f.get("voids"):
+                if not destination.get("forward_voiding", True):
+                    continue
+                target = targets.get(f["voids"])
+                if not statement_filter.is_empty and (
+                    target is None or not statement_filter.matches(target)
+                ):
+                    continue
+            elif not statement_filter.matches(f):
+                continue
+            wanted.append(f)
+        return wanted
+
+    def _batch_size(self, destination: dict[str, Any]) -> int:
+        return max(1, min(destination.get("batch_size") or self.settings.batch_size, 1000))
+
+    # --- delivery ----------------------------------------------------------------------------
+
+    async def has_due(self, destination_id: str) -> bool:
+        return await self.deliveries.has_due(destination_id, now_micros())
+
+    async def deliver(self, destination_id: str, budget: float | None = None) -> bool:
+        """One delivery pass for a destination, under its lease. Returns True when due work
+        was left (the pass ran out of time or lost its lease) and another pass should follow."""
+        if not await self.has_due(destination_id):
+            return False
+        owner = uuid.uuid4().hex
+        now = now_micros()
+        destination = await self.destinations.leases.acquire(
+            destination_id,
+            owner,
+            self.settings.lease,
+            extra={"enabled": True, "hold_until": {"$lte": now}},
+        )
+        if destination is None:
+            return False  # disabled, holding back after a failure, deleted, or someone else's
+        deadline = time.monotonic() + (self.settings.pass_budget if budget is None else budget)
+        try:
+            try:
+                config = await self.peer_config(destination)
+            except SecretError as exc:  # LRS_SECRET_KEY changed: nothing can be sent, say so
+                hold = now_micros() + int(self.settings.backoff_max * 1e6)
+                await self.destinations.record(
+                    destination_id, fields={"last_error": _error(str(exc)), "hold_until": hold}
+                )
+                return False
+            async with PeerClient(config, self.transport) as client:
+                while True:
+                    groups = await self._next_groups(destination)
+                    if not groups:
+                        return False
+                    if not await self._deliver_groups(client, destination, groups):
+                        return False  # the destination failed: it holds back until the retry
+                    if time.monotonic() >= deadline:
+                        return True
+                    if not await self.destinations.leases.renew(
+                        destination_id, owner, self.settings.lease, extra={"enabled": True}
+                    ):
+                        return True
+        finally:
+            await self.destinations.leases.release(destination_id, owner)
+
+    async def peer_config(self, doc: dict[str, Any]) -> PeerConfig:
+        return peer_config(doc, await self.keys.box(), self.settings.timeout)
+
+    async def _next_groups(self, destination: dict[str, Any]) -> list[dict[str, Any]]:
+        size = self._batch_size(destination)
+        rows = await self.deliveries.due(destination["_id"], now_micros(), limit=size)
+        chosen: list[dict[str, Any]] = []
+        total = 0
+        for row in rows:
+            if chosen and total + row["count"] > size:
+                break
+            chosen.append(row)
+            total += row["count"]
+        return chosen
+
+    async def _deliver_groups(
+        self, client: PeerClient, destination: dict[str, Any], groups: list[dict[str, Any]]
+    ) -> bool:
+        """Send the statements of these groups and record every outcome durably. Returns False
+        when the destination failed as a whole."""
+        store = destination["store"]
+        ids = [statement_id for group in groups for statement_id in group["statements"]]
+        docs = await self.statements.find_by_ids(store, ids)
+        statements = [json.loads(docs[i]["statement"]) for i in ids if i in docs]
+        missing = {i for i in ids if i not in docs}
+        if missing:  # cannot happen while statements are never deleted; do not retry forever
+            log.warning("%d statements to forward no longer exist; skipped", len(missing))
+        parts = await self._attachment_parts(store, statements)
+        batch_size = self._batch_size(destination)
+        outcome = await self._send(client, statements, parts, batch=batch_size > 1)
+        outcome.delivered |= missing
+        await self._record(destination, groups, outcome)
+        return outcome.failure is None
+
+    async def _attachment_parts(
+        self, store: str, statements: list[dict[str, Any]]
+    ) -> dict[str, AttachmentPart]:
+        """The stored data of the statements' attachments, by sha2 (those sent without
+        fileUrl cannot be forwarded without it)."""
+        try:
+            sha2s = {
+                a["sha2"].lower()
+                for _, a in iter_attachments(statements)
+                if isinstance(a.get("sha2"), str)
+            }
+        except AttachmentError:
+            return {}
+        if not sha2s:
+            return {}
+        docs = await self.statements.get_attachments(store, sha2s)
+        return {
+            doc["sha2"]: AttachmentPart(doc["sha2"], doc["content_type"], bytes(doc["data"]))
+            for doc in docs
+        }
+
+    async def _send(
+        self,
+        client: PeerClient,
+        statements: list[dict[str, Any]],
+        parts: dict[str, AttachmentPart],
+        batch: bool,
+    ) -> _Outcome:
+        outcome = _Outcome(delivered=set(), dead={})
+        try:
+            for version, run in await self._runs(client, statements):
+                if batch and len(run) > 1:
+                    answer = await client.post_statements(run, parts_for(run, parts), version)
+                    if answer.ok:
+                        outcome.delivered.update(s["id"] for s in run)
+                        continue
+                    if answer.transient:
+                        return self._failed(outcome, answer)
+                    # Refused as a whole (one bad statement, a 409 for one already there, no
+                    # arrays, too large): one by one, each with its own answer.
+                for statement in run:
+                    answer = await client.put_statement(
+                        statement, parts_for([statement], parts), version
+                    )
+                    if answer.ok:
+                        outcome.delivered.add(statement["id"])
+                    elif answer.status == 409:
+                        await self._settle_conflict(client, statement, version, outcome)
+                    elif answer.transient:
+                        return self._failed(outcome, answer)
+                    else:
+                        outcome.dead[statement["id"]] = _answer_error(answer)
+        except PeerError as exc:
+            outcome.failure = _error(str(exc), exc.status)
+            outcome.retry_after = exc.retry_after
+        return outcome
+
+    @staticmethod
+    def _failed(outcome: _Outcome, answer: PeerAnswer) -> _Outcome:
+        outcome.failure = _answer_error(answer)
+        outcome.retry_after = answer.retry_after
+        return outcome
+
+    async def _runs(
+        self, client: PeerClient, statements: list[dict[str, Any]]
+    ) -> list[tuple[str, list[dict[str, Any]]]]:
+        """Consecutive statements that go with the same X-Experience-API-Version header."""
+        runs: list[tuple[str, list[dict[str, Any]]]] = []
+        for statement in statements:
+            version = await client.version_for(statement.get("version") or "1.0.0")
+            if runs and runs[-1][0] == version:
+                runs[-1][1].append(statement)
+            else:
+                runs.append((version, [statement]))
+        return runs
+
+    async def _settle_conflict(
+        self, client: PeerClient, statement: dict[str, Any], version: str, outcome: _Outcome
+    ) -> None:
+        """409 to a PUT: delivered when the peer holds the same statement (an earlier delivery
+        whose answer was lost), a dead letter when it holds a different one under this id."""
+        answer = await client.get_statement(statement["id"], version)
+        if answer.ok:
+            try:
+                held = json.loads(answer.body)
+            except ValueError:
+                held = None
+            if isinstance(held, dict) and not statements_equivalent(
+                held, statement, xapi_version=version
+            ):
+                outcome.dead[statement["id"]] = _error(
+                    "409: the peer holds a different statement with this id", 409
+                )
+                return
+        elif answer.transient:
+            raise PeerError(
+                f"GET statement after a 409: {answer.describe()}", answer.status, answer.retry_after
+            )
+        # Equivalent, or not readable with our credentials: the peer has this id; a conformant
+        # peer only answers 409 when it already holds it.
+        outcome.delivered.add(statement["id"])
+
+    async def _record(
+        self, destination: dict[str, Any], groups: list[dict[str, Any]], outcome: _Outcome
+    ) -> None:
+        now = now_micros()
+        s = self.settings
+        resolved = outcome.delivered | set(outcome.dead)
+        letters = [
+            self._letter(destination, statement_id, error, attempts=1)
+            for statement_id, error in outcome.dead.items()
+        ]
+        finished: list[str] = []
+        retried = 0
+        exhausted = 0
+        hold_until = 0
+        if outcome.failure is not None:
+            attempts = max(group["attempts"] for group in groups) + 1
+            delay = backoff_delay(attempts, s.backoff_base, s.backoff_max, self.rng)
+            if outcome.retry_after is not None:
+                delay = max(delay, min(outcome.retry_after, _MAX_RETRY_AFTER))
+            hold_until = now + int(delay * 1e6)
+        for group in groups:
+            remaining = [i for i in group["statements"] if i not in resolved]
+            if not remaining:
+                finished.append(group["_id"])
+                continue
+            assert outcome.failure is not None  # without a failure every statement is resolved
+            attempts = group["attempts"] + 1
+            retried += len(remaining)
+            if attempts >= s.max_attempts:
+                exhausted += len(remaining)
+                letters += [
+                    self._letter(destination, i, outcome.failure, attempts) for i in remaining
+                ]
+                finished.append(group["_id"])
+            else:
+                await self.deliveries.reschedule(
+                    group["_id"], remaining, attempts, hold_until, outcome.failure
+                )
+        # Dead letters first: a crash before the groups are removed means a repeated delivery,
+        # never a statement that is in neither place.
+        await self._bury(destination, letters)
+        await self.deliveries.remove(finished)
+        fields: dict[str, Any] = {}
+        if outcome.delivered:
+            fields["last_success_key"] = now
+        if outcome.failure is not None:
+            fields["last_error"] = outcome.failure
+            fields["hold_until"] = hold_until
+        elif outcome.dead:
+            fields["last_error"] = next(iter(outcome.dead.values()))
+        await self.destinations.record(
+            destination["_id"],
+            delivered=len(outcome.delivered),
+            failed_attempts=retried,
+            dead=len(letters),
+            fields=fields,
+        )
+        if outcome.failure is not None:
+            log.info(
+                "forwarding to %s failed (%s); %d statements retry in %.1fs%s",
+                destination.get("name") or destination["_id"],
+                outcome.failure["message"],
+                retried - exhausted,
+                (hold_until - now) / 1e6,
+                f", {exhausted} dead after {s.max_attempts} attempts" if exhausted else "",
+            )
+
+    def _letter(
+        self, destination: dict[str, Any], statement_id: str, error: dict[str, Any], attempts: int
+    ) -> dict[str, Any]:
+        return {
+            "_id": f"{destination['_id']}:{statement_id}",
+            "store": destination["store"],
+            "destination": destination["_id"],
+            "statement": statement_id,
+            "attempts": attempts,
+            "error": error,
+            "dead_key": now_micros(),
+        }
+
+    async def _bury(self, destination: dict[str, Any], letters: list[dict[str, Any]]) -> None:
+        if not letters:
+            return
+        # Dead letters list in `stored` order, like everything else.
+        docs = await self.statements.routing_fields(
+            destination["store"], [letter["statement"] for letter in letters]
+        )
+        stored = {doc["id"]: doc["stored_key"] for doc in docs}
+        for letter in letters:
+            letter["stored_key"] = stored.get(letter["statement"], 0)
+        await self.deliveries.bury(letters)
+
+    # --- operator actions --------------------------------------------------------------------
+
+    async def replay(self, destination: dict[str, Any], statement_id: str | None = None) -> int:
+        """Queue dead letters again (one, or all of the destination) as fresh deliveries, ahead
+        of newer work since they are older, and lift the destination's hold."""
+        letters = await self.deliveries.dead_for(destination["_id"], statement_id)
+        if not letters:
+            return 0
+        size = self._batch_size(destination)
+        now = now_micros()
+        rows = []
+        for seq, start in enumerate(range(0, len(letters), size)):
+            chunk = letters[start : start + size]
+            chunk_ids = [letter["statement"] for letter in chunk]
+            rows.append(
+                {
+                    "_id": group_id(destination["_id"], chunk_ids, tag="replay:"),
+                    "store": destination["store"],
+                    "destination": destination["_id"],
+                    "statements": chunk_ids,
+                    "count": len(chunk_ids),
+                    "stored_key": chunk[0].get("stored_key", 0),
+                    "seq": seq,
+                    "attempts": 0,
+                    "next_attempt_key": 0,
+                    "created_key": now,
+                    "last_error": None,
+                }
+            )
+        await self.deliveries.add(rows)  # first: a crash in between repeats, never loses
+        await self.deliveries.remove_dead([letter["_id"] for letter in letters])
+        await self.destinations.record(destination["_id"], fields={"hold_until": 0})
+        return len(letters)
+
+    async def lag(self, destination: dict[str, Any]) -> dict[str, Any]:
+        rows = await self.deliveries.pending(destination["_id"])
+        dead = await self.deliveries.count_dead(destination["_id"])
+        oldest = min((row["stored_key"] for row in rows), default=None)
+        return {
+            "pending": sum(row["count"] for row in rows),
+            "oldest_pending_key": oldest,
+            "dead": dead,
+            "delivered": destination.get("delivered", 0),
+            "retries": destination.get("retries", 0),
+            "last_success_key": destination.get("last_success_key"),
+            "last_error": destination.get("last_error"),
+            "hold_until_key": destination.get("hold_until") or None,
+        }
+
+
+__all__ = ["Forwarder", "ForwardingSettings", "backoff_delay"]

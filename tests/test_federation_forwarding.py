@@ -1,0 +1,387 @@
+"""Forwarding against a real peer: a second instance of this LRS served by uvicorn on a loopback
+port, with its own store, which the tests take down or make fail (lrs.federation.loopback)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import federation_support as support
+import pytest
+from federation_support import Peer, Sender, eventually, make_statement
+
+from lrs.storage.federation import now_micros
+from lrs.xapi.attachments import AttachmentPart, build_multipart_mixed
+
+# The fixtures: pytest finds them by name in the test module's namespace.
+peer = support.peer
+sender = support.sender
+
+VOIDED = "http://adlnet.gov/expapi/verbs/voided"
+PASSED = "http://adlnet.gov/expapi/verbs/passed"
+
+
+async def _all_delivered(sender: Sender, destination_id: str) -> bool:
+    lag = await sender.lag(destination_id)
+    return lag["pending"] == 0
+
+
+async def test_forwarding_delivers_everything_in_stored_order(sender: Sender, peer: Peer) -> None:
+    before = await sender.post([make_statement(0)])  # stored before the destination existed
+    destination = await sender.create_destination(peer, batch_size=25)
+    batches = [[make_statement(i + 100 * b) for i in range(60)] for b in range(3)]
+    sent: list[str] = []
+    for batch in batches:
+        sent += await sender.post(batch)
+    for n in range(5):  # single statements, PUT by the client
+        single = make_statement(1000 + n)
+        response = await sender.client.put(
+            "/xapi/statements", params={"statementId": single["id"]}, json=single
+        )
+        assert response.status_code == 204
+        sent.append(single["id"])
+    voiding = make_statement(2000, verb=VOIDED)
+    voiding["object"] = {"objectType": "StatementRef", "id": sent[0]}
+    sent += await sender.post([voiding])
+
+    await eventually(lambda: peer.ids() == set(sent), message="the peer to hold every statement")
+    assert before[0] not in peer.ids()
+    await eventually(lambda: _all_delivered(sender, destination["id"]))
+    lag = await sender.lag(destination["id"])
+    assert lag["delivered"] == len(sent) and lag["dead"] == 0 and lag["retries"] == 0
+    assert lag["last_success"] and lag["last_error"] is None
+
+    # Order: the peer stored each statement no earlier than those the sender stored before it
+    # (statements of one request share their `stored` and have no order among them).
+    peer_stored = await _peer_stored(peer, sent)
+    sender_stored = await _sender_stored(sender, sent)
+    moments = sorted(set(sender_stored.values()))
+    spans = [[peer_stored[i] for i in sent if sender_stored[i] == moment] for moment in moments]
+    assert all(max(a) <= min(b) for a, b in zip(spans, spans[1:], strict=False))
+    # The voided statement is voided on the peer too.
+    voided = peer.lrs.run(peer.lrs.services.statements.get("default", sent[0], voided=True))
+    assert voided is not None
+
+
+async def _peer_stored(peer: Peer, ids: list[str]) -> dict[str, int]:
+    docs = peer.lrs.run(peer.lrs.services.statements.find_by_ids("default", ids))
+    return {i: doc["stored_key"] for i, doc in docs.items()}
+
+
+async def _sender_stored(sender: Sender, ids: list[str]) -> dict[str, int]:
+    docs = await sender.services.statements.find_by_ids("default", ids)
+    return {i: doc["stored_key"] for i, doc in docs.items()}
+
+
+async def test_peer_down_then_back_retries_until_delivered(sender: Sender, peer: Peer) -> None:
+    destination = await sender.create_destination(peer, batch_size=10)
+    peer.lrs.stop()
+    sent = await sender.post([make_statement(i) for i in range(30)])
+
+    async def failing_repeatedly() -> bool:
+        lag = await sender.lag(destination["id"])
+        return lag["retries"] >= 20 and lag["last_error"] is not None  # two attempts of 10
+
+    await eventually(failing_repeatedly, message="retries against the stopped peer")
+    lag = await sender.lag(destination["id"])
+    assert lag["pending"] == 30 and lag["dead"] == 0
+    assert "ConnectError" in lag["last_error"]["message"]
+
+    peer.lrs.start()
+    await eventually(lambda: peer.ids() == set(sent), message="delivery after the peer returned")
+    await eventually(lambda: _all_delivered(sender, destination["id"]))
+    assert (await sender.lag(destination["id"]))["dead"] == 0
+
+
+async def test_peer_failing_forever_fills_dead_letters_and_replay_delivers(
+    sender: Sender, peer: Peer
+) -> None:
+    peer.lrs.chaos.fail_status = 500
+    destination = await sender.create_destination(peer, batch_size=5)
+    sent = await sender.post([make_statement(i) for i in range(12)])
+
+    async def all_dead() -> bool:
+        lag = await sender.lag(destination["id"])
+        return lag["dead"] == 12 and lag["pending"] == 0
+
+    await eventually(all_dead, message="every statement in the dead-letter list")
+    letters = await sender.dead_letters(destination["id"])
+    assert sorted(letter["statement"] for letter in letters) == sorted(sent)
+    assert all(letter["attempts"] == 4 and letter["error"]["status"] == 500 for letter in letters)
+    stored = [letter["stored"] for letter in letters]
+    assert stored == sorted(stored)
+    assert not peer.ids()
+
+    peer.lrs.chaos.fail_status = None  # the peer recovers
+    one = letters[3]["statement"]
+    response = await sender.client.post(
+        f"/admin/destinations/{destination['id']}/dead-letters/{one}/replay"
+    )
+    assert response.json() == {"replayed": 1}
+    await eventually(lambda: peer.ids() == {one}, message="the replayed statement")
+    response = await sender.client.post(
+        f"/admin/destinations/{destination['id']}/dead-letters/{one}/replay"
+    )
+    assert response.status_code == 404
+
+    response = await sender.client.post(
+        f"/admin/destinations/{destination['id']}/dead-letters/replay"
+    )
+    assert response.json() == {"replayed": 11}
+    await eventually(lambda: peer.ids() == set(sent), message="every replayed statement")
+    await eventually(lambda: _all_delivered(sender, destination["id"]))
+    assert (await sender.lag(destination["id"]))["dead"] == 0
+
+
+async def test_client_errors_are_dead_letters_at_once(sender: Sender, peer: Peer) -> None:
+    """A 4xx other than 409/429 is not retried: the peer's answer is kept for the operator."""
+    key, secret = peer.lrs.credential(["statements/read"])  # may not write: 403
+    destination = await sender.create_destination(peer, username=key, password=secret)
+    sent = await sender.post([make_statement(i) for i in range(3)])
+
+    async def dead() -> bool:
+        return (await sender.lag(destination["id"]))["dead"] == 3
+
+    await eventually(dead)
+    letters = await sender.dead_letters(destination["id"])
+    assert {letter["statement"] for letter in letters} == set(sent)
+    assert all(letter["error"]["status"] == 403 for letter in letters)
+    assert all("scope" in letter["error"]["message"] for letter in letters)
+    lag = await sender.lag(destination["id"])
+    assert lag["retries"] == 0 and lag["pending"] == 0
+
+
+async def test_one_refused_statement_does_not_hold_back_the_batch(
+    sender: Sender, peer: Peer
+) -> None:
+    """The peer refuses the batch because of one statement (a 2.0 statement sent to a peer
+    pinned to 1.0.3): the others are sent one by one and arrive; only that one is dead."""
+    posts: list[int] = []
+    peer.lrs.chaos.on_request = lambda scope: posts.append(1) if scope["method"] == "POST" else 0
+    destination = await sender.create_destination(peer, version="1.0.3")
+    driver = sender.services.federation.driver
+    await driver.close()  # so that the three requests are fanned out as one group
+    ids = []
+    for n, version in enumerate(["1.0.3", "2.0.0", "1.0.3"]):
+        response = await sender.client.post(
+            "/xapi/statements",
+            json=[make_statement(n)],
+            headers={"X-Experience-API-Version": version},
+        )
+        assert response.status_code == 200
+        ids += response.json()
+    await driver.start()
+
+    async def settled() -> bool:
+        lag = await sender.lag(destination["id"])
+        return lag["pending"] == 0 and lag["dead"] == 1
+
+    await eventually(settled)
+    assert peer.ids() == {ids[0], ids[2]}
+    assert len(posts) == 1  # the refused batch; then one PUT each
+    [letter] = await sender.dead_letters(destination["id"])
+    assert letter["statement"] == ids[1] and letter["error"]["status"] == 400
+    assert "version" in letter["error"]["message"]
+
+
+async def test_retry_after_is_honoured(sender: Sender, peer: Peer) -> None:
+    arrivals: list[float] = []
+    peer.lrs.chaos.on_request = lambda scope: arrivals.append(time.monotonic())
+    peer.lrs.chaos.fail_status = 429
+    peer.lrs.chaos.retry_after = "1"
+    destination = await sender.create_destination(peer)
+    sent = await sender.post([make_statement(0), make_statement(1)])
+    await eventually(lambda: len(arrivals) >= 1, message="a first attempt (GET about: 429)")
+    await asyncio.sleep(0.3)
+    peer.lrs.chaos.fail_status = None
+    await eventually(lambda: peer.ids() == set(sent), message="delivery after Retry-After")
+    assert arrivals[1] - arrivals[0] >= 0.95  # the back-off alone would be ~50 ms
+    lag = await sender.lag(destination["id"])
+    assert lag["retries"] == 2 and lag["dead"] == 0
+
+
+async def test_conflicts_same_statement_delivered_different_one_dead(
+    sender: Sender, peer: Peer
+) -> None:
+    # With a timestamp: one the LRS assigns is part of the statement for the next LRS.
+    same = make_statement(1, timestamp="2026-01-02T03:04:05.678Z")
+    different = make_statement(2)
+    await peer.post([same, {**different, "verb": {"id": PASSED}}])
+    destination = await sender.create_destination(peer)
+    await sender.post([same, different, make_statement(3)])
+
+    async def settled() -> bool:
+        lag = await sender.lag(destination["id"])
+        return lag["pending"] == 0 and lag["delivered"] + lag["dead"] == 3
+
+    await eventually(settled)
+    [letter] = await sender.dead_letters(destination["id"])
+    assert letter["statement"] == different["id"]
+    assert letter["error"]["status"] == 409 and "different" in letter["error"]["message"]
+    lag = await sender.lag(destination["id"])
+    assert lag["delivered"] == 2 and lag["dead"] == 1
+
+
+async def test_filter_and_voiding(sender: Sender, peer: Peer) -> None:
+    wanted = await sender.create_destination(
+        peer,
+        filter={"verbs": [PASSED], "activity_prefixes": ["http://example.com/course/"]},
+        forward_voiding=True,
+    )
+    passed_in_course = make_statement(1, verb=PASSED, activity="http://example.com/course/m1")
+    passed_elsewhere = make_statement(2, verb=PASSED, activity="http://example.com/other/x")
+    experienced = make_statement(3, activity="http://example.com/course/m1")
+    await sender.post([passed_in_course, passed_elsewhere, experienced])
+    voids_wanted = make_statement(4, verb=VOIDED)
+    voids_wanted["object"] = {"objectType": "StatementRef", "id": passed_in_course["id"]}
+    voids_other = make_statement(5, verb=VOIDED)
+    voids_other["object"] = {"objectType": "StatementRef", "id": experienced["id"]}
+    await sender.post([voids_wanted, voids_other])
+
+    expected = {passed_in_course["id"], voids_wanted["id"]}
+    await eventually(lambda: peer.ids() == expected)
+    await eventually(lambda: _all_delivered(sender, wanted["id"]))
+    assert peer.ids() == expected
+
+
+async def test_no_voiding_when_not_wanted(sender: Sender, peer: Peer) -> None:
+    destination = await sender.create_destination(peer, forward_voiding=False)
+    first = make_statement(1)
+    voids = make_statement(2, verb=VOIDED)
+    voids["object"] = {"objectType": "StatementRef", "id": first["id"]}
+    await sender.post([first])
+    await sender.post([voids])
+    await eventually(lambda: _all_delivered(sender, destination["id"]))
+    await asyncio.sleep(0.2)
+    assert peer.ids() == {first["id"]}
+
+
+async def test_attachments_are_forwarded_with_their_data(sender: Sender, peer: Peer) -> None:
+    import hashlib
+
+    await sender.create_destination(peer)
+    data = b"certificate of completion\n" * 20
+    sha2 = hashlib.sha256(data).hexdigest()
+    statement = make_statement(1)
+    statement["attachments"] = [
+        {
+            "usageType": "http://example.com/attachment-usage/certificate",
+            "display": {"en-US": "certificate"},
+            "contentType": "text/plain",
+            "length": len(data),
+            "sha2": sha2,
+        }
+    ]
+    body, content_type = build_multipart_mixed(
+        json.dumps(statement).encode(), [AttachmentPart(sha2, "text/plain", data)]
+    )
+    response = await sender.client.post(
+        "/xapi/statements", content=body, headers={"Content-Type": content_type}
+    )
+    assert response.status_code == 200, response.text
+    await eventually(lambda: peer.ids() == {statement["id"]})
+    stored = peer.lrs.run(peer.lrs.services.statements.get_attachments("default", [sha2]))
+    assert [bytes(doc["data"]) for doc in stored] == [data]
+
+
+async def test_statements_left_unfanned_are_swept(sender: Sender, peer: Peer) -> None:
+    """The API stored statements but never handed them over (Redis down, process killed):
+    the outbox marker makes the sweep forward them."""
+    destination = await sender.create_destination(peer)
+    driver = sender.services.federation.driver
+    await driver.close()  # nothing runs: after_store hands nothing over
+    sent = await sender.post([make_statement(i) for i in range(5)])
+    docs = await sender.services.statements.unfanned()
+    assert set(sent) <= {doc["id"] for doc in docs}
+    await driver.start()
+    await eventually(lambda: peer.ids() == set(sent), message="the sweep to forward them")
+    await eventually(lambda: _all_delivered(sender, destination["id"]))
+
+
+async def test_a_dead_senders_lease_expires(sender: Sender, peer: Peer) -> None:
+    """A worker died while it held the destination: nobody sends until its lease runs out,
+    then the groups it left are sent."""
+    destination = await sender.create_destination(peer)
+    collection = sender.services.federation.destinations.collection
+    await collection.update_one(
+        {"_id": destination["id"]},
+        {"$set": {"lease_until": now_micros() + 1_000_000, "lease_owner": "dead-worker"}},
+    )
+    started = time.monotonic()
+    sent = await sender.post([make_statement(i) for i in range(4)])
+    await eventually(lambda: peer.ids() == set(sent))
+    assert time.monotonic() - started >= 0.8
+
+
+async def test_concurrent_senders_do_not_send_a_batch_twice(sender: Sender, peer: Peer) -> None:
+    posts: list[Any] = []
+    peer.lrs.chaos.on_request = lambda scope: posts.append(1) if scope["method"] == "POST" else 0
+    destination = await sender.create_destination(peer, batch_size=10)
+    driver = sender.services.federation.driver
+    await driver.close()  # the test drives delivery itself
+    sent = await sender.post([make_statement(i) for i in range(40)])
+    forwarder = sender.services.federation.forwarder
+    await forwarder.fan_out("default", sent)
+    await asyncio.gather(*(forwarder.deliver(destination["id"]) for _ in range(4)))
+    await eventually(lambda: peer.ids() == set(sent))
+    assert len(posts) == 4  # 40 statements in batches of 10, each sent once
+    await driver.start()
+
+
+async def test_disabled_destination_queues_and_catches_up(sender: Sender, peer: Peer) -> None:
+    destination = await sender.create_destination(peer)
+    response = await sender.client.post(f"/admin/destinations/{destination['id']}/disable")
+    assert response.status_code == 200 and response.json()["enabled"] is False
+    sent = await sender.post([make_statement(i) for i in range(3)])
+    await eventually(lambda: _pending(sender, destination["id"], 3))
+    await asyncio.sleep(0.3)
+    assert not peer.ids()
+    response = await sender.client.post(f"/admin/destinations/{destination['id']}/enable")
+    assert response.json()["enabled"] is True
+    await eventually(lambda: peer.ids() == set(sent))
+
+
+async def _pending(sender: Sender, destination_id: str, count: int) -> bool:
+    return (await sender.lag(destination_id))["pending"] == count
+
+
+@pytest.mark.parametrize("statement_version", ["1.0.0", "2.0.0"])
+async def test_each_statement_goes_with_its_own_version(
+    sender: Sender, peer: Peer, statement_version: str
+) -> None:
+    versions: list[str] = []
+    peer.lrs.chaos.on_request = lambda scope: versions.extend(
+        v.decode() for k, v in scope["headers"] if k == b"x-experience-api-version"
+    )
+    await sender.create_destination(peer)
+    statement = {**make_statement(1), "version": statement_version}
+    header = "2.0.0" if statement_version == "2.0.0" else "1.0.3"
+    response = await sender.client.post(
+        "/xapi/statements", json=[statement], headers={"X-Experience-API-Version": header}
+    )
+    assert response.status_code == 200, response.text
+    await eventually(lambda: peer.ids() == {statement["id"]})
+    assert versions[-1] == header  # /about first, then the statement in its own version
+
+
+async def test_undecryptable_password_is_reported_not_crashed(sender: Sender, peer: Peer) -> None:
+    """LRS_SECRET_KEY changed without keeping the old key: the destination says why it is
+    stuck, and nothing is lost."""
+    from lrs.federation.secrets import SecretBox
+
+    destination = await sender.create_destination(peer)
+    await sender.services.federation.destinations.collection.update_one(
+        {"_id": destination["id"]},
+        {"$set": {"password": SecretBox(["some other key"]).encrypt(peer.secret)}},
+    )
+    await sender.post([make_statement(1)])
+
+    async def reported() -> bool:
+        lag = await sender.lag(destination["id"])
+        error = lag["last_error"] or {}
+        return lag["pending"] == 1 and "LRS_SECRET_KEY" in (error.get("message") or "")
+
+    await eventually(reported)
+    assert not peer.ids()

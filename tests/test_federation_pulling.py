@@ -1,0 +1,237 @@
+"""Pulling from a real source: a second instance of this LRS on a loopback port whose pages
+hold 7 statements, so that every poll follows `more` links."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import federation_support as support
+import pytest
+from federation_support import Peer, Sender, eventually, make_statement, peer_settings
+
+from lrs.federation.loopback import LoopbackLRS
+from lrs.federation.pulling import Puller
+
+sender = support.sender  # the fixture: pytest finds it by name here
+
+PAGE = 7
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Iterator[Peer]:
+    lrs = LoopbackLRS(peer_settings(tmp_path, statement_page_size=PAGE))
+    try:
+        lrs.start()
+        key, secret = lrs.credential(["statements/write", "statements/read"])
+        yield Peer(lrs, key, secret)
+    finally:
+        lrs.close()
+
+
+async def _create_source(sender: Sender, source: Peer, **fields: Any) -> dict[str, Any]:
+    body = {
+        "name": "upstream",
+        "endpoint": source.endpoint,
+        "username": source.key,
+        "password": source.secret,
+        "poll_interval": 3600,  # polls come from the tests, through "poll now"
+        **fields,
+    }
+    response = await sender.client.post("/admin/sources", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def _source(sender: Sender, source_id: str) -> dict[str, Any]:
+    response = await sender.client.get(f"/admin/sources/{source_id}")
+    assert response.status_code == 200
+    return response.json()
+
+
+async def _ids(sender: Sender) -> set[str]:
+    docs = await sender.services.statements.statements.distinct("id", {"store": "default"})
+    return set(docs)
+
+
+async def _poll_now(sender: Sender, source_id: str) -> None:
+    response = await sender.client.post(f"/admin/sources/{source_id}/poll")
+    assert response.status_code == 202, response.text
+
+
+async def test_pull_copies_more_than_a_page_then_only_what_is_new(
+    sender: Sender, source: Peer
+) -> None:
+    queries: list[dict[str, list[str]]] = []
+    source.lrs.chaos.on_request = lambda scope: (
+        queries.append(parse_qs(scope["query_string"].decode()))
+        if scope["method"] == "GET" and scope["path"].endswith("/statements")
+        else None
+    )
+    first = [make_statement(i) for i in range(30)]
+    for start in range(0, 30, 10):  # three batches: pages end inside batches
+        await source.post(first[start : start + 10])
+    created = await _create_source(sender, source)
+    expected = {s["id"] for s in first}
+    await eventually(lambda: _has(sender, expected), message="the first pull")
+    await eventually(lambda: _polled(sender, created["id"], 30))
+    after_first = await _source(sender, created["id"])
+    assert after_first["pulled"] == 30 and after_first["rejected"] == 0
+    assert after_first["pages"] == 5  # 7 + 7 + 7 + 7 + 2, following `more`
+    assert after_first["last_fetched"] == 30 and after_first["last_error"] is None
+    assert queries[0]["ascending"] == ["true"] and "since" not in queries[0]
+    assert all("cursor" in q for q in queries[1:])
+
+    second = [make_statement(100 + i) for i in range(5)]
+    await source.post(second)
+    await _poll_now(sender, created["id"])
+    expected |= {s["id"] for s in second}
+    await eventually(lambda: _has(sender, expected), message="the second pull")
+    await eventually(lambda: _polled(sender, created["id"], 35))
+    after_second = await _source(sender, created["id"])
+    assert after_second["last_fetched"] == 5 and after_second["last_stored"] == 5
+    assert after_second["pages"] == 6
+    assert queries[5]["since"] == [after_first["checkpoint"]]
+    assert after_second["checkpoint"] > after_first["checkpoint"]
+    assert await _ids(sender) == expected
+
+
+async def _has(sender: Sender, expected: set[str]) -> bool:
+    return await _ids(sender) >= expected
+
+
+async def _polled(sender: Sender, source_id: str, pulled: int) -> bool:
+    doc = await _source(sender, source_id)
+    return doc["pulled"] == pulled and doc["last_success"] is not None
+
+
+async def test_pulled_statements_keep_their_ids_and_count_for_progress(
+    sender: Sender, source: Peer
+) -> None:
+    statements = [make_statement(i) for i in range(3)]
+    await source.post(statements)
+    created = await _create_source(sender, source)
+    await eventually(lambda: _polled(sender, created["id"], 3))
+    stored = await sender.services.statements.find_by_ids("default", [s["id"] for s in statements])
+    assert set(stored) == {s["id"] for s in statements}
+    # Stored under the source's authority, and handed to the derivation like any other.
+    authority = stored[statements[0]["id"]]["authority_key"]
+    assert authority == f"account:http://localhost:8000|source:{created['id']}"
+
+    async def derived() -> bool:
+        docs = await sender.services.statements.find_by_ids(
+            "default", [s["id"] for s in statements]
+        )
+        return all(doc["derived"] for doc in docs.values())
+
+    await eventually(derived, message="derivation of the pulled statements")
+
+
+async def test_conflicting_statement_is_recorded_not_overwritten(
+    sender: Sender, source: Peer
+) -> None:
+    statements = [make_statement(i, timestamp="2026-01-01T00:00:00Z") for i in range(10)]
+    await source.post(statements)
+    # This LRS already holds one of those ids with other content, and one identical statement.
+    mine = {**statements[4], "verb": {"id": "http://adlnet.gov/expapi/verbs/passed"}}
+    await sender.post([mine, statements[6]])
+    created = await _create_source(sender, source)
+
+    async def done() -> bool:
+        doc = await _source(sender, created["id"])
+        return doc["rejected"] == 1 and doc["last_success"] is not None
+
+    await eventually(done)
+    doc = await _source(sender, created["id"])
+    assert doc["pulled"] == 8  # 10, less the conflict, less the one already here
+    response = await sender.client.get(f"/admin/sources/{created['id']}/errors")
+    [error] = response.json()["errors"]
+    assert error["statement"] == statements[4]["id"] and error["error"].startswith("409")
+    kept = await sender.services.statements.get("default", statements[4]["id"], voided=False)
+    assert kept is not None and kept["verb"]["id"].endswith("/passed")
+    assert await _ids(sender) == {s["id"] for s in statements}
+
+
+async def test_checkpoint_moves_only_after_a_page_is_stored(
+    sender: Sender, source: Peer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    statements = [make_statement(i) for i in range(20)]
+    for start in range(0, 20, 5):
+        await source.post(statements[start : start + 5])
+    puller: Puller = sender.services.federation.puller
+    real_store = puller.store_batch
+    calls = 0
+
+    async def failing_on_the_third_page(*args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise RuntimeError("the database went away")
+        return await real_store(*args)
+
+    monkeypatch.setattr(puller, "store_batch", failing_on_the_third_page)
+    created = await _create_source(sender, source)
+
+    async def failed() -> bool:
+        return (await _source(sender, created["id"]))["last_error"] is not None
+
+    await eventually(failed)
+    doc = await _source(sender, created["id"])
+    assert "the database went away" in doc["last_error"]["message"]
+    assert doc["pages"] == 2 and doc["pulled"] == 14
+    page_two_end = max(
+        s["stored"]
+        for s in (await _statements(source))[:14]  # the source's order: stored, then id
+    )
+    assert doc["checkpoint"] == page_two_end
+
+    monkeypatch.setattr(puller, "store_batch", real_store)
+    await _poll_now(sender, created["id"])
+    await eventually(lambda: _polled(sender, created["id"], 20))
+    assert await _ids(sender) == {s["id"] for s in statements}
+
+
+async def _statements(source: Peer) -> list[dict[str, Any]]:
+    from lrs.storage.statements import StatementQuery
+
+    page = source.lrs.run(
+        source.lrs.services.statements.query("default", StatementQuery(ascending=True, limit=1000))
+    )
+    return page.statements
+
+
+async def test_source_down_is_an_error_then_recovers(sender: Sender, source: Peer) -> None:
+    statements = [make_statement(i) for i in range(3)]
+    await source.post(statements)
+    source.lrs.stop()
+    created = await _create_source(sender, source)
+
+    async def failed() -> bool:
+        return (await _source(sender, created["id"]))["last_error"] is not None
+
+    await eventually(failed)
+    assert "ConnectError" in (await _source(sender, created["id"]))["last_error"]["message"]
+    source.lrs.start()
+    await _poll_now(sender, created["id"])
+    await eventually(lambda: _polled(sender, created["id"], 3))
+
+
+async def test_filter_parameters_are_passed_through(sender: Sender, source: Peer) -> None:
+    passed = "http://adlnet.gov/expapi/verbs/passed"
+    statements = [make_statement(i, verb=passed if i % 2 else support.VERB) for i in range(6)]
+    await source.post(statements)
+    created = await _create_source(sender, source, params={"verb": passed})
+    await eventually(lambda: _polled(sender, created["id"], 3))
+    await asyncio.sleep(0.1)
+    assert await _ids(sender) == {s["id"] for s in statements if s["verb"]["id"] == passed}
+
+
+async def test_poll_interval_drives_polling(sender: Sender, source: Peer) -> None:
+    created = await _create_source(sender, source, poll_interval=0.2)
+    statements = [make_statement(i) for i in range(2)]
+    await asyncio.sleep(0.3)
+    await source.post(statements)  # no "poll now": the interval brings them
+    await eventually(lambda: _polled(sender, created["id"], 2))
