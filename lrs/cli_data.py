@@ -1,8 +1,9 @@
 """The data commands of `lrs`: import a cmi5 course, rebuild progress, import and export
 statements (JSON Lines), erase a learner. Each opens the configured store directly.
 
-In the embedded mode the store belongs to one process: stop `lrs serve` before running a
-command that writes (everything here but `export` and a dry-run erasure).
+The embedded store may be shared with a running `lrs serve` (SQLite locks it), but in that mode
+live progress events go through each process's own in-process bus: dashboards connected to the
+server see changes made here after their next reload, not live.
 """
 
 from __future__ import annotations

@@ -6,12 +6,9 @@ Two topologies, chosen by the `make_stack` fixture:
 - "threads" (always runs): a real uvicorn server on a loopback port (its own thread and event
   loop, the production app with `LRS_DERIVATION=celery`), a real Celery worker (a
   `WorkController` thread consuming a private queue on the real Redis broker) and the real
-  Redis pub/sub between them. API and worker share one embedded store, which is only correct
-  inside one process: `litemongo` evaluates updates in Python, so two processes on one data
-  directory lose updates and defeat the optimistic version check (measured: 600 version-checked
-  updates from two processes left version 553). The worker therefore gets its own `Services`
-  (own event loop, own Redis clients) through `workers.runtime.configure`, built on the API's
-  database object; the only thing shared in memory is the store, as MongoDB is in production.
+  Redis pub/sub between them. API and worker share one embedded store object; the worker
+  gets its own `Services` (own event loop, own Redis clients) through
+  `workers.runtime.configure`, built on the API's database object.
 - "processes" (only with LRS_TEST_MONGODB_URL): `lrs serve` and `lrs worker` as subprocesses
   on that MongoDB and the real Redis: the production deployment, nothing shared in memory.
 

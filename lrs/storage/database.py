@@ -2,8 +2,8 @@
 
 Three back ends share one small async interface (`Collection`):
 - MongoDB through `pymongo.AsyncMongoClient` (production);
-- `litemongo`, an embedded SQLite-backed store with a synchronous pymongo-like API, run on one
-  dedicated thread because its client refuses use from several threads;
+- the embedded store (`lrs.storage.embedded`, MongoDB's document model on SQLite), run on one
+  dedicated thread that owns its connection;
 - `mongomock-motor` in memory, for tests and throwaway runs.
 Repositories (statements, credentials, documents, ...) use only this interface, so the same
 code and the same tests run on all three.
@@ -118,8 +118,8 @@ class Collection:
         await self._raw.create_index(list(keys), **options)
 
 
-class ThreadedCollection(Collection):
-    """The same interface over a synchronous collection, every call on the database's thread."""
+class EmbeddedCollectionAdapter(Collection):
+    """The same interface over the embedded store, every call on the store's own thread."""
 
     def __init__(self, raw: Any, run: Callable[..., Any]) -> None:
         super().__init__(raw)
@@ -128,16 +128,13 @@ class ThreadedCollection(Collection):
     async def insert_many(self, docs: list[dict[str, Any]]) -> None:
         if not docs:
             return
-        try:
-            await self._run(self._raw.insert_many, docs, ordered=False)
-        except BulkWriteError as exc:
-            raise _duplicates_or_raise(exc) from exc
+        refused = await self._run(self._raw.insert_many, docs)
+        if refused:
+            raise DuplicateKeys(refused)
 
     async def insert_one(self, doc: dict[str, Any]) -> None:
-        try:
-            await self._run(self._raw.insert_one, doc)
-        except DuplicateKeyError as exc:
-            raise DuplicateKeys([0]) from exc
+        if await self._run(self._raw.insert_many, [doc]):
+            raise DuplicateKeys([0])
 
     async def find(
         self,
@@ -147,83 +144,48 @@ class ThreadedCollection(Collection):
         sort: Sort | None = None,
         limit: int = 0,
     ) -> list[dict[str, Any]]:
-        def query() -> list[dict[str, Any]]:
-            cursor = self._raw.find(dict(filter), projection)
-            if not sort:
-                return list(cursor.limit(limit) if limit else cursor)
-            # The embedded store sorts with a pure-Python BSON comparison, about 25x slower than
-            # Python's own sort on the plain ints and strings our sort keys hold.
-            return _sorted(list(cursor), sort, limit)
-
-        return await self._run(query)
+        return await self._run(self._raw.find, filter, projection, sort, limit)
 
     async def find_one(
         self, filter: Filter, *, projection: Mapping[str, Any] | None = None
     ) -> dict[str, Any] | None:
-        return await self._run(self._raw.find_one, dict(filter), projection)
+        return await self._run(self._raw.find_one, filter, projection)
 
     async def update_one(
         self, filter: Filter, update: Mapping[str, Any], *, upsert: bool = False
     ) -> int:
-        result = await self._run(self._raw.update_one, dict(filter), dict(update), upsert=upsert)
-        return result.matched_count + (1 if result.upserted_id is not None else 0)
+        matched, after = await self._run(self._raw.update, filter, update, upsert=upsert)
+        return matched + (1 if upsert and not matched and after is not None else 0)
 
     async def update_many(self, filter: Filter, update: Mapping[str, Any]) -> int:
-        result = await self._run(self._raw.update_many, dict(filter), dict(update))
-        return result.matched_count
+        matched, _ = await self._run(self._raw.update, filter, update, many=True)
+        return matched
 
     async def find_one_and_update(
         self, filter: Filter, update: Mapping[str, Any], *, upsert: bool = False
     ) -> dict[str, Any] | None:
-        return await self._run(
-            self._raw.find_one_and_update,
-            dict(filter),
-            dict(update),
-            upsert=upsert,
-            return_document=ReturnDocument.AFTER,
-        )
+        _, after = await self._run(self._raw.update, filter, update, upsert=upsert)
+        return after
 
     async def replace_one(
         self, filter: Filter, doc: Mapping[str, Any], *, upsert: bool = False
     ) -> int:
-        result = await self._run(self._raw.replace_one, dict(filter), dict(doc), upsert=upsert)
-        return result.matched_count + (1 if result.upserted_id is not None else 0)
+        matched, after = await self._run(self._raw.update, filter, dict(doc), upsert=upsert)
+        return matched + (1 if upsert and not matched and after is not None else 0)
 
     async def delete_many(self, filter: Filter) -> int:
-        result = await self._run(self._raw.delete_many, dict(filter))
-        return result.deleted_count
+        return await self._run(self._raw.delete_many, filter)
 
     async def count(self, filter: Filter) -> int:
-        return await self._run(self._raw.count_documents, dict(filter))
+        return await self._run(self._raw.count, filter)
 
     async def distinct(self, key: str, filter: Filter) -> list[Any]:
-        return await self._run(self._raw.distinct, key, dict(filter))
+        return await self._run(self._raw.distinct, key, filter)
 
     async def create_index(
         self, keys: Sort, *, unique: bool = False, name: str | None = None
     ) -> None:
-        options: dict[str, Any] = {"unique": unique}
-        if name:
-            options["name"] = name
-        await self._run(self._raw.create_index, list(keys), **options)
-
-
-def _sort_value(value: Any) -> tuple[int, Any]:
-    # MongoDB's order across the types we sort on: null/missing, numbers, strings.
-    if value is None:
-        return (0, 0)
-    if isinstance(value, bool):
-        return (3, value)
-    if isinstance(value, int | float):
-        return (1, value)
-    return (2, str(value))
-
-
-def _sorted(docs: list[dict[str, Any]], sort: Sort, limit: int) -> list[dict[str, Any]]:
-    # Stable sorts from the last key to the first give the compound order.
-    for field, direction in reversed(list(sort)):
-        docs.sort(key=lambda doc: _sort_value(doc.get(field)), reverse=direction < 0)
-    return docs[:limit] if limit else docs
+        await self._run(self._raw.create_index, list(keys), unique, name)
 
 
 def _duplicates_or_raise(exc: BulkWriteError) -> Exception:
@@ -304,20 +266,21 @@ class _DedicatedThread:
 def open_embedded(data_dir: Any, name: str) -> Database:
     import pathlib
 
-    import litemongo
+    from lrs.storage.embedded import EmbeddedStore
 
     path = pathlib.Path(data_dir).resolve()
     path.mkdir(parents=True, exist_ok=True)
     thread = _DedicatedThread()
-    client = thread.call(litemongo.connect, str(path))
-    raw_db = thread.call(lambda: client[name])
+    store = thread.call(EmbeddedStore, str(path / f"{name}.sqlite3"))
     database = Database(
         "embedded",
-        lambda collection: ThreadedCollection(thread.call(lambda: raw_db[collection]), thread.run),
+        lambda collection: EmbeddedCollectionAdapter(
+            thread.call(store.collection, collection), thread.run
+        ),
     )
 
     def close() -> None:
-        thread.call(client.close)
+        thread.call(store.close)
         thread.shutdown()
 
     database._close_hooks.append(close)

@@ -100,16 +100,13 @@ class StatementRepository:
         s = self.statements
         await s.create_index([("store", 1), ("id", 1)], unique=True, name="statement_id")
         await s.create_index([("store", 1), ("voided", 1), ("stored_key", -1), ("id", -1)])
-        for field in (
-            "agents",
-            "related_agents",
-            "verb",
-            "activity",
-            "related_activities",
-            "registration",
-            "authority_key",
-        ):
-            await s.create_index([("store", 1), (field, 1), ("stored_key", -1)])
+        # Filtered GETs: one multikey index over every filterable value of a statement and of
+        # the statements it references; the exact filter is applied on top.
+        await s.create_index(
+            [("store", 1), ("voided", 1), ("terms", 1), ("stored_key", -1), ("id", -1)]
+        )
+        await s.create_index([("store", 1), ("authority_key", 1), ("stored_key", -1)])
+        await s.create_index([("store", 1), ("related_agents", 1)])  # learner erasure
         await s.create_index([("store", 1), ("ref_target", 1)])
         await s.create_index([("store", 1), ("ref_chain_ids", 1)])
         await s.create_index([("store", 1), ("voids", 1)])
@@ -156,17 +153,26 @@ class StatementRepository:
     @staticmethod
     def _query_filter(store: str, query: StatementQuery) -> dict[str, Any]:
         match: dict[str, Any] = {}
+        terms: list[str] = []
         if query.agent is not None:
-            match["related_agents" if query.related_agents else "agents"] = query.agent
+            field = "related_agents" if query.related_agents else "agents"
+            match[field] = query.agent
+            terms.append(_term(field, query.agent))
         if query.verb is not None:
             match["verb"] = query.verb
+            terms.append(_term("verb", query.verb))
         if query.activity is not None:
             field = "related_activities" if query.related_activities else "activity"
             match[field] = query.activity
+            terms.append(_term(field, query.activity))
         if query.registration is not None:
             match["registration"] = query.registration.lower()
+            terms.append(_term("registration", query.registration.lower()))
 
         clauses: list[dict[str, Any]] = [{"store": store, "voided": False}]
+        # Each term narrows candidates through the index (the store's planner picks the most
+        # selective); the $or below is the exact condition.
+        clauses.extend({"terms": term} for term in terms)
         if match:
             # A statement that references a matching statement (StatementRef) matches too.
             clauses.append({"$or": [match, {"ref_chain": {"$elemMatch": match}}]})
@@ -182,6 +188,8 @@ class StatementRepository:
         if query.after is not None:
             key, last_id = query.after
             op = "$gt" if query.ascending else "$lt"
+            # The plain bound lets an index seek to the cursor; the $or is the exact position.
+            clauses.append({"stored_key": {op + "e": key}})
             clauses.append(
                 {"$or": [{"stored_key": {op: key}}, {"stored_key": key, "id": {op: last_id}}]}
             )
@@ -273,6 +281,7 @@ class StatementRepository:
         chain: list[dict[str, Any]],
     ) -> dict[str, Any]:
         target = _reference_target(statement)
+        fields = _match_fields(statement)
         return {
             "store": store,
             "id": statement["id"],
@@ -283,11 +292,12 @@ class StatementRepository:
             "ref_target": target,
             "ref_chain": chain,
             "ref_chain_ids": [link["id"] for link in chain],
+            "terms": _terms([fields, *chain]),
             "authority_key": agent_key(statement.get("authority")),
             "derived": False,
             # The federation outbox: fanned out to the store's destinations (lrs.federation).
             "fanned_out": False,
-            **_match_fields(statement),
+            **fields,
         }
 
     async def _already_voided(self, store: str, ids: list[str]) -> set[str]:
@@ -348,14 +358,20 @@ class StatementRepository:
         for field in ("ref_target", "ref_chain_ids"):
             for doc in await self.statements.find(
                 {"store": store, field: {"$in": changed_ids}},
-                projection={"id": 1, "ref_target": 1},
+                projection={"id": 1, **{name: 1 for name in _SUMMARY_FIELDS}},
             ):
                 referrers[doc["_id"]] = doc
         for doc in referrers.values():
             chain = await self._chain(store, doc["ref_target"])
             await self.statements.update_one(
                 {"_id": doc["_id"]},
-                {"$set": {"ref_chain": chain, "ref_chain_ids": [link["id"] for link in chain]}},
+                {
+                    "$set": {
+                        "ref_chain": chain,
+                        "ref_chain_ids": [link["id"] for link in chain],
+                        "terms": _terms([doc, *chain]),
+                    }
+                },
             )
 
     # --- progress derivation ------------------------------------------------------------------
@@ -450,3 +466,29 @@ _SUMMARY_FIELDS = (
     "related_activities",
     "registration",
 )
+
+_TERM_FIELDS = (
+    "agents",
+    "related_agents",
+    "verb",
+    "activity",
+    "related_activities",
+    "registration",
+)
+
+
+def _term(field: str, value: str) -> str:
+    return f"{field}:{value}"
+
+
+def _terms(summaries: list[dict[str, Any]]) -> list[str]:
+    """Every filterable value of a statement and of the statements it references, one string
+    each, for the `terms` index."""
+    found: set[str] = set()
+    for summary in summaries:
+        for field in _TERM_FIELDS:
+            value = summary.get(field)
+            for item in value if isinstance(value, list) else [value]:
+                if isinstance(item, str):
+                    found.add(_term(field, item))
+    return sorted(found)

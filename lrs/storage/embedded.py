@@ -1,0 +1,979 @@
+"""The embedded document store: MongoDB's document model on one SQLite file, with real indexes.
+
+Used when no MongoDB server is configured (`lrs serve` on a fresh machine). It implements the
+small part of MongoDB that the repositories use (see `lrs.storage.database.Collection`), with
+MongoDB's matching rules, so the same repository code runs here and on MongoDB.
+
+Layout: each collection is a table of BSON documents (`d<N>`), and each declared index is a table
+of key entries (`x<N>_<M>`: one row per document, or one per array element for multikey fields,
+as in MongoDB) with an SQLite B-tree over it. A query is planned on the indexes: the plan whose
+constraints match the fewest entries wins, a plan that yields the requested sort order streams
+and stops at the limit, and the documents it yields are checked against the full filter unless
+the index constraints alone are known to be exact. SQLite gives atomic, durable writes (WAL) and
+locking across processes, so the CLI can work on the data directory of a running server.
+"""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+import json
+import math
+import sqlite3
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import bson
+from bson import Binary, CodecOptions, Decimal128, ObjectId
+from pymongo.errors import DuplicateKeyError
+
+_CODEC = CodecOptions(tz_aware=True, tzinfo=datetime.UTC)
+_CHUNK = 256  # documents fetched per round trip while streaming candidates
+_PROBE_CAP = 2000  # index entries counted per plan when choosing between plans
+_MAX_PLANS = 32
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Any = _Missing()
+
+
+# --- values: MongoDB's equality and ordering on the types we store ------------------------------
+
+# Rank of each type in MongoDB's cross-type order (nulls first, then numbers, strings, ...).
+_NULL = 0
+_NUMBER = 1
+_STRING = 2
+_OBJECT = 3
+_EMPTY_ARRAY = 4
+_BINARY = 5
+_OID = 7
+_BOOL = 8
+_DATE = 9
+_UNKEYED = 99
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float | Decimal128) and not isinstance(value, bool)
+
+
+def _number(value: Any) -> float | int:
+    return float(value.to_decimal()) if isinstance(value, Decimal128) else value
+
+
+def _utc(value: datetime.datetime) -> datetime.datetime:
+    if value.tzinfo is None:
+        return value.replace(tzinfo=datetime.UTC)
+    return value.astimezone(datetime.UTC)
+
+
+def _millis(value: datetime.datetime) -> int:
+    # BSON keeps milliseconds; keys must agree with the stored (decoded) value.
+    delta = _utc(value) - datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+def _index_key(value: Any) -> tuple[int, Any]:
+    """The (type rank, SQLite value) an index stores for one scalar, ordered like MongoDB."""
+    if value is None or value is MISSING:
+        return (_NULL, 0)
+    if isinstance(value, bool):
+        return (_BOOL, int(value))
+    if _is_number(value):
+        number = _number(value)
+        if isinstance(number, float) and math.isnan(number):
+            return (_UNKEYED, None)
+        if isinstance(number, int) and not -(2**63) <= number < 2**63:
+            number = float(number)
+        return (_NUMBER, number)
+    if isinstance(value, str):
+        return (_STRING, value)
+    if isinstance(value, dict):
+        return (_OBJECT, None)  # never planned on; the full filter decides
+    if isinstance(value, list):
+        return (_UNKEYED, None)  # nested arrays: left to the full filter
+    if isinstance(value, ObjectId):
+        return (_OID, value.binary)
+    if isinstance(value, datetime.datetime):
+        return (_DATE, _millis(value))
+    if isinstance(value, uuid.UUID):
+        return (_BINARY, value.bytes)
+    if isinstance(value, bytes | Binary):
+        return (_BINARY, bytes(value))
+    return (_UNKEYED, None)
+
+
+def _plannable(value: Any) -> bool:
+    key = _index_key(value)
+    return key[0] not in (_OBJECT, _UNKEYED)
+
+
+def values_equal(a: Any, b: Any) -> bool:
+    """MongoDB equality: numbers by value across types, bools only with bools, documents and
+    arrays element by element (documents also in key order)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if _is_number(a) or _is_number(b):
+        return _is_number(a) and _is_number(b) and _number(a) == _number(b)
+    if isinstance(a, dict) or isinstance(b, dict):
+        if not (isinstance(a, dict) and isinstance(b, dict)) or list(a) != list(b):
+            return False
+        return all(values_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list) or isinstance(b, list):
+        if not (isinstance(a, list) and isinstance(b, list)) or len(a) != len(b):
+            return False
+        return all(values_equal(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, datetime.datetime) and isinstance(b, datetime.datetime):
+        return _millis(a) == _millis(b)
+    if isinstance(a, bytes | Binary) and isinstance(b, bytes | Binary):
+        return bytes(a) == bytes(b)
+    if type(a) is not type(b) and not (isinstance(a, str) and isinstance(b, str)):
+        return False
+    return a == b
+
+
+def _compare(a: Any, op: str, b: Any) -> bool:
+    """$gt/$gte/$lt/$lte: only values of the same type bracket compare, as in MongoDB."""
+    if _is_number(a) and _is_number(b):
+        x, y = _number(a), _number(b)
+    elif isinstance(a, str) and isinstance(b, str):
+        x, y = a, b
+    elif isinstance(a, datetime.datetime) and isinstance(b, datetime.datetime):
+        x, y = _millis(a), _millis(b)
+    elif isinstance(a, ObjectId) and isinstance(b, ObjectId):
+        x, y = a.binary, b.binary
+    else:
+        return False
+    if op == "$gt":
+        return x > y
+    if op == "$gte":
+        return x >= y
+    if op == "$lt":
+        return x < y
+    return x <= y
+
+
+def sort_value(value: Any) -> tuple[int, Any]:
+    """A Python sort key that orders values as MongoDB does (for the types we sort on)."""
+    if value is MISSING:
+        value = None
+    if isinstance(value, list):
+        value = min((sort_value(v) for v in value), default=(_EMPTY_ARRAY, 0))
+        return value
+    rank, key = _index_key(value)
+    return (rank, key if key is not None else 0)
+
+
+# --- paths ---------------------------------------------------------------------------------------
+
+
+def _path_values(doc: Any, parts: Sequence[str]) -> list[Any]:
+    """Every value a dotted path reaches, walking into arrays of documents; MISSING where a
+    branch ends early. A value that is an array is returned whole (the caller expands it)."""
+    if not parts:
+        return [doc]
+    if isinstance(doc, dict):
+        if parts[0] not in doc:
+            return [MISSING]
+        return _path_values(doc[parts[0]], parts[1:])
+    if isinstance(doc, list):
+        found: list[Any] = []
+        for element in doc:
+            if isinstance(element, dict):
+                found.extend(_path_values(element, parts))
+        return found or [MISSING]
+    return [MISSING]
+
+
+def _values_at(doc: Mapping[str, Any], path: str) -> list[Any]:
+    return _path_values(doc, path.split("."))
+
+
+# --- matching ------------------------------------------------------------------------------------
+
+_COMPARISONS = ("$gt", "$gte", "$lt", "$lte")
+
+
+def matches(doc: Mapping[str, Any], filter: Mapping[str, Any]) -> bool:
+    """Whether a document matches a MongoDB query filter (the operators the LRS uses)."""
+    for key, condition in filter.items():
+        if key == "$and":
+            if not all(matches(doc, sub) for sub in condition):
+                return False
+        elif key == "$or":
+            if not any(matches(doc, sub) for sub in condition):
+                return False
+        elif key == "$nor":
+            if any(matches(doc, sub) for sub in condition):
+                return False
+        elif key.startswith("$"):
+            raise ValueError(f"unsupported query operator {key}")
+        elif not _field_matches(_values_at(doc, key), condition):
+            return False
+    return True
+
+
+def _is_operator_dict(condition: Any) -> bool:
+    return isinstance(condition, dict) and bool(condition) and next(iter(condition)).startswith("$")
+
+
+def _field_matches(values: list[Any], condition: Any) -> bool:
+    if not _is_operator_dict(condition):
+        return any(_equals(value, condition) for value in values)
+    for op, operand in condition.items():
+        if op == "$eq":
+            ok = any(_equals(value, operand) for value in values)
+        elif op == "$ne":
+            ok = not any(_equals(value, operand) for value in values)
+        elif op == "$in":
+            ok = any(_equals(value, item) for value in values for item in operand)
+        elif op == "$nin":
+            ok = not any(_equals(value, item) for value in values for item in operand)
+        elif op in _COMPARISONS:
+            ok = any(_compare(e, op, operand) for value in values for e in _elements(value))
+        elif op == "$exists":
+            ok = any(value is not MISSING for value in values) == bool(operand)
+        elif op == "$elemMatch":
+            ok = any(
+                isinstance(value, list) and any(_element_matches(e, operand) for e in value)
+                for value in values
+            )
+        elif op == "$all":
+            ok = all(any(_equals(value, item) for value in values) for item in operand)
+        elif op == "$size":
+            ok = any(isinstance(value, list) and len(value) == operand for value in values)
+        elif op == "$not":
+            ok = not _field_matches(values, operand)
+        else:
+            raise ValueError(f"unsupported query operator {op}")
+        if not ok:
+            return False
+    return True
+
+
+def _elements(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _equals(value: Any, expected: Any) -> bool:
+    if expected is None:
+        if value is MISSING or value is None:
+            return True
+        return isinstance(value, list) and any(e is None for e in value)
+    if value is MISSING:
+        return False
+    if values_equal(value, expected):
+        return True
+    return isinstance(value, list) and any(values_equal(e, expected) for e in value)
+
+
+def _element_matches(element: Any, condition: Mapping[str, Any]) -> bool:
+    if _is_operator_dict(condition):
+        return _field_matches([element], condition) if not isinstance(element, list) else False
+    return isinstance(element, dict) and matches(element, condition)
+
+
+# --- updates -------------------------------------------------------------------------------------
+
+
+def _set_path(doc: dict[str, Any], path: str, value: Any) -> None:
+    parts = path.split(".")
+    target = doc
+    for part in parts[:-1]:
+        child = target.get(part)
+        if not isinstance(child, dict):
+            child = target[part] = {}
+        target = child
+    target[parts[-1]] = value
+
+
+def _get_path(doc: Mapping[str, Any], path: str) -> Any:
+    target: Any = doc
+    for part in path.split("."):
+        if not isinstance(target, dict) or part not in target:
+            return MISSING
+        target = target[part]
+    return target
+
+
+def _unset_path(doc: dict[str, Any], path: str) -> None:
+    parts = path.split(".")
+    target: Any = doc
+    for part in parts[:-1]:
+        target = target.get(part) if isinstance(target, dict) else None
+    if isinstance(target, dict):
+        target.pop(parts[-1], None)
+
+
+def apply_update(
+    doc: dict[str, Any], update: Mapping[str, Any], *, inserting: bool
+) -> dict[str, Any]:
+    """The document after an update (operators) or a replacement (a plain document)."""
+    if not _is_operator_dict(update):
+        replaced = {"_id": doc["_id"]} if "_id" in doc else {}
+        replaced.update({k: v for k, v in update.items() if k != "_id"})
+        return replaced
+    new = bson.decode(bson.encode(doc), codec_options=_CODEC)  # a deep copy of BSON types
+    for op, fields in update.items():
+        for path, value in fields.items():
+            if op == "$set" or (op == "$setOnInsert" and inserting):
+                _set_path(new, path, value)
+            elif op == "$setOnInsert":
+                continue
+            elif op == "$unset":
+                _unset_path(new, path)
+            elif op == "$inc":
+                current = _get_path(new, path)
+                _set_path(new, path, value if current is MISSING else current + value)
+            elif op in ("$addToSet", "$push"):
+                items = value["$each"] if isinstance(value, dict) and "$each" in value else [value]
+                current = _get_path(new, path)
+                array = [] if current is MISSING else current
+                if not isinstance(array, list):
+                    raise ValueError(f"{op} on a non-array field {path}")
+                for item in items:
+                    if op == "$push" or not any(values_equal(e, item) for e in array):
+                        array.append(item)
+                _set_path(new, path, array)
+            else:
+                raise ValueError(f"unsupported update operator {op}")
+    return new
+
+
+def _upsert_seed(filter: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields an upsert takes from its filter's equality conditions."""
+    seed: dict[str, Any] = {}
+    for key, condition in filter.items():
+        if key == "$and":
+            for sub in condition:
+                seed.update(_upsert_seed(sub))
+        elif key.startswith("$"):
+            continue
+        elif _is_operator_dict(condition):
+            if "$eq" in condition:
+                _set_path(seed, key, condition["$eq"])
+        else:
+            _set_path(seed, key, condition)
+    return seed
+
+
+def project(doc: dict[str, Any], projection: Mapping[str, Any] | None) -> dict[str, Any]:
+    if not projection:
+        return doc
+    include = {k for k, v in projection.items() if v and k != "_id"}
+    if include:
+        result = {k: doc[k] for k in include if k in doc}
+        if projection.get("_id", 1) and "_id" in doc:
+            result["_id"] = doc["_id"]
+        return result
+    excluded = {k for k, v in projection.items() if not v}
+    return {k: v for k, v in doc.items() if k not in excluded}
+
+
+# --- indexes and query plans ---------------------------------------------------------------------
+
+
+@dataclass
+class _Index:
+    name: str
+    fields: list[str]
+    unique: bool
+    table: str
+    multikey: int  # bit i set: field i held an array in some document
+
+    def is_multikey(self, position: int) -> bool:
+        return bool(self.multikey >> position & 1)
+
+    def entries(self, doc: Mapping[str, Any]) -> tuple[set[tuple[Any, ...]], bool]:
+        """The index rows of a document (without rid), and a bit mask of the fields whose
+        values were expanded from arrays."""
+        per_field: list[list[tuple[int, Any]]] = []
+        expanded = 0
+        for name in self.fields:
+            keys: list[tuple[int, Any]] = []
+            values = _values_at(doc, name)
+            if len(values) > 1:
+                expanded |= 1 << len(per_field)
+            for value in values:
+                if isinstance(value, list):
+                    expanded |= 1 << len(per_field)
+                    keys.extend(_index_key(e) for e in value)
+                    if not value:
+                        keys.append((_EMPTY_ARRAY, 0))
+                else:
+                    keys.append(_index_key(value))
+            per_field.append(keys)
+        rows = {
+            tuple(itertools.chain.from_iterable(combo)) for combo in itertools.product(*per_field)
+        }
+        return rows, expanded
+
+
+@dataclass
+class _Constraint:
+    keys: list[tuple[int, Any]] | None = None  # equality with any of these
+    rank: int = 0  # range: type rank, bounds (None: open)
+    low: tuple[Any, bool] | None = None  # (value, inclusive)
+    high: tuple[Any, bool] | None = None
+    exact: bool = True
+
+    @property
+    def single(self) -> bool:
+        return self.keys is not None and len(self.keys) == 1
+
+
+def _constraint(condition: Any) -> _Constraint | None:
+    """What an index can do with one field condition; None if nothing."""
+    if not _is_operator_dict(condition):
+        if isinstance(condition, list | dict) or not (condition is None or _plannable(condition)):
+            return None
+        return _Constraint(keys=[_index_key(condition)])
+    ops = set(condition)
+    if "$eq" in ops:
+        operand = condition["$eq"]
+        if isinstance(operand, list | dict) or not (operand is None or _plannable(operand)):
+            return None
+        return _Constraint(keys=[_index_key(operand)], exact=len(ops) == 1)
+    if "$in" in ops:
+        operand = condition["$in"]
+        if not isinstance(operand, list | tuple) or any(
+            isinstance(v, list | dict) or not (v is None or _plannable(v)) for v in operand
+        ):
+            return None
+        keys = sorted({_index_key(v) for v in operand}, key=repr)
+        return _Constraint(keys=keys, exact=len(ops) == 1)
+    bounds = [op for op in _COMPARISONS if op in ops]
+    if not bounds:
+        return None
+    ranks = {_index_key(condition[op])[0] for op in bounds}
+    if len(ranks) != 1 or next(iter(ranks)) in (_OBJECT, _UNKEYED, _NULL):
+        return None
+    result = _Constraint(rank=ranks.pop(), exact=len(ops) == len(bounds))
+    for op in bounds:
+        key = _index_key(condition[op])[1]
+        if op in ("$gt", "$gte"):
+            result.low = (key, op == "$gte")
+        else:
+            result.high = (key, op == "$lte")
+    return result
+
+
+def _conjuncts(filter: Mapping[str, Any]) -> tuple[list[tuple[str, Any]], bool]:
+    """The (field, condition) pairs every match must satisfy, and whether that list is the
+    whole filter (False when it also has $or/$nor/... parts)."""
+    pairs: list[tuple[str, Any]] = []
+    complete = True
+    for key, condition in filter.items():
+        if key == "$and":
+            for sub in condition:
+                sub_pairs, sub_complete = _conjuncts(sub)
+                pairs.extend(sub_pairs)
+                complete = complete and sub_complete
+        elif key.startswith("$"):
+            complete = False
+        else:
+            pairs.append((key, condition))
+    return pairs, complete
+
+
+@dataclass
+class _Plan:
+    index: _Index
+    constraints: dict[int, _Constraint]
+    exact: bool
+    ordered: bool
+    order_sql: str = ""
+    where_sql: str = ""
+    params: list[Any] = field(default_factory=list)
+
+
+def _where(plan_index: _Index, constraints: dict[int, _Constraint]) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    for position, constraint in sorted(constraints.items()):
+        t, v = f"t{position}", f"v{position}"
+        if constraint.keys is not None:
+            if not constraint.keys:
+                clauses.append("0")
+            else:
+                groups: dict[int, list[Any]] = {}
+                for rank, value in constraint.keys:
+                    groups.setdefault(rank, []).append(value)
+                alternatives = []
+                for rank, values in groups.items():
+                    if len(values) == 1:
+                        alternatives.append(f"{t} = ? AND {v} = ?")
+                    else:
+                        alternatives.append(
+                            f"{t} = ? AND {v} IN ({', '.join(['?'] * len(values))})"
+                        )
+                    params.extend([rank, *values])
+                clauses.append(
+                    alternatives[0]
+                    if len(alternatives) == 1
+                    else "(" + " OR ".join(f"({a})" for a in alternatives) + ")"
+                )
+            continue
+        clauses.append(f"{t} = ?")
+        params.append(constraint.rank)
+        low = constraint.low
+        high = constraint.high
+        if low is not None and high is not None and plan_index.is_multikey(position):
+            high = None  # two bounds may be met by different elements of an array
+        if low is not None:
+            clauses.append(f"{v} {'>=' if low[1] else '>'} ?")
+            params.append(low[0])
+        if high is not None:
+            clauses.append(f"{v} {'<=' if high[1] else '<'} ?")
+            params.append(high[0])
+    return " AND ".join(clauses) or "1", params
+
+
+# --- the store -----------------------------------------------------------------------------------
+
+
+class EmbeddedStore:
+    """One SQLite file holding every collection of one database. Not thread-safe: the caller
+    runs all calls on one thread (`lrs.storage.database` does)."""
+
+    def __init__(self, path: str) -> None:
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: a power cut can lose the last commits, never corrupt the file.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=30000")
+        self._db.execute("PRAGMA cache_size=-65536")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS collections (name TEXT PRIMARY KEY, tbl TEXT NOT NULL)"
+        )
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS indexes (collection TEXT, name TEXT, fields TEXT,"
+            " uniq INTEGER, tbl TEXT, multikey INTEGER, PRIMARY KEY (collection, name))"
+        )
+        self._collections: dict[str, EmbeddedCollection] = {}
+        self._seen_version: int | None = None
+
+    def collection(self, name: str) -> EmbeddedCollection:
+        if name not in self._collections:
+            self._collections[name] = EmbeddedCollection(self, name)
+        return self._collections[name]
+
+    def close(self) -> None:
+        self._db.close()
+
+    def refresh_if_changed(self) -> None:
+        """Reload index metadata when another connection committed (another process may have
+        created an index or marked one multikey)."""
+        version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._seen_version:
+            self._seen_version = version
+            for collection in self._collections.values():
+                collection.load_metadata()
+
+    def write(self) -> _WriteTransaction:
+        return _WriteTransaction(self._db)
+
+
+class _WriteTransaction:
+    # BEGIN IMMEDIATE takes the write lock up front: a read-modify-write is never interleaved
+    # with another process's write.
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._db.execute("BEGIN IMMEDIATE")
+        return self._db
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+class EmbeddedCollection:
+    def __init__(self, store: EmbeddedStore, name: str) -> None:
+        self._store = store
+        self._db = store._db
+        self.name = name
+        self.table = ""
+        self.indexes: list[_Index] = []
+        self.load_metadata()
+
+    # --- metadata --------------------------------------------------------------------------
+
+    def load_metadata(self) -> None:
+        row = self._db.execute(
+            "SELECT tbl FROM collections WHERE name = ?", (self.name,)
+        ).fetchone()
+        self.table = row[0] if row else ""
+        self.indexes = [
+            _Index(name, json.loads(fields), bool(uniq), tbl, multikey)
+            for name, fields, uniq, tbl, multikey in self._db.execute(
+                "SELECT name, fields, uniq, tbl, multikey FROM indexes WHERE collection = ?"
+                " ORDER BY rowid",
+                (self.name,),
+            )
+        ]
+
+    def _ensure_table(self, db: sqlite3.Connection) -> None:
+        if self.table:
+            return
+        row = db.execute("SELECT tbl FROM collections WHERE name = ?", (self.name,)).fetchone()
+        if row is None:
+            number = db.execute("SELECT count(*) FROM collections").fetchone()[0] + 1
+            table = f"d{number}"
+            db.execute(f"CREATE TABLE {table} (rid INTEGER PRIMARY KEY, doc BLOB NOT NULL)")
+            db.execute("INSERT INTO collections VALUES (?, ?)", (self.name, table))
+            self.table = table
+            self._add_index(db, "_id_", ["_id"], unique=True)
+        else:
+            self.load_metadata()
+
+    def create_index(self, keys: Sequence[tuple[str, int]], unique: bool, name: str | None) -> None:
+        fields = [key for key, _ in keys]
+        name = name or "_".join(f"{key}_{direction}" for key, direction in keys)
+        self._store.refresh_if_changed()
+        with self._store.write() as db:
+            self._ensure_table(db)
+            self.load_metadata()
+            if any(index.name == name or index.fields == fields for index in self.indexes):
+                return
+            index = self._add_index(db, name, fields, unique=unique)
+            for rid, blob in db.execute(f"SELECT rid, doc FROM {self.table}").fetchall():
+                self._insert_entries(db, index, rid, bson.decode(blob, codec_options=_CODEC))
+
+    def _add_index(
+        self, db: sqlite3.Connection, name: str, fields: list[str], unique: bool
+    ) -> _Index:
+        number = db.execute("SELECT count(*) FROM indexes").fetchone()[0] + 1
+        table = f"x{number}"
+        columns = [f"t{i}, v{i}" for i in range(len(fields))]
+        db.execute(f"CREATE TABLE {table} ({', '.join(columns)}, rid INTEGER NOT NULL)")
+        key_columns = ", ".join(columns)
+        if unique:
+            db.execute(f"CREATE UNIQUE INDEX {table}_key ON {table} ({key_columns})")
+        else:
+            db.execute(f"CREATE INDEX {table}_key ON {table} ({key_columns}, rid)")
+        db.execute(f"CREATE INDEX {table}_rid ON {table} (rid)")
+        db.execute(
+            "INSERT INTO indexes VALUES (?, ?, ?, ?, ?, 0)",
+            (self.name, name, json.dumps(fields), int(unique), table),
+        )
+        index = _Index(name, fields, unique, table, 0)
+        self.indexes.append(index)
+        return index
+
+    # --- index maintenance -----------------------------------------------------------------
+
+    def _insert_entries(
+        self, db: sqlite3.Connection, index: _Index, rid: int, doc: Mapping[str, Any]
+    ) -> None:
+        rows, expanded = index.entries(doc)
+        self._write_entries(db, index, rid, rows, expanded)
+
+    def _write_entries(
+        self,
+        db: sqlite3.Connection,
+        index: _Index,
+        rid: int,
+        rows: set[tuple[Any, ...]],
+        expanded: int,
+    ) -> None:
+        if expanded & ~index.multikey:
+            index.multikey |= expanded
+            db.execute(
+                "UPDATE indexes SET multikey = ? WHERE collection = ? AND name = ?",
+                (index.multikey, self.name, index.name),
+            )
+        placeholders = ", ".join(["?"] * (2 * len(index.fields) + 1))
+        try:
+            db.executemany(
+                f"INSERT INTO {index.table} VALUES ({placeholders})", [(*row, rid) for row in rows]
+            )
+        except sqlite3.IntegrityError as exc:
+            raise DuplicateKeyError(
+                f"E11000 duplicate key error collection: {self.name} index: {index.name}", 11000
+            ) from exc
+
+    def _insert(self, db: sqlite3.Connection, doc: dict[str, Any]) -> None:
+        if "_id" not in doc:
+            doc["_id"] = ObjectId()
+        cursor = db.execute(f"INSERT INTO {self.table} (doc) VALUES (?)", (bson.encode(doc),))
+        rid = cursor.lastrowid
+        assert rid is not None
+        stored = bson.decode(bson.encode(doc), codec_options=_CODEC)
+        for index in self.indexes:
+            self._insert_entries(db, index, rid, stored)
+
+    def _replace(
+        self, db: sqlite3.Connection, rid: int, old: dict[str, Any], new: dict[str, Any]
+    ) -> None:
+        new = bson.decode(bson.encode(new), codec_options=_CODEC)
+        db.execute(f"UPDATE {self.table} SET doc = ? WHERE rid = ?", (bson.encode(new), rid))
+        for index in self.indexes:
+            before, _ = index.entries(old)
+            after, expanded = index.entries(new)
+            if before != after:
+                db.execute(f"DELETE FROM {index.table} WHERE rid = ?", (rid,))
+                self._write_entries(db, index, rid, after, expanded)
+
+    def _delete(self, db: sqlite3.Connection, rids: list[int]) -> None:
+        for start in range(0, len(rids), 500):
+            chunk = rids[start : start + 500]
+            marks = ", ".join(["?"] * len(chunk))
+            db.execute(f"DELETE FROM {self.table} WHERE rid IN ({marks})", chunk)
+            for index in self.indexes:
+                db.execute(f"DELETE FROM {index.table} WHERE rid IN ({marks})", chunk)
+
+    # --- planning --------------------------------------------------------------------------
+
+    def _plans(
+        self, filter: Mapping[str, Any], sort: Sequence[tuple[str, int]] | None
+    ) -> list[_Plan]:
+        pairs, complete = _conjuncts(filter)
+        by_field: dict[str, list[tuple[int, _Constraint]]] = {}
+        planned = 0
+        for number, (name, condition) in enumerate(pairs):
+            constraint = _constraint(condition)
+            if constraint is not None:
+                by_field.setdefault(name, []).append((number, constraint))
+                planned += 1
+        plans: list[_Plan] = []
+        for index in self.indexes:
+            if index.fields[0] not in by_field:
+                continue
+            options = [by_field.get(name, [(-1, None)]) for name in index.fields]
+            for combo in itertools.islice(itertools.product(*options), _MAX_PLANS):
+                constraints = {
+                    position: constraint
+                    for position, (_, constraint) in enumerate(combo)
+                    if constraint is not None
+                }
+                used = {number for number, constraint in combo if constraint is not None}
+                exact = (
+                    complete
+                    and len(used) == len(pairs)
+                    and all(c.exact for c in constraints.values())
+                    and not any(
+                        c.low and c.high and index.is_multikey(p) for p, c in constraints.items()
+                    )
+                )
+                plan = _Plan(index, constraints, exact, ordered=False)
+                plan.where_sql, plan.params = _where(index, constraints)
+                if sort:
+                    plan.ordered, plan.order_sql = self._order(index, sort)
+                plans.append(plan)
+        return plans
+
+    @staticmethod
+    def _order(index: _Index, sort: Sequence[tuple[str, int]]) -> tuple[bool, str]:
+        # Index rows carry each document's own (non-array) values, so ORDER BY on them is the
+        # documents' order; SQLite walks its B-tree in that order when it can.
+        terms = []
+        for name, direction in sort:
+            if name not in index.fields:
+                return False, ""
+            position = index.fields.index(name)
+            if index.is_multikey(position):
+                return False, ""  # an array sorts by its smallest/largest element, not per entry
+            word = "ASC" if direction > 0 else "DESC"
+            terms.append(f"t{position} {word}, v{position} {word}")
+        return True, ", ".join(terms)
+
+    def _count(self, plan: _Plan, cap: int) -> int:
+        return self._db.execute(
+            f"SELECT count(*) FROM (SELECT 1 FROM {plan.index.table} WHERE {plan.where_sql}"
+            " LIMIT ?)",
+            (*plan.params, cap),
+        ).fetchone()[0]
+
+    def _choose(
+        self, filter: Mapping[str, Any], sort: Sequence[tuple[str, int]] | None, limit: int
+    ) -> _Plan | None:
+        plans = self._plans(filter, sort)
+        if not plans:
+            return None
+        if len(plans) == 1:
+            return plans[0]
+        counted = [(self._count(plan, _PROBE_CAP), plan) for plan in plans]
+        smallest = min(count for count, _ in counted)
+        if smallest >= _PROBE_CAP and sort and limit:
+            # Every plan matches many entries: stream one in the requested order and stop early.
+            ordered = [plan for _, plan in counted if plan.ordered]
+            if ordered:
+                return max(ordered, key=lambda plan: len(plan.constraints))
+        best = [plan for count, plan in counted if count == smallest]
+        return max(best, key=lambda plan: (plan.ordered, plan.exact, len(plan.constraints)))
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def _decode(self, blob: bytes) -> dict[str, Any]:
+        return bson.decode(blob, codec_options=_CODEC)
+
+    def _scan(
+        self, filter: Mapping[str, Any], sort: Sequence[tuple[str, int]] | None, limit: int
+    ) -> tuple[Iterator[tuple[int, dict[str, Any]]], _Plan | None]:
+        """Candidate (rid, document) pairs, and the plan that produced them (None: full scan)."""
+        self._store.refresh_if_changed()
+        if not self.table:
+            return iter(()), None
+        plan = self._choose(filter, sort, limit)
+        if plan is None:
+            rows = self._db.execute(f"SELECT rid, doc FROM {self.table} ORDER BY rid")
+            return ((rid, self._decode(blob)) for rid, blob in rows), None
+        return self._stream(plan, limit if plan.exact else 0), plan
+
+    def _stream(self, plan: _Plan, limit: int) -> Iterator[tuple[int, dict[str, Any]]]:
+        order = plan.order_sql if plan.ordered else "rid"
+        cursor = self._db.execute(
+            f"SELECT rid FROM {plan.index.table} WHERE {plan.where_sql} ORDER BY {order}",
+            plan.params,
+        )
+        seen: set[int] = set()
+        chunk_size = min(limit, _CHUNK) if limit else _CHUNK
+        try:
+            while batch := cursor.fetchmany(chunk_size):
+                chunk_size = _CHUNK
+                rids = [rid for (rid,) in batch if rid not in seen]
+                if not rids:
+                    continue
+                seen.update(rids)
+                marks = ", ".join(["?"] * len(rids))
+                found = dict(
+                    self._db.execute(
+                        f"SELECT rid, doc FROM {self.table} WHERE rid IN ({marks})", rids
+                    ).fetchall()
+                )
+                for rid in rids:
+                    blob = found.get(rid)
+                    if blob is not None:
+                        yield rid, self._decode(blob)
+        finally:
+            cursor.close()
+
+    def _matching(
+        self,
+        filter: Mapping[str, Any],
+        sort: Sequence[tuple[str, int]] | None = None,
+        limit: int = 0,
+    ) -> list[tuple[int, dict[str, Any]]]:
+        candidates, plan = self._scan(filter, sort, limit)
+        exact = plan is not None and plan.exact
+        in_order = not sort or (plan is not None and plan.ordered)
+        found: list[tuple[int, dict[str, Any]]] = []
+        try:
+            for rid, doc in candidates:
+                if exact or matches(doc, filter):
+                    found.append((rid, doc))
+                    if limit and in_order and len(found) >= limit:
+                        break
+        finally:
+            close = getattr(candidates, "close", None)
+            if close is not None:
+                close()  # finishes the SQLite read before the caller writes
+        if sort and not in_order:
+            for name, direction in reversed(list(sort)):
+                found.sort(
+                    key=lambda item: sort_value(_get_path(item[1], name)), reverse=direction < 0
+                )
+            if limit:
+                found = found[:limit]
+        return found
+
+    def find(
+        self,
+        filter: Mapping[str, Any],
+        projection: Mapping[str, Any] | None = None,
+        sort: Sequence[tuple[str, int]] | None = None,
+        limit: int = 0,
+    ) -> list[dict[str, Any]]:
+        return [project(doc, projection) for _, doc in self._matching(filter, sort, limit)]
+
+    def find_one(
+        self, filter: Mapping[str, Any], projection: Mapping[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        found = self._matching(filter, None, 1)
+        return project(found[0][1], projection) if found else None
+
+    def count(self, filter: Mapping[str, Any]) -> int:
+        candidates, plan = self._scan(filter, None, 0)
+        if plan is not None and plan.exact:
+            return self._db.execute(
+                f"SELECT count(DISTINCT rid) FROM {plan.index.table} WHERE {plan.where_sql}",
+                plan.params,
+            ).fetchone()[0]
+        return sum(1 for _, doc in candidates if matches(doc, filter))
+
+    def distinct(self, key: str, filter: Mapping[str, Any]) -> list[Any]:
+        seen: dict[tuple[int, Any], Any] = {}
+        for _, doc in self._matching(filter):
+            for value in _values_at(doc, key):
+                for element in _elements(value):
+                    if element is not MISSING:
+                        seen.setdefault(_distinct_key(element), element)
+        return list(seen.values())
+
+    # --- writing ---------------------------------------------------------------------------
+
+    def insert_many(self, docs: list[dict[str, Any]]) -> list[int]:
+        """Insert each document; returns the positions refused for a duplicate key. The inserted
+        ones commit together."""
+        refused: list[int] = []
+        self._store.refresh_if_changed()
+        with self._store.write() as db:
+            self._ensure_table(db)
+            for position, doc in enumerate(docs):
+                db.execute("SAVEPOINT one")
+                try:
+                    self._insert(db, doc)
+                except DuplicateKeyError:
+                    db.execute("ROLLBACK TO one")
+                    refused.append(position)
+                db.execute("RELEASE one")
+        return refused
+
+    def update(
+        self,
+        filter: Mapping[str, Any],
+        update: Mapping[str, Any],
+        *,
+        upsert: bool = False,
+        many: bool = False,
+    ) -> tuple[int, dict[str, Any] | None]:
+        """Apply an update to the first (or every) match; returns (matched count, the first
+        document as it is after the update, or the upserted one)."""
+        self._store.refresh_if_changed()
+        with self._store.write() as db:
+            self._ensure_table(db)
+            targets = self._matching(filter, None, 0 if many else 1)
+            after: dict[str, Any] | None = None
+            for rid, doc in targets:
+                new = apply_update(doc, update, inserting=False)
+                if bson.encode(new) != bson.encode(doc):
+                    self._replace(db, rid, doc, new)
+                after = after or new
+            if targets or not upsert:
+                return len(targets), after
+            seed = _upsert_seed(filter) if _is_operator_dict(update) else {}
+            new = apply_update(seed, update, inserting=True)
+            if "_id" in seed and "_id" not in new:
+                new["_id"] = seed["_id"]
+            self._insert(db, new)
+            return 0, new
+
+    def delete_many(self, filter: Mapping[str, Any]) -> int:
+        self._store.refresh_if_changed()
+        with self._store.write() as db:
+            rids = [rid for rid, _ in self._matching(filter)]
+            self._delete(db, rids)
+        return len(rids)
+
+
+def _distinct_key(value: Any) -> tuple[int, Any]:
+    rank, key = _index_key(value)
+    if rank in (_OBJECT, _UNKEYED):
+        return (rank, repr(value))
+    return (rank, key)
