@@ -87,16 +87,16 @@ def _index_key(value: Any) -> tuple[int, Any]:
     if _is_number(value):
         number = _number(value)
         if isinstance(number, float) and math.isnan(number):
-            return (_UNKEYED, None)
+            return (_UNKEYED, "nan")
         if isinstance(number, int) and not -(2**63) <= number < 2**63:
             number = float(number)
         return (_NUMBER, number)
     if isinstance(value, str):
         return (_STRING, value)
     if isinstance(value, dict):
-        return (_OBJECT, None)  # never planned on; the full filter decides
+        return (_OBJECT, bson.encode(value))  # never planned on; the full filter decides
     if isinstance(value, list):
-        return (_UNKEYED, None)  # nested arrays: left to the full filter
+        return (_UNKEYED, repr(value))  # nested arrays: left to the full filter
     if isinstance(value, ObjectId):
         return (_OID, value.binary)
     if isinstance(value, datetime.datetime):
@@ -105,7 +105,7 @@ def _index_key(value: Any) -> tuple[int, Any]:
         return (_BINARY, value.bytes)
     if isinstance(value, bytes | Binary):
         return (_BINARY, bytes(value))
-    return (_UNKEYED, None)
+    return (_UNKEYED, repr(value))
 
 
 def _plannable(value: Any) -> bool:
@@ -650,14 +650,13 @@ class EmbeddedCollection:
     ) -> _Index:
         number = db.execute("SELECT count(*) FROM indexes").fetchone()[0] + 1
         table = f"x{number}"
-        columns = [f"t{i}, v{i}" for i in range(len(fields))]
-        db.execute(f"CREATE TABLE {table} ({', '.join(columns)}, rid INTEGER NOT NULL)")
-        key_columns = ", ".join(columns)
-        if unique:
-            db.execute(f"CREATE UNIQUE INDEX {table}_key ON {table} ({key_columns})")
-        else:
-            db.execute(f"CREATE INDEX {table}_key ON {table} ({key_columns}, rid)")
-        db.execute(f"CREATE INDEX {table}_rid ON {table} (rid)")
+        key_columns = ", ".join(f"t{i}, v{i}" for i in range(len(fields)))
+        # The entries are the B-tree itself (WITHOUT ROWID): no second copy in a separate index.
+        primary_key = key_columns if unique else f"{key_columns}, rid"
+        db.execute(
+            f"CREATE TABLE {table} ({key_columns}, rid INTEGER NOT NULL,"
+            f" PRIMARY KEY ({primary_key})) WITHOUT ROWID"
+        )
         db.execute(
             "INSERT INTO indexes VALUES (?, ?, ?, ?, ?, 0)",
             (self.name, name, json.dumps(fields), int(unique), table),
@@ -701,10 +700,11 @@ class EmbeddedCollection:
     def _insert(self, db: sqlite3.Connection, doc: dict[str, Any]) -> None:
         if "_id" not in doc:
             doc["_id"] = ObjectId()
-        cursor = db.execute(f"INSERT INTO {self.table} (doc) VALUES (?)", (bson.encode(doc),))
+        blob = bson.encode(doc)
+        cursor = db.execute(f"INSERT INTO {self.table} (doc) VALUES (?)", (blob,))
         rid = cursor.lastrowid
         assert rid is not None
-        stored = bson.decode(bson.encode(doc), codec_options=_CODEC)
+        stored = bson.decode(blob, codec_options=_CODEC)  # index what is stored (e.g. ms dates)
         for index in self.indexes:
             self._insert_entries(db, index, rid, stored)
 
@@ -717,16 +717,24 @@ class EmbeddedCollection:
             before, _ = index.entries(old)
             after, expanded = index.entries(new)
             if before != after:
-                db.execute(f"DELETE FROM {index.table} WHERE rid = ?", (rid,))
+                self._delete_entries(db, index, rid, before)
                 self._write_entries(db, index, rid, after, expanded)
 
-    def _delete(self, db: sqlite3.Connection, rids: list[int]) -> None:
-        for start in range(0, len(rids), 500):
-            chunk = rids[start : start + 500]
-            marks = ", ".join(["?"] * len(chunk))
-            db.execute(f"DELETE FROM {self.table} WHERE rid IN ({marks})", chunk)
+    def _delete_entries(
+        self, db: sqlite3.Connection, index: _Index, rid: int, rows: set[tuple[Any, ...]]
+    ) -> None:
+        # Entries are found by their full key (recomputed from the document), the table's
+        # primary key, so no index on rid is needed.
+        match = " AND ".join(f"t{i} = ? AND v{i} = ?" for i in range(len(index.fields)))
+        db.executemany(
+            f"DELETE FROM {index.table} WHERE {match} AND rid = ?", [(*row, rid) for row in rows]
+        )
+
+    def _delete(self, db: sqlite3.Connection, found: list[tuple[int, dict[str, Any]]]) -> None:
+        for rid, doc in found:
+            db.execute(f"DELETE FROM {self.table} WHERE rid = ?", (rid,))
             for index in self.indexes:
-                db.execute(f"DELETE FROM {index.table} WHERE rid IN ({marks})", chunk)
+                self._delete_entries(db, index, rid, index.entries(doc)[0])
 
     # --- planning --------------------------------------------------------------------------
 
@@ -967,9 +975,9 @@ class EmbeddedCollection:
     def delete_many(self, filter: Mapping[str, Any]) -> int:
         self._store.refresh_if_changed()
         with self._store.write() as db:
-            rids = [rid for rid, _ in self._matching(filter)]
-            self._delete(db, rids)
-        return len(rids)
+            found = self._matching(filter)
+            self._delete(db, found)
+        return len(found)
 
 
 def _distinct_key(value: Any) -> tuple[int, Any]:

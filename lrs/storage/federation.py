@@ -116,14 +116,15 @@ class DestinationRepository:
         failed_attempts: int = 0,
         dead: int = 0,
         fields: dict[str, Any] | None = None,
-    ) -> None:
-        """Counters and the last outcome, for the lag report."""
+    ) -> bool:
+        """Counters and the last outcome, for the lag report. False: no such destination
+        (deleted meanwhile)."""
         update: dict[str, Any] = {
             "$inc": {"delivered": delivered, "retries": failed_attempts, "dead_total": dead}
         }
         if fields:
             update["$set"] = fields
-        await self.collection.update_one({"_id": destination_id}, update)
+        return await self.collection.update_one({"_id": destination_id}, update) > 0
 
 
 class DeliveryRepository:
@@ -172,7 +173,7 @@ class DeliveryRepository:
         statements: list[str],
         attempts: int,
         next_attempt_key: int,
-        error: dict[str, Any],
+        error: dict[str, Any] | None,
     ) -> None:
         await self.deliveries.update_one(
             {"_id": row_id},
@@ -185,6 +186,13 @@ class DeliveryRepository:
                     "last_error": error,
                 }
             },
+        )
+
+    async def make_due(self, destination: str) -> None:
+        """Every pending group of the destination is due now (its hold was lifted)."""
+        await self.deliveries.update_many(
+            {"destination": destination, "next_attempt_key": {"$gt": 0}},
+            {"$set": {"next_attempt_key": 0}},
         )
 
     async def pending(self, destination: str) -> list[dict[str, Any]]:

@@ -169,10 +169,16 @@ PROGRESS_FIELDS = (
 
 class ProgressRepository:
     """Progress records keyed by (store, learner, course, module), written with an optimistic
-    version check so that two workers can never overwrite each other's newer result."""
+    version check so that two workers can never overwrite each other's newer result.
+
+    Every change also takes the next number of its store's change sequence (`seq`), allocated
+    in the database, not read from a clock: it is the SSE event id, and resuming a stream
+    replays the records whose `seq` is above the client's Last-Event-ID, whichever process
+    wrote them and whatever its clock said (design notes 1.5 and 6)."""
 
     def __init__(self, database: Database) -> None:
         self.records: Collection = database["progress"]
+        self.counters: Collection = database["counters"]
 
     async def ensure_indexes(self) -> None:
         await self.records.create_index(
@@ -180,6 +186,21 @@ class ProgressRepository:
         )
         await self.records.create_index([("store", 1), ("course", 1), ("module", 1)])
         await self.records.create_index([("store", 1), ("updated_key", 1)])
+        await self.records.create_index([("store", 1), ("seq", 1)])
+
+    async def next_seq(self, store: str) -> int:
+        """The next number of the store's change sequence: one atomic increment of a counter
+        document, so concurrent writers in any number of processes never share a number."""
+        counter = await self.counters.find_one_and_update(
+            {"_id": _sequence(store)}, {"$inc": {"seq": 1}}, upsert=True
+        )
+        assert counter is not None  # an upserting find_one_and_update returns the document
+        return int(counter["seq"])
+
+    async def last_seq(self, store: str) -> int:
+        """The last number the store's sequence handed out (0: none yet)."""
+        counter = await self.counters.find_one({"_id": _sequence(store)})
+        return int(counter["seq"]) if counter else 0
 
     async def get(
         self, store: str, learner: str, course: str, module: str
@@ -201,8 +222,15 @@ class ProgressRepository:
         """Write the record if its version is still `expected_version` (None: must not exist).
         Returns the new record, or None when another writer got there first."""
         key = {"store": store, "learner": learner, "course": course, "module": module}
+        # Taken after the caller read `expected_version`: a write that succeeds on top of
+        # another's therefore always carries a higher number. A failed attempt leaves a gap in
+        # the sequence, which is harmless.
+        seq = await self.next_seq(store)
         updated_key = monotonic_now_micros()
         stamp = {
+            "seq": seq,
+            # The writer's clock: only for `updated_at` (and resuming from ids sent before the
+            # sequence existed), never for ordering.
             "updated_key": updated_key,
             "updated_at": datetime.fromtimestamp(updated_key / 1e6, UTC).isoformat(),
         }
@@ -305,12 +333,31 @@ class ProgressRepository:
         )
 
     async def changed_since(
-        self, store: str, updated_key: int, limit: int = 1000
+        self, store: str, event_id: int, limit: int = 1000
     ) -> list[dict[str, Any]]:
-        """Records changed after a moment, oldest change first (SSE resumption)."""
+        """Records changed after the change an SSE event id names, oldest change first, each
+        in its current state (SSE resumption).
+
+        An id above the store's sequence is not one of its numbers: an id sent before the
+        sequence existed (the writer's clock in microseconds, far above any sequence number).
+        It keeps its old meaning, the records changed after that moment, so that clients
+        connected across the upgrade resume instead of missing changes; those records carry
+        sequence numbers as ids from then on. Any other unknown id (e.g. from a database since
+        wiped) thereby replays every record, which is also the safe answer."""
+        if event_id <= await self.last_seq(store):
+            return await self.records.find(
+                {"store": store, "seq": {"$gt": event_id}},
+                projection={"_id": 0},
+                sort=[("seq", 1)],
+                limit=limit,
+            )
         return await self.records.find(
-            {"store": store, "updated_key": {"$gt": updated_key}},
+            {"store": store, "updated_key": {"$gt": event_id}},
             projection={"_id": 0},
             sort=[("updated_key", 1)],
             limit=limit,
         )
+
+
+def _sequence(store: str) -> str:
+    return f"progress:{store}"
