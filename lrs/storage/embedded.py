@@ -487,9 +487,19 @@ class _Plan:
     constraints: dict[int, _Constraint]
     exact: bool
     ordered: bool
+    prefix: int = 0  # leading index fields the constraints seek on
     order_sql: str = ""
     where_sql: str = ""
     params: list[Any] = field(default_factory=list)
+
+
+def _prefix(constraints: dict[int, _Constraint]) -> int:
+    depth = 0
+    while depth in constraints:
+        depth += 1
+        if constraints[depth - 1].keys is None:
+            break  # a range ends the part of the key an index can seek on
+    return depth
 
 
 def _where(plan_index: _Index, constraints: dict[int, _Constraint]) -> tuple[str, list[Any]]:
@@ -769,7 +779,7 @@ class EmbeddedCollection:
                         c.low and c.high and index.is_multikey(p) for p, c in constraints.items()
                     )
                 )
-                plan = _Plan(index, constraints, exact, ordered=False)
+                plan = _Plan(index, constraints, exact, ordered=False, prefix=_prefix(constraints))
                 plan.where_sql, plan.params = _where(index, constraints)
                 if sort:
                     plan.ordered, plan.order_sql = self._order(index, sort)
@@ -804,6 +814,19 @@ class EmbeddedCollection:
         plans = self._plans(filter, sort)
         if not plans:
             return None
+        if len(plans) == 1:
+            return plans[0]
+        # Only plans that seek deepest into their index are worth counting (plus, for a sorted
+        # and limited query, the ones that yield its order); a fully pinned unique key wins.
+        deepest = max(plan.prefix for plan in plans)
+        for plan in plans:
+            if (
+                plan.index.unique
+                and plan.prefix == len(plan.index.fields)
+                and all(c.single for c in plan.constraints.values())
+            ):
+                return plan
+        plans = [p for p in plans if p.prefix == deepest or (p.ordered and sort and limit)]
         if len(plans) == 1:
             return plans[0]
         counted = [(self._count(plan, _PROBE_CAP), plan) for plan in plans]
