@@ -1,18 +1,19 @@
 # One image for api, worker and beat.
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py MANIFEST.in README.md ./
 COPY lrs ./lrs
 COPY workers ./workers
+# The built-in progress profiles: the build puts them inside the package (setup.py).
+COPY profiles ./profiles
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim
 RUN useradd --create-home --uid 10001 lrs
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
-COPY profiles /app/profiles
-ENV LRS_PROFILES_DIR=/app/profiles \
-    PYTHONUNBUFFERED=1
+# Profiles ship in the package; LRS_PROFILES_DIR may still point at a mounted directory.
+ENV PYTHONUNBUFFERED=1
 WORKDIR /app
 USER lrs
 EXPOSE 8000

@@ -181,19 +181,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "serve":
-        import uvicorn
-
         from lrs.observability import configure_logging
+        from lrs.server import serve
 
         settings = get_settings()
         configure_logging(args.log_level)
-        uvicorn.run(
-            "lrs.app:create_app",
-            factory=True,
+        serve(
+            settings,
             host=args.host or settings.host,
             port=args.port or settings.port,
             log_level=args.log_level,
-            log_config=None,
         )
         return 0
     if args.command == "credentials":

@@ -25,6 +25,11 @@ class Settings(BaseSettings):
     # The outbox sweep: how often, and how old an underived statement must be to be re-sent.
     sweep_interval: float = 30.0
     outbox_grace: float = 30.0
+    # With Celery: the sweep enqueues a statement again at most once per this many seconds
+    # (it may still be waiting in the broker), and adds nothing while this many messages wait
+    # in the broker's queue with no worker taking them.
+    outbox_requeue_after: float = 300.0
+    outbox_queue_cap: int = 1000
     profiles_dir: Path | None = None
 
     host: str = "127.0.0.1"

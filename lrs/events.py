@@ -25,6 +25,7 @@ class EventBus:
 
     def __init__(self) -> None:
         self._subscribers: set[asyncio.Queue[tuple[str, dict[str, Any]]]] = set()
+        self._ended = False
 
     @property
     def subscriber_count(self) -> int:
@@ -41,6 +42,8 @@ class EventBus:
     @contextlib.asynccontextmanager
     async def subscribe(self) -> AsyncIterator[asyncio.Queue[tuple[str, dict[str, Any]]]]:
         queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+        if self._ended:  # subscribed while the service stops: end at once, after any catch-up
+            queue.put_nowait(None)  # type: ignore[arg-type]
         self._subscribers.add(queue)
         try:
             yield queue
@@ -48,11 +51,16 @@ class EventBus:
             self._subscribers.discard(queue)
 
     async def start(self) -> None:
-        return None
+        self._ended = False
 
     def end_streams(self) -> None:
-        """Tell every subscriber the service is stopping (None), so open SSE responses end
-        instead of being cancelled mid-stream at shutdown."""
+        """Tell every subscriber, and any that subscribes from now on, that the service is
+        stopping (None), so open SSE responses end instead of being cancelled mid-stream at
+        shutdown. Idempotent. Called when the server starts shutting down (`lrs.server`): the
+        server waits for open responses to end before the application's own shutdown."""
+        if self._ended:
+            return
+        self._ended = True
         for queue in list(self._subscribers):
             queue.put_nowait(None)  # type: ignore[arg-type]
 
@@ -74,6 +82,7 @@ class RedisEventBus(EventBus):
         await self._redis.publish(channel(store), json.dumps(event))
 
     async def start(self) -> None:
+        await super().start()
         self._listener = asyncio.create_task(self._listen())
 
     async def _listen(self) -> None:

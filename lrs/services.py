@@ -99,7 +99,13 @@ def build_services(settings: Settings, database: Database | None = None) -> Serv
     dispatcher: Dispatcher
     if settings.derivation_mode == "celery":
         dispatcher = CeleryDispatcher(
-            statements, catalogue, settings.sweep_interval, settings.outbox_grace
+            statements,
+            catalogue,
+            settings.sweep_interval,
+            settings.outbox_grace,
+            redis_url=settings.redis_url,
+            requeue_after=settings.outbox_requeue_after,
+            queue_cap=settings.outbox_queue_cap,
         )
     else:
         dispatcher = InProcessDispatcher(statements, catalogue, deriver, settings.sweep_interval)

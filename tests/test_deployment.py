@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -72,3 +74,69 @@ def test_dockerfile_is_slim_and_non_root() -> None:
     assert "python:3.11-slim" in dockerfile
     user_lines = [line for line in dockerfile.splitlines() if line.startswith("USER ")]
     assert user_lines and user_lines[-1].split()[1] not in ("root", "0")
+
+
+def _wheel(source: Path, out: Path) -> Path:
+    """Build the wheel as `pip install .` does (isolated, with the declared build backend)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    (wheel,) = out.glob("lrs-*.whl")
+    return wheel
+
+
+def test_installed_package_ships_the_builtin_profiles(tmp_path: Path) -> None:
+    """`pip install .` (not editable) then `lrs serve` from anywhere: the built-in profiles,
+    kept in profiles/ at the top of the repository, must be inside the installed package."""
+    source = tmp_path / "source"
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build", "dist", ".*")
+    for name in ("lrs", "workers", "profiles"):
+        shutil.copytree(ROOT / name, source / name, ignore=ignore)
+    for path in ROOT.iterdir():
+        if path.is_file() and path.name in (
+            "pyproject.toml",
+            "setup.py",
+            "MANIFEST.in",
+            "README.md",
+        ):
+            shutil.copy(path, source / path.name)
+    with zipfile.ZipFile(_wheel(source, tmp_path / "dist")) as archive:
+        shipped = {
+            Path(name).name: archive.read(name)
+            for name in archive.namelist()
+            if name.startswith("lrs/profiles/")
+        }
+        archive.extractall(tmp_path / "site")
+    builtin = {path.name: path.read_bytes() for path in (ROOT / "profiles").glob("*.json")}
+    assert builtin and shipped == builtin
+    # The installed package finds them with no LRS_PROFILES_DIR, started outside the checkout.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LRS_")}
+    env["PYTHONPATH"] = str(tmp_path / "site")
+    check = (
+        "import lrs, pathlib; from lrs.progress.profiles import DEFAULT_PROFILE_DIR, load_profiles;"
+        "print(pathlib.Path(lrs.__file__).parent); print(DEFAULT_PROFILE_DIR);"
+        "print(sorted(load_profiles().by_name))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", check], cwd=elsewhere, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    package, directory, names = result.stdout.splitlines()
+    assert Path(package) == tmp_path / "site" / "lrs"
+    assert Path(directory).is_relative_to(tmp_path / "site")
+    assert names == str(sorted(Path(name).stem for name in builtin))
+
+
+def test_the_image_builds_its_wheel_with_the_profiles() -> None:
+    """The image's build stage has what the wheel build needs to ship the profiles, and the
+    image relies on them (no LRS_PROFILES_DIR workaround)."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    build = dockerfile.split("RUN pip wheel", 1)[0]
+    assert "setup.py" in build and "COPY profiles " in build
+    assert "LRS_PROFILES_DIR=" not in dockerfile

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
+import threading
+from collections.abc import AsyncIterator
 
+import pytest
+
+from lrs.api import operations
 from lrs.observability import JsonFormatter, request_id
 from tests.conftest import LRS, statement
 
@@ -22,6 +29,49 @@ async def test_ready_reports_checks_and_backlog(lrs: LRS) -> None:
     checks = response.json()["checks"]
     assert checks["database"]["ok"] and checks["workers"]["mode"] == "inprocess"
     assert checks["backlog"]["underived"] == 0
+
+
+@contextlib.asynccontextmanager
+async def store_thread_busy(lrs: LRS) -> AsyncIterator[None]:
+    """Occupy the embedded store's one thread (as a long query or a burst of writes would)."""
+    release = threading.Event()
+    busy = asyncio.ensure_future(lrs.services.credentials.collection._run(release.wait))
+    try:
+        yield
+    finally:
+        release.set()
+        await busy
+
+
+async def test_ready_while_the_embedded_store_is_busy(lrs: LRS, backend: str) -> None:
+    """A store that is busy for longer than the probe waits is still reachable: readiness must
+    not flap to 503 (a load balancer would take a working instance out under load)."""
+    if backend != "embedded":
+        pytest.skip("only the embedded store serves every query on one thread")
+    async with store_thread_busy(lrs):
+        response = await lrs.client.get("/ready")
+        again = await lrs.client.get("/ready")
+    assert response.status_code == 200, response.text
+    assert again.status_code == 200, again.text
+    database = response.json()["checks"]["database"]
+    assert database["ok"] and database["busy"] and database["kind"] == "embedded"
+    after = await lrs.client.get("/ready")
+    assert after.status_code == 200 and not after.json()["checks"]["database"].get("busy")
+
+
+async def test_ready_fails_when_the_embedded_store_stops_answering(
+    lrs: LRS, backend: str, monkeypatch
+) -> None:
+    """Busy is not stuck: a probe left unanswered past the stall limit makes the store not
+    ready."""
+    if backend != "embedded":
+        pytest.skip("only the embedded store serves every query on one thread")
+    monkeypatch.setattr(operations, "EMBEDDED_STALL_SECONDS", 0.0)
+    async with store_thread_busy(lrs):
+        response = await lrs.client.get("/ready")
+    assert response.status_code == 503, response.text
+    database = response.json()["checks"]["database"]
+    assert not database["ok"] and "not answered" in database["error"]
 
 
 async def test_ready_fails_when_redis_is_unreachable(lrs: LRS) -> None:

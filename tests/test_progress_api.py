@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import time
+from collections.abc import AsyncIterator
 from urllib.parse import quote
 
+from lrs.events import EventBus
 from tests.conftest import LRS
 
 COURSE = "http://example.com/courses/safety"
@@ -333,3 +338,91 @@ async def test_group_actor_counts_for_no_member(lrs: LRS) -> None:
     group = {"objectType": "Group", "mbox": "mailto:team@example.com", "member": [LEARNER]}
     await post(lrs, stmt("completed", VIDEO, actor=group))
     assert (await record(lrs, M2))["status"] == "not_started"
+
+
+# --- SSE resumption (Last-Event-ID) -------------------------------------------------------------
+
+
+class _CatchUpOnlyBus(EventBus):
+    """A bus whose streams end right after their catch-up, so that a stream request through the
+    in-process transport returns (the live part is covered by tests/test_progress_faults.py)."""
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self) -> AsyncIterator[asyncio.Queue]:
+        async with super().subscribe() as queue:
+            queue.put_nowait(None)
+            yield queue
+
+
+async def catch_up(lrs: LRS, last_event_id: str) -> list[tuple[str, dict]]:
+    """The (id, record) events a stream resumed at `last_event_id` replays."""
+    lrs.services.bus = _CatchUpOnlyBus()
+    response = await lrs.client.get(
+        "/progress/stream", params={"course": COURSE}, headers={"Last-Event-ID": last_event_id}
+    )
+    assert response.status_code == 200, response.text
+    events = []
+    for block in response.text.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if fields.get("event") == "progress":
+            events.append((fields["id"], json.loads(fields["data"])))
+    return events
+
+
+def _clock(offset_seconds: float):
+    return lambda: time.time_ns() // 1000 + int(offset_seconds * 1e6)
+
+
+async def test_sse_resume_does_not_depend_on_the_writers_clocks(lrs: LRS, monkeypatch) -> None:
+    """Two writers whose clocks disagree (two worker hosts, clock skew): a client that saw the
+    change of the writer whose clock runs ahead still gets, on resuming, the change written
+    after it by the writer whose clock runs behind."""
+    await put_course(lrs)
+    monkeypatch.setattr("lrs.storage.progress.monotonic_now_micros", _clock(+60))
+    await post(lrs, stmt("experienced", PAGE1))
+    seen = (await record(lrs, M1))["event_id"]
+    monkeypatch.setattr("lrs.storage.progress.monotonic_now_micros", _clock(-60))
+    await post(lrs, stmt("completed", VIDEO, actor=OTHER))
+    replayed = await catch_up(lrs, seen)
+    assert [(r["learner"], r["module"]) for _, r in replayed] == [
+        ("mbox:mailto:bob@example.com", M2)
+    ]
+    assert replayed[0][0] == (await record(lrs, M2, OTHER))["event_id"]
+
+
+async def test_event_ids_are_a_sequence_in_write_order(lrs: LRS) -> None:
+    """Every change of a record takes the next number of its store's sequence; resuming at a
+    change replays exactly the records changed after it, each once, in their current state."""
+    await put_course(lrs)
+    await post(lrs, stmt("launched", M1))
+    first = await record(lrs, M1)
+    await post(lrs, stmt("experienced", PAGE1))
+    second = await record(lrs, M1)
+    await post(lrs, stmt("completed", VIDEO))
+    third = await record(lrs, M2)
+    ids = [int(r["event_id"]) for r in (first, second, third)]
+    assert ids == sorted(ids) and len(set(ids)) == 3
+    replayed = await catch_up(lrs, first["event_id"])
+    assert [(i, r["module"], r["status"]) for i, r in replayed] == [
+        (second["event_id"], M1, "in_progress"),
+        (third["event_id"], M2, "completed"),
+    ]
+    assert await catch_up(lrs, third["event_id"]) == []
+
+
+async def test_sequence_numbers_are_unique_under_concurrent_writers(lrs: LRS) -> None:
+    progress = lrs.services.progress
+    numbers = await asyncio.gather(*(progress.next_seq("s") for _ in range(40)))
+    assert sorted(numbers) == list(range(1, 41))
+    assert await progress.next_seq("other store") == 1
+
+
+async def test_resuming_with_a_clock_based_id_from_before_the_upgrade(lrs: LRS) -> None:
+    """Ids sent before the sequence existed were the writer's clock in microseconds: such an
+    id still resumes (changes after that moment), so open dashboards survive the upgrade."""
+    await put_course(lrs)
+    before = str(time.time_ns() // 1000 - 1_000_000)
+    await post(lrs, stmt("experienced", PAGE1))
+    replayed = await catch_up(lrs, before)
+    assert [r["module"] for _, r in replayed] == [M1]
+    assert await catch_up(lrs, str(time.time_ns() // 1000 + 1_000_000)) == []

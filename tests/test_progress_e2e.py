@@ -95,10 +95,13 @@ class SharedDatabase(Database):
 
 
 class ThreadedServer:
-    """A real uvicorn server for an ASGI app, on a loopback socket, in a thread."""
+    """A real uvicorn server for the LRS app, on a loopback socket, in a thread. The server
+    class of `lrs serve`, so that stopping it ends open event streams as in production."""
 
     def __init__(self, app: Any) -> None:
         import uvicorn
+
+        from lrs.server import Server
 
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -111,7 +114,8 @@ class ThreadedServer:
             lifespan="on",
             timeout_graceful_shutdown=3,
         )
-        self.server = uvicorn.Server(config)
+        self.server = Server(config)
+        self.server.apps.append(app)
         self.thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [self._socket]}, daemon=True
         )

@@ -52,7 +52,7 @@ LEARNERS: list[dict[str, Any]] = [
 # An identified Group: its statements count for none of its members (design notes 2).
 GROUP = {"objectType": "Group", "mbox": "mailto:team@example.com", "member": [LEARNERS[0]]}
 # Fields that record when and how often a record was written, not what it says.
-VOLATILE = ("version", "updated_at", "updated_key", "_id", "store")
+VOLATILE = ("version", "updated_at", "updated_key", "seq", "_id", "store")
 
 Statement = dict[str, Any]
 Records = dict[tuple[str, str, str], dict[str, Any]]

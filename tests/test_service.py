@@ -4,6 +4,7 @@ restart, bootstrap credentials, and a real `lrs serve` process on loopback."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -113,3 +114,53 @@ def test_lrs_serve_on_embedded_store(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_lrs_serve_ends_open_event_streams_at_shutdown(tmp_path: Path) -> None:
+    """uvicorn waits for open connections before the application's shutdown: an SSE response,
+    which never ends by itself, must be ended when shutdown starts. Otherwise SIGTERM leaves the
+    server waiting for the client forever, or (with a graceful-shutdown timeout) cancels the
+    response and logs a CancelledError traceback."""
+    port = _free_port()
+    env = _env(tmp_path, LRS_ADMIN_KEY="admin", LRS_ADMIN_SECRET="s3cret", LRS_PORT=str(port))
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "lrs.cli", "serve"],
+            env=env,
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.2)
+        headers = {"Authorization": basic_auth("admin", "s3cret")}
+        with httpx.stream(
+            "GET", f"{base}/progress/stream", headers=headers, timeout=httpx.Timeout(60)
+        ) as stream:
+            chunks = stream.iter_bytes()
+            assert next(chunks).startswith(b": connected")
+            server.send_signal(signal.SIGTERM)
+            # A hang guard, not a timing requirement: before the fix the server never exits.
+            server.wait(timeout=60)
+            rest = b"".join(chunks)  # the response ended properly: no protocol error
+        assert b"event:" not in rest
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    output = log.read_text()
+    # uvicorn re-raises the SIGTERM it handled once it has shut down.
+    assert server.returncode in (0, -signal.SIGTERM), output
+    assert "Traceback" not in output and "CancelledError" not in output, output
+    assert "Application shutdown complete" in output, output

@@ -39,8 +39,16 @@ def sweep_underived() -> int:
     from lrs.progress.dispatch import CeleryDispatcher
 
     def sweep(services):  # noqa: ANN001, ANN202
+        settings = services.settings
         dispatcher = CeleryDispatcher(
-            services.statements, services.catalogue, grace=services.settings.outbox_grace
+            services.statements,
+            services.catalogue,
+            grace=settings.outbox_grace,
+            # Shared with the API's sweeps through Redis: a statement one of them enqueued
+            # is not enqueued again by another within the period.
+            redis_url=settings.redis_url,
+            requeue_after=settings.outbox_requeue_after,
+            queue_cap=settings.outbox_queue_cap,
         )
         return dispatcher.sweep()
 

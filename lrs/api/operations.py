@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -18,6 +20,12 @@ router = APIRouter()
 
 # A worker that has not reported for this long is considered gone.
 HEARTBEAT_STALE_SECONDS = 60.0
+# How long one readiness probe waits for its dependency.
+PROBE_SECONDS = 2.0
+# The embedded store answers every query on its one thread, so under load a probe waits behind
+# other work. Busy is reachable: the store counts as not ready only once a probe has waited
+# this long without an answer (or it answered with an error).
+EMBEDDED_STALL_SECONDS = 30.0
 
 
 @router.get("/health")
@@ -26,20 +34,72 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-async def _check(name: str, probe: Any, timeout: float = 2.0) -> tuple[str, dict[str, Any]]:
+async def _check(
+    name: str, probe: Any, timeout: float | None = None, *, busy_ok: bool = False
+) -> tuple[str, dict[str, Any]]:
+    """Run one probe. With `busy_ok`, running out of time only means the store was busy: the
+    check reports that without failing (the database check decides whether it is reachable)."""
     started = time.perf_counter()
     try:
-        detail = await asyncio.wait_for(probe, timeout=timeout)
+        detail = await asyncio.wait_for(probe, timeout=timeout or PROBE_SECONDS)
         result = {"ok": True, **(detail or {})}
     except Exception as exc:  # a readiness probe reports failures, it never raises them
-        result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
+        if busy_ok and isinstance(exc, TimeoutError):
+            result = {"ok": True, "busy": True}
+        else:
+            result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
     result["ms"] = round((time.perf_counter() - started) * 1000, 1)
     return name, result
 
 
-async def _database(services: Services) -> dict[str, Any]:
+async def _database_query(services: Services) -> None:
     await services.credentials.collection.find_one({"key": "__readiness_probe__"})
+
+
+async def _database(services: Services) -> dict[str, Any]:
+    await _database_query(services)
     return {"kind": services.database.kind}
+
+
+class EmbeddedStoreProbe:
+    """Readiness of the embedded store, which serves every query on one thread.
+
+    Its data directory is checked on another thread, so a busy store does not delay that
+    answer. A probe query is also sent through the store's thread, one at a time and kept
+    across /ready calls: a probe that waited `PROBE_SECONDS` behind other work reports the
+    store busy (and ready); only a query that fails, or one still unanswered after
+    `EMBEDDED_STALL_SECONDS`, makes it not ready. So readiness follows whether the store works,
+    and a busy store is never flooded with probes.
+    """
+
+    def __init__(self) -> None:
+        self._pending: asyncio.Future[None] | None = None
+        self._sent = 0.0
+
+    async def __call__(self, services: Services) -> dict[str, Any]:
+        await asyncio.to_thread(_data_dir_usable, services.settings.data_dir)
+        if self._pending is None:
+            self._pending = asyncio.ensure_future(_database_query(services))
+            self._sent = time.monotonic()
+        pending = self._pending
+        await asyncio.wait({pending}, timeout=PROBE_SECONDS)
+        if pending.done():
+            if self._pending is pending:
+                self._pending = None
+            pending.result()  # the store's error, if it answered with one
+            return {"kind": "embedded"}
+        waited = time.monotonic() - self._sent
+        if waited >= EMBEDDED_STALL_SECONDS:
+            raise TimeoutError(f"the embedded store has not answered for {waited:.1f} s")
+        return {"kind": "embedded", "busy": True, "waiting_seconds": round(waited, 1)}
+
+
+def _data_dir_usable(path: Any) -> None:
+    directory = Path(path)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"the data directory {directory} is missing")
+    if not os.access(directory, os.R_OK | os.W_OK | os.X_OK):
+        raise PermissionError(f"the data directory {directory} is not readable and writable")
 
 
 async def _redis(url: str) -> dict[str, Any]:
@@ -80,10 +140,19 @@ async def _workers(services: Services) -> dict[str, Any]:
 async def ready(request: Request) -> JSONResponse:
     """Ready when the database (and Redis, when configured) answer and a worker is alive."""
     services: Services = request.app.state.services
+    embedded = services.database.kind == "embedded"
+    if embedded:
+        store_probe = getattr(request.app.state, "embedded_store_probe", None)
+        if store_probe is None:
+            store_probe = request.app.state.embedded_store_probe = EmbeddedStoreProbe()
+        database = _check("database", store_probe(services), PROBE_SECONDS + 5)
+    else:
+        database = _check("database", _database(services))
     probes = [
-        _check("database", _database(services)),
-        _check("backlog", _backlog(services)),
-        _check("workers", _workers(services)),
+        database,
+        # Also queries of the store: on the busy embedded store, no answer in time is no news.
+        _check("backlog", _backlog(services), busy_ok=embedded),
+        _check("workers", _workers(services), busy_ok=embedded),
     ]
     if services.settings.redis_url:
         probes.append(_check("redis", _redis(services.settings.redis_url)))

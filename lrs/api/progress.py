@@ -22,7 +22,7 @@ from lrs.api.learners import learner_agent, learner_key_of
 from lrs.api.paths import raw_segments, single_params
 from lrs.api.statements import store_statements
 from lrs.auth import current_credential, require_scope
-from lrs.progress.deriver import public_record
+from lrs.progress.deriver import event_id, public_record
 from lrs.progress.profiles import RESET_VERB, WAIVED_VERB
 from lrs.progress.rules import STATUSES
 from lrs.services import Services
@@ -280,8 +280,8 @@ async def progress_stream(
                     credential.store, int(last_id), limit=10_000
                 ):
                     if wanted(record):
-                        caught_up.add(str(record["updated_key"]))
-                        yield _event(str(record["updated_key"]), public_record(record))
+                        caught_up.add(event_id(record))
+                        yield _event(event_id(record), public_record(record))
             while True:
                 try:
                     item = await asyncio.wait_for(queue.get(), timeout=keepalive)

@@ -168,7 +168,7 @@ class Deriver:
         return changed
 
     async def _publish(self, store: str, record: dict[str, Any]) -> None:
-        event = {"id": str(record["updated_key"]), "record": public_record(record)}
+        event = {"id": event_id(record), "record": public_record(record)}
         try:
             await self.bus.publish(store, event)
         except Exception as exc:  # the record is stored; SSE clients catch up on reconnect
@@ -199,9 +199,17 @@ def _latest_name(statements: list[dict[str, Any]]) -> str | None:
     return max(named, key=lambda s: (statement_time(s), s["id"]))["actor"]["name"]
 
 
+def event_id(record: dict[str, Any]) -> str:
+    """The SSE id of a record's current version: its number in the store's change sequence
+    (`seq`); a record last changed before the sequence existed keeps its old, clock-based id."""
+    seq = record.get("seq")
+    return str(seq if seq is not None else record.get("updated_key", 0))
+
+
 def public_record(record: dict[str, Any]) -> dict[str, Any]:
     """A progress record as the API shows it."""
-    shown = {k: v for k, v in record.items() if k not in ("_id", "store", "updated_key")}
+    hidden = ("_id", "store", "updated_key", "seq")
+    shown = {k: v for k, v in record.items() if k not in hidden}
     # The SSE id of this version: a snapshot from GET /progress lines up with the stream.
-    shown["event_id"] = str(record["updated_key"])
+    shown["event_id"] = event_id(record)
     return shown

@@ -4,6 +4,12 @@ Every statement is stored with `derived: false`. After the write the API hands t
 dispatcher; a periodic sweep hands over whatever is still underived after a grace period, so a
 statement stored while Redis or every worker was down is derived once they are back, and no
 request ever fails because of them.
+
+With Celery, a statement still underived may simply be waiting in the broker for a worker. So
+that the sweep does not add another copy of it at every round while no worker consumes (the
+queue would grow without bound), the sweep enqueues a statement (or course) again only once per
+`LRS_OUTBOX_REQUEUE_AFTER` seconds, remembered by an expiring marker key in Redis, and enqueues
+nothing while the broker's queue already holds `LRS_OUTBOX_QUEUE_CAP` messages no worker took.
 """
 
 from __future__ import annotations
@@ -48,23 +54,38 @@ class Dispatcher:
             await self.submit(store, [s["id"] for s in statements])
 
     async def sweep(self, grace: float | None = None) -> int:
-        """Hand over every statement still underived `grace` seconds after it was stored."""
+        """Hand over every statement still underived `grace` seconds after it was stored (those
+        handed over recently excepted, see `_due`); returns how many were handed over."""
         older_than = int((time.time() - (self.grace if grace is None else grace)) * 1e6)
         total = 0
-        for store, course_id in await self.catalogue.pending(older_than):
+        if not await self._room_for_more():
+            return total
+        courses = await self.catalogue.pending(older_than)
+        for store, course_id in await self._due("course", courses):
             await self.submit_course(store, course_id)
         while True:
             docs = await self.statements.underived(older_than=older_than, limit=1000)
             if not docs:
                 return total
+            due = await self._due("statement", [(doc["store"], doc["id"]) for doc in docs])
             by_store: dict[str, list[str]] = defaultdict(list)
-            for doc in docs:
-                by_store[doc["store"]].append(doc["id"])
+            for store, statement_id in due:
+                by_store[store].append(statement_id)
             for store, ids in by_store.items():
-                await self.submit(store, ids)
-            total += len(docs)
+                await self._resubmit(store, ids)
+            total += len(due)
             if not await self._sweep_makes_progress(docs):
                 return total
+
+    async def _room_for_more(self) -> bool:
+        return True
+
+    async def _due(self, kind: str, keys: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The (store, id) pairs of a sweep page to hand over this round."""
+        return keys
+
+    async def _resubmit(self, store: str, ids: list[str]) -> None:
+        await self.submit(store, ids)
 
     async def _sweep_makes_progress(self, docs: list[dict[str, Any]]) -> bool:
         # With a broker, submitted work is derived later: one page per sweep is enough.
@@ -154,7 +175,11 @@ class InProcessDispatcher(Dispatcher):
 
 class CeleryDispatcher(Dispatcher):
     """Production: enqueue a Celery task naming the new ids. A broker outage is logged, not
-    raised: the statements are stored and the sweep enqueues them again later."""
+    raised: the statements are stored and the sweep enqueues them again later.
+
+    The sweep's own enqueues are rationed (module docstring): each statement or course once
+    per `requeue_after` seconds (markers in the Redis at `redis_url`; without one, or with 0,
+    every round), and nothing while `queue_cap` messages already wait in the broker."""
 
     def __init__(
         self,
@@ -162,10 +187,20 @@ class CeleryDispatcher(Dispatcher):
         catalogue: CatalogueRepository,
         sweep_interval: float = 30.0,
         grace: float = 30.0,
+        *,
+        redis_url: str | None = None,
+        requeue_after: float = 300.0,
+        queue_cap: int = 1000,
     ) -> None:
         super().__init__(statements, catalogue, sweep_interval, grace)
+        self.redis_url = redis_url
+        self.requeue_after = requeue_after
+        self.queue_cap = queue_cap
 
     async def submit(self, store: str, ids: list[str]) -> None:
+        await self._enqueue_statements(store, ids)
+
+    async def _enqueue_statements(self, store: str, ids: list[str]) -> bool:
         from workers.tasks import derive_statements
 
         try:
@@ -174,6 +209,48 @@ class CeleryDispatcher(Dispatcher):
             )
         except Exception as exc:
             log.warning("could not enqueue derivation of %d statements (%r)", len(ids), exc)
+            return False
+        return True
+
+    async def _resubmit(self, store: str, ids: list[str]) -> None:
+        if not await self._enqueue_statements(store, ids) and self.redis_url:
+            # Not enqueued after all: let the next round try again.
+            markers = [enqueued_marker(store, statement_id) for statement_id in ids]
+            with contextlib.suppress(Exception):
+                await self._on_broker(_forget_markers, markers)
+
+    async def _room_for_more(self) -> bool:
+        from workers.tasks import derive_statements
+
+        try:
+            waiting = await self._on_broker(_waiting_messages, derive_statements)
+        except Exception as exc:  # the enqueues will tell whether the broker is there
+            log.debug("could not count the messages waiting in the broker (%r)", exc)
+            return True
+        if waiting >= self.queue_cap:
+            log.warning(
+                "%d messages wait in the broker and no worker takes them: the outbox sweep "
+                "enqueues nothing more this round (is `lrs worker` running?)",
+                waiting,
+            )
+            return False
+        return True
+
+    async def _due(self, kind: str, keys: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        if not keys or not self.redis_url or self.requeue_after <= 0:
+            return keys
+        markers = [_marker(kind, store, key) for store, key in keys]
+        try:
+            fresh = await self._on_broker(_set_markers, markers, self.requeue_after)
+        except Exception as exc:  # no Redis: the enqueues fail too, and log it
+            log.debug("could not mark the sweep's enqueues (%r)", exc)
+            return keys
+        return [key for key, new in zip(keys, fresh, strict=True) if new]
+
+    async def _on_broker(self, function: Any, *args: Any) -> Any:
+        return await asyncio.wait_for(
+            asyncio.to_thread(function, self.redis_url, *args), timeout=5.0
+        )
 
     async def submit_course(self, store: str, course_id: str) -> None:
         from workers.tasks import derive_course
@@ -184,6 +261,58 @@ class CeleryDispatcher(Dispatcher):
             )
         except Exception as exc:  # the course keeps its marker: the sweep enqueues it again
             log.warning("could not enqueue re-derivation of %s (%r)", course_id, exc)
+
+
+MARKER_PREFIX = "lrs:outbox:enqueued:"
+
+
+def _marker(kind: str, store: str, key: str) -> str:
+    return f"{MARKER_PREFIX}{kind}:{store}:{key}"
+
+
+def enqueued_marker(store: str, statement_id: str) -> str:
+    """The Redis key that says the sweep enqueued this statement recently (it expires)."""
+    return _marker("statement", store, statement_id)
+
+
+def _redis(url: str) -> Any:
+    import redis
+
+    return redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
+
+
+def _set_markers(url: str, markers: list[str], seconds: float) -> list[bool]:
+    """Set each marker that is not set yet, expiring after `seconds`; True where it was not."""
+    client = _redis(url)
+    try:
+        pipeline = client.pipeline(transaction=False)
+        for marker in markers:
+            pipeline.set(marker, b"1", nx=True, px=max(1, int(seconds * 1000)))
+        return [bool(answer) for answer in pipeline.execute()]
+    finally:
+        client.close()
+
+
+def _forget_markers(url: str, markers: list[str]) -> None:
+    client = _redis(url)
+    try:
+        client.delete(*markers)
+    finally:
+        client.close()
+
+
+def _waiting_messages(_: str | None, task: Any) -> int:
+    """Messages in the broker queue the task goes to that no worker has taken yet."""
+    from kombu.exceptions import ChannelError
+
+    app = task.app
+    queue = app.amqp.router.route({}, task.name)["queue"]
+    options = {**(app.conf.broker_transport_options or {}), "max_retries": 0}
+    with app.connection_for_read(transport_options=options) as connection:
+        try:
+            return int(queue(connection.default_channel).queue_declare(passive=True).message_count)
+        except ChannelError:  # no such queue yet: nothing waits
+            return 0
 
 
 def _enqueue(task: Any, args: list[Any]) -> None:

@@ -10,7 +10,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-DEFAULT_PROFILE_DIR = Path(__file__).resolve().parents[2] / "profiles"
+
+def _builtin_profile_dir() -> Path:
+    """The built-in profiles: inside the installed package (the build copies them there, see
+    setup.py), else profiles/ at the top of the source checkout, their source of truth."""
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "profiles"
+    return installed if installed.is_dir() else package.parent / "profiles"
+
+
+DEFAULT_PROFILE_DIR = _builtin_profile_dir()
 
 
 class ExtensionThreshold(BaseModel):

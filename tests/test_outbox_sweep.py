@@ -1,0 +1,114 @@
+"""The outbox sweep with a broker but no worker consuming (design notes 1.3): statements still
+underived after the grace period are enqueued again, but not at every sweep round, so the
+broker's queue does not grow without bound while the workers are away. A real Redis broker, a
+private queue, no worker."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import test_progress_e2e as e2e
+from test_progress_e2e import celery_app_on, celery_broker, drop_queue
+
+from lrs.progress.dispatch import CeleryDispatcher, enqueued_marker
+from lrs.services import Services, build_services
+from lrs.xapi.comparison import statements_equivalent
+from tests.conftest import make_settings, statement
+
+live_redis = e2e.live_redis
+
+
+@pytest.fixture
+def queue(live_redis: str) -> Iterator[str]:
+    """A private Celery queue on the real broker, which no worker consumes."""
+    name = f"lrs-test-sweep-{uuid.uuid4().hex[:10]}"
+    with celery_app_on(celery_broker(live_redis), name):
+        yield name
+    drop_queue(live_redis, name)
+
+
+@pytest.fixture
+async def services(live_redis: str, tmp_path: Path, queue: str) -> AsyncIterator[Services]:
+    settings = make_settings("memory", tmp_path, redis_url=live_redis, derivation="celery")
+    built = build_services(settings)
+    await built.start(background=False)  # no sweeper task: the test runs the sweeps
+    yield built
+    await built.close()
+    await built.bus.close()
+
+
+def queued(redis_url: str, queue: str) -> list[tuple[str, list[Any]]]:
+    """(task name, args) of every message waiting in the queue."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        messages = [json.loads(raw) for raw in client.lrange(queue, 0, -1)]
+    finally:
+        client.close()
+    return [(m["headers"]["task"], json.loads(base64.b64decode(m["body"]))[0]) for m in messages]
+
+
+def queued_statements(redis_url: str, queue: str) -> list[str]:
+    return sorted(
+        statement_id
+        for task, args in queued(redis_url, queue)
+        if task == "lrs.derive_statements"
+        for statement_id in args[1]
+    )
+
+
+async def stored_while_the_broker_was_down(services: Services, store: str, n: int) -> list[str]:
+    """Statements stored but never enqueued (what the sweep is for)."""
+    batch = [{**statement(), "id": str(uuid.uuid4()), "stored": "x"} for _ in range(n)]
+    await services.statements.insert_batch(store, batch, 1, statements_equivalent)
+    return sorted(s["id"] for s in batch)
+
+
+async def test_a_sweep_round_does_not_enqueue_again_what_it_just_enqueued(
+    services: Services, live_redis: str, queue: str
+) -> None:
+    store = f"sweep-{uuid.uuid4().hex[:8]}"
+    ids = await stored_while_the_broker_was_down(services, store, 3)
+    dispatcher = services.dispatcher
+    assert isinstance(dispatcher, CeleryDispatcher)
+    assert await dispatcher.sweep(grace=0) == 3
+    assert queued_statements(live_redis, queue) == ids
+    # No worker took them: the next rounds find them still underived, and leave them queued.
+    assert await dispatcher.sweep(grace=0) == 0
+    assert await dispatcher.sweep(grace=0) == 0
+    assert queued_statements(live_redis, queue) == ids
+    # Once the re-enqueue period has passed (the marker expired), a statement goes out again.
+    client = redis.Redis.from_url(live_redis)
+    try:
+        ttl = client.pttl(enqueued_marker(store, ids[0]))
+        assert 0 < ttl <= services.settings.outbox_requeue_after * 1000
+        client.delete(enqueued_marker(store, ids[0]))
+    finally:
+        client.close()
+    assert await dispatcher.sweep(grace=0) == 1
+    assert queued_statements(live_redis, queue) == sorted([*ids, ids[0]])
+
+
+async def test_a_sweep_round_adds_nothing_while_the_queue_is_backed_up(
+    services: Services, live_redis: str, queue: str
+) -> None:
+    """Messages waiting that no worker takes: more of them would only wait behind."""
+    store = f"sweep-{uuid.uuid4().hex[:8]}"
+    dispatcher = services.dispatcher
+    assert isinstance(dispatcher, CeleryDispatcher)
+    dispatcher.queue_cap = 2
+    await dispatcher.submit(store, ["already-queued-1"])
+    await dispatcher.submit(store, ["already-queued-2"])
+    ids = await stored_while_the_broker_was_down(services, store, 2)
+    assert await dispatcher.sweep(grace=0) == 0
+    assert queued_statements(live_redis, queue) == ["already-queued-1", "already-queued-2"]
+    # A worker drains the queue: the next round hands the statements over.
+    drop_queue(live_redis, queue)
+    assert await dispatcher.sweep(grace=0) == 2
+    assert queued_statements(live_redis, queue) == ids
