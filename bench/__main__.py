@@ -1,7 +1,10 @@
-"""`python -m bench`: run a benchmark against a freshly started `lrs serve`.
+"""`python -m bench [all|ingest|propagation] [options]`: the benchmarks, against real `lrs serve`
+processes on fresh stores, with one fixed-format report at the end (see bench.suite).
 
-Only the ingestion benchmark exists so far; later ones are further choices of the positional
-`benchmark` argument, each a module with its own `run(...)`.
+    python -m bench                              # everything, store of 100,000 statements
+    python -m bench --statements 5000 --seconds 5
+    python -m bench ingest --quick
+    python -m bench propagation --mode celery
 """
 
 from __future__ import annotations
@@ -10,11 +13,15 @@ import argparse
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from types import FrameType
 
 from bench import ingest, propagation
-from bench.server import BenchError
+from bench.suite import BENCHMARKS, Options, execute
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+MONGODB_SKIPPED = "mongodb: skipped (LRS_MONGODB_URL not set)"
 
 
 def _positive(text: str) -> int:
@@ -31,70 +38,108 @@ def _non_negative(text: str) -> int:
     return value
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    ing, prop = ingest.IngestConfig(), propagation.Config()
+    p = argparse.ArgumentParser(
         prog="python -m bench",
         description=(
-            "Start the LRS on a fresh embedded store (and, when LRS_MONGODB_URL is set, again "
-            "on a fresh MongoDB database), load it over loopback HTTP, print a fixed-format "
-            "table and write bench/results/<benchmark>-<backend>.json."
+            "Start the LRS on a fresh embedded store (and, when LRS_MONGODB_URL is set, again on "
+            "a fresh MongoDB database, dropped afterwards), measure over loopback HTTP, print a "
+            "fixed-format report and write bench/results/<run>.json."
         ),
     )
-    parser.add_argument(
-        "benchmark", nargs="?", default="ingest", choices=["ingest"], help="what to run (ingest)"
+    p.add_argument(
+        "benchmark",
+        nargs="?",
+        default="all",
+        choices=BENCHMARKS,
+        help="all (default): ingest, then propagation, on each back end",
     )
-    defaults = ingest.IngestConfig()
-    parser.add_argument(
-        "--statements", type=_positive, help=f"statements POSTed in batches ({defaults.statements})"
+    g = p.add_argument_group("ingest and queries")
+    g.add_argument(
+        "--statements",
+        type=_positive,
+        help=f"size the store is grown to, singles included ({ing.statements})",
     )
-    parser.add_argument(
-        "--singles", type=_non_negative, help=f"statements POSTed one by one ({defaults.singles})"
+    g.add_argument(
+        "--singles",
+        type=_non_negative,
+        help=f"of those, POSTed one per request, last ({ing.singles})",
     )
-    parser.add_argument(
-        "--batch-size", type=_positive, help=f"statements per batch ({defaults.batch_size})"
+    g.add_argument("--batch-size", type=_positive, help=f"statements per batch ({ing.batch_size})")
+    g.add_argument("--concurrency", type=_positive, help=f"requests in flight ({ing.concurrency})")
+    g.add_argument("--queries", type=_positive, help=f"requests per GET phase ({ing.queries})")
+    g.add_argument("--seed", type=int, help=f"data generation seed ({ing.seed})")
+    g.add_argument(
+        "--settle-seconds",
+        type=_non_negative_float,
+        help="before the GETs, wait at most this long for the server to derive what was "
+        f"POSTed, so queries run on a store at rest ({ing.settle_seconds:g}; 0: do not wait)",
     )
-    parser.add_argument(
-        "--concurrency", type=_positive, help=f"requests in flight ({defaults.concurrency})"
-    )
-    parser.add_argument(
-        "--queries", type=_positive, help=f"requests per GET phase ({defaults.queries})"
-    )
-    parser.add_argument("--seed", type=int, help=f"data generation seed ({defaults.seed})")
-    parser.add_argument(
+    g.add_argument(
         "--phase-seconds",
-        type=float,
+        type=_positive_float,
         help="time budget per phase except the batch POSTs and the final scan: stop starting "
-        "requests after this long and report what finished (default: unlimited; on the "
-        "embedded store a full default run takes long)",
+        "requests after this long and report what finished (default: unlimited)",
     )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help=(
-            f"smoke test: {ingest.QUICK.statements} statements, {ingest.QUICK.singles} singles, "
-            f"{ingest.QUICK.queries} queries per phase (explicit options still win)"
-        ),
+    g = p.add_argument_group("propagation")
+    g.add_argument("--rate", type=_positive_float, help=f"statements/s offered ({prop.rate:g})")
+    g.add_argument(
+        "--seconds", type=_positive_float, help=f"length of the measured load ({prop.seconds:g})"
     )
-    parser.add_argument(
+    g.add_argument(
+        "--warmup", type=_non_negative_float, help=f"seconds of unmeasured load ({prop.warmup:g})"
+    )
+    g.add_argument("--post-size", type=_positive, help=f"statements per POST ({prop.batch_size})")
+    g.add_argument(
+        "--mode",
+        action="append",
+        choices=propagation.MODES,
+        help="repeatable; default: inprocess and celery",
+    )
+    g.add_argument(
+        "--redis-url",
+        help=f"Redis for the celery mode (default: LRS_REDIS_URL, else {DEFAULT_REDIS_URL})",
+    )
+    g = p.add_argument_group("every benchmark")
+    g.add_argument(
         "--backend",
         choices=["embedded", "mongodb"],
         action="append",
         help="run only on this back end (repeatable); default: embedded, plus mongodb when "
         "LRS_MONGODB_URL is set",
     )
-    return parser
+    g.add_argument(
+        "--quick",
+        action="store_true",
+        help=(
+            f"smoke test: {ingest.QUICK.statements} statements ({ingest.QUICK.singles} singles), "
+            f"{ingest.QUICK.queries} queries per phase, propagation {propagation.QUICK.rate:g}/s "
+            f"for {propagation.QUICK.seconds:g} s (explicit options still win)"
+        ),
+    )
+    return p
 
 
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    # SIGTERM should clean up like Ctrl-C does: unwinding runs the server's stop().
-    raise KeyboardInterrupt
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    if (argv := list(sys.argv[1:] if argv is None else argv))[:1] == ["propagation"]:
-        return propagation.main(argv[1:])  # its own options: python -m bench propagation -h
-    args = _parser().parse_args(argv)
-    overrides = {
+def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Options:
+    """Options from the command line and the environment; exits (status 2) on bad input."""
+    p = parser()
+    args = p.parse_args(list(argv))
+    given = {
         "statements": args.statements,
         "singles": args.singles,
         "batch_size": args.batch_size,
@@ -102,31 +147,61 @@ def main(argv: Sequence[str] | None = None) -> int:
         "queries": args.queries,
         "seed": args.seed,
         "phase_seconds": args.phase_seconds,
+        "settle_seconds": args.settle_seconds,
     }
-    config = ingest.quick_config(**overrides) if args.quick else ingest.full_config(**overrides)
-    mongodb_url = os.environ.get("LRS_MONGODB_URL") or None
-    backends = args.backend or (["embedded"] + (["mongodb"] if mongodb_url else []))
-    if "mongodb" in backends and not mongodb_url:
-        print("error: --backend mongodb needs LRS_MONGODB_URL", file=sys.stderr)
-        return 2
+    ing = replace(
+        ingest.QUICK if args.quick else ingest.IngestConfig(),
+        **{k: v for k, v in given.items() if v is not None},
+    )
+    if ing.singles >= ing.statements and args.benchmark != "propagation":
+        if args.singles is not None:
+            p.error(f"--singles ({ing.singles}) must be less than --statements ({ing.statements})")
+        # Only --statements was given, and it is small: keep singles to a tenth of the store.
+        ing = replace(ing, singles=ing.statements // 10)
+    given = {
+        "rate": args.rate,
+        "seconds": args.seconds,
+        "warmup": args.warmup,
+        "batch_size": args.post_size,
+    }
+    prop = replace(
+        propagation.QUICK if args.quick else propagation.Config(),
+        **{k: v for k, v in given.items() if v is not None},
+    )
 
+    mongodb_url = environ.get("LRS_MONGODB_URL") or None
+    if args.backend and "mongodb" in args.backend and not mongodb_url:
+        p.error("--backend mongodb needs LRS_MONGODB_URL")
+    backends = tuple(dict.fromkeys(args.backend or ["embedded", "mongodb"]))
+    skipped: list[str] = []
+    if "mongodb" in backends and not mongodb_url:
+        backends = tuple(b for b in backends if b != "mongodb")
+        skipped.append(MONGODB_SKIPPED)
+    elif "mongodb" not in backends:
+        skipped.append(
+            MONGODB_SKIPPED if not mongodb_url else "mongodb: skipped (not in --backend)"
+        )
+    return Options(
+        benchmark=args.benchmark,
+        ingest=ing,
+        propagation=prop,
+        modes=tuple(dict.fromkeys(args.mode or propagation.MODES)),
+        backends=backends,
+        skipped=tuple(skipped),
+        mongodb_url=mongodb_url,
+        redis_url=args.redis_url or environ.get("LRS_REDIS_URL") or DEFAULT_REDIS_URL,
+    )
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    # SIGTERM cleans up like Ctrl-C: unwinding stops the servers this run started.
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = parse(sys.argv[1:] if argv is None else argv, os.environ)
     signal.signal(signal.SIGTERM, _terminate)
-    try:
-        for backend in backends:
-            ingest.run(
-                config,
-                backend,
-                mongodb_url if backend == "mongodb" else None,
-                # A smoke test must not overwrite the figures full runs are compared with.
-                results_name="ingest-quick" if args.quick else "ingest",
-            )
-    except BenchError as exc:
-        print(f"bench failed: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("bench interrupted; the server was stopped", file=sys.stderr)
-        return 130
-    return 0
+    return execute(options)
 
 
 if __name__ == "__main__":

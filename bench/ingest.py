@@ -1,13 +1,17 @@
-"""Ingestion benchmark: batched and single POSTs, then the common filtered GETs.
+"""Ingestion benchmark: grow a fresh store to `statements` statements over HTTP (batched, then
+the last `singles` one per request), then time the common filtered GETs on it.
 
-Phases (fixed names, see `bench.report`):
-- post-batch-<n>         POST arrays of n statements           statements/s
-- post-single            POST one statement per request        statements/s
-- get-<filter>           GET /xapi/statements with one filter  requests/s
-- get-paging             first page, then follow `more`        requests/s (every page counts)
-- scan-limit-1000        read the whole store, 1000 a page     requests/s (also counts the store)
-Columns: `requests` made, `statements` sent (POST phases) or returned (GET phases), `rate` in
-`unit`, latency percentiles per request (nearest rank).
+Phases (fixed names and order, see `bench.report`):
+- post-batch-<n>          POST arrays of n statements             statements/s
+- post-single             POST one statement per request          statements/s
+- get-all                 GET /xapi/statements, no filter         requests/s
+- get-<filter>            one filter: agent, verb, activity, registration,
+                          related-activities (activity + related_activities=true),
+                          related-agents (agent + related_agents=true), since, until
+- get-paging              first page, then follow `more`          requests/s (every page counts)
+- scan-limit-1000         read the whole store, 1000 a page       requests/s (also counts it)
+Figures per phase: requests made, statements sent (POST) or returned (GET), rate, latency
+percentiles per request (nearest rank). The server's peak RSS is read before it stops.
 """
 
 from __future__ import annotations
@@ -18,36 +22,55 @@ import random
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
 
 from bench.client import check, json_body, xapi_client
 from bench.data import VERBS, Corpus, generate
-from bench.report import RESULTS_DIR, table, write_json
+from bench.report import RESULTS_DIR
 from bench.server import BenchError, Server
 from bench.stats import PhaseResult, Recorder, measure, measure_self_timed
 
 BENCHMARK = "ingest"
+# The GET phases, in the order they run and are reported (rows of the `query` section).
+QUERY_PHASES = (
+    "get-all",
+    "get-agent",
+    "get-verb",
+    "get-activity",
+    "get-registration",
+    "get-related-activities",
+    "get-related-agents",
+    "get-since",
+    "get-until",
+    "get-paging",
+    "scan-limit-1000",
+)
 _JSON = {"Content-Type": "application/json"}
 
 
 @dataclass(frozen=True)
 class IngestConfig:
-    statements: int = 20_000
+    statements: int = 100_000  # the store's final size; the last `singles` are sent one by one
     singles: int = 1_000
     concurrency: int = 8
     queries: int = 200
     batch_size: int = 100
     pages: int = 3  # pages read per get-paging job (the first + following `more`)
+    # Before the GET phases, wait at most this long for in-process derivation to catch up.
+    settle_seconds: float = 900.0
     seed: int = 42
     # Per-phase time budget (None: every phase runs all its requests). With a budget a slow
     # phase reports what it managed in that time, so the whole table still comes out. Not
     # applied to the batch phase (it builds the data set) nor to the scan (it counts it).
     phase_seconds: float | None = None
+
+    @property
+    def batched(self) -> int:
+        return self.statements - self.singles
 
 
 QUICK = IngestConfig(statements=1_000, singles=100, queries=10)
@@ -81,6 +104,7 @@ class State:
     since: list[str] = field(default_factory=list)  # `since` values inside the ingest window
     backlog_after_ingest: str = "unknown"  # derivation backlog right after the POST phases
     backlog: str = "unknown"  # derivation backlog the server reported after the last phase
+    settle_seconds: str = "not waited"  # from the end of the POSTs until nothing was underived
     shutdown_seconds: float | None = None
 
     cut: list[str] = field(default_factory=list)  # phases stopped by the time budget
@@ -140,8 +164,8 @@ async def _ingest(
 ) -> None:
     """The two POST phases."""
     size = config.batch_size
-    batched = statements[: config.statements]
-    singles = statements[config.statements :]
+    batched = statements[: config.batched]
+    singles = statements[config.batched :]
     # Serialise before timing, so the client's JSON encoding is not part of the figures.
     batch_bodies = [
         (json.dumps(batched[i : i + size]).encode(), len(batched[i : i + size]))
@@ -210,6 +234,11 @@ async def _queries(
 
         return ok
 
+    def related_agent(agent: dict[str, Any]) -> Callable[[dict[str, Any]], bool]:
+        # The generated statements name learners only as actors; the authority (the bench's
+        # credential) is never a learner, so the actor is the only place a match can come from.
+        return by_agent(agent)
+
     # phase -> (parameter sets, the property every returned statement must have)
     plans: list[tuple[str, Iterator[tuple[dict[str, str], Callable[..., bool]]]]] = [
         ("get-all", (({}, lambda s: True) for _ in range(n))),
@@ -249,10 +278,27 @@ async def _queries(
             ),
         ),
         (
+            "get-related-agents",
+            (
+                ({"agent": json.dumps(_ifi(a)), "related_agents": "true"}, related_agent(a))
+                for a in _cycle(corpus.learners, n, rng)
+            ),
+        ),
+        (
             "get-since",
             (({"since": t}, lambda s, t=t: s["stored"] > t) for t in _cycle(state.since, n, rng)),
         ),
+        (
+            "get-until",
+            (
+                ({"until": t}, lambda s, t=t: s["stored"] <= t)
+                # Not the moment before the first POST: nothing was stored until then.
+                for t in _cycle(state.since[1:], n, rng)
+            ),
+        ),
     ]
+    # The report's rows are QUERY_PHASES: a phase added here must be added there too.
+    assert [name for name, _ in plans] == list(QUERY_PHASES[:-2]), "QUERY_PHASES out of date"
 
     for phase, jobs in plans:
 
@@ -324,10 +370,34 @@ async def _run_phases(
     async with xapi_client(server, config.concurrency) as client:
         await _ingest(client, config, statements, state)
         state.backlog_after_ingest = await _backlog(client)
+        state.settle_seconds = await _settle(client, config.settle_seconds, state)
         await _queries(client, config, corpus, state)
         scan = await _scan(client, state)
         state.done(scan, scan.requests)
         state.backlog = await _backlog(client)
+
+
+async def _settle(client: httpx.AsyncClient, limit: float, state: State) -> str:
+    """Wait until the server has derived every stored statement (at most `limit` seconds), so
+    that the GET phases measure a store at rest rather than one still busy deriving a backlog
+    of unknown size: the figures of two runs then compare. Returns the time it took."""
+    started = time.perf_counter()
+    word = 0.0  # when to say something next: a large backlog takes minutes
+    while True:
+        backlog = await _backlog(client)
+        waited = time.perf_counter() - started
+        if backlog.startswith("0 "):
+            return f"{waited:.1f}"
+        if waited >= limit:
+            return f"gave_up_after_{waited:.0f}s (backlog {backlog})"
+        if waited >= word:
+            word += 30.0
+            print(
+                f"[{BENCHMARK}] {state.backend} waiting for derivation to catch up: {backlog}",
+                file=sys.stderr,
+                flush=True,
+            )
+        await asyncio.sleep(1.0)
 
 
 async def _backlog(client: httpx.AsyncClient) -> str:
@@ -345,114 +415,88 @@ async def _backlog(client: httpx.AsyncClient) -> str:
     return f"{backlog['underived']} (lag {backlog['derivation_lag_seconds']}s)"
 
 
+@dataclass
+class IngestOutcome:
+    """What one run produced, filled in as it goes: the caller holds it, so an interrupted or
+    failed run still reports the phases that finished."""
+
+    backend: str
+    phases: list[PhaseResult] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    api_peak_rss: int | None = None  # bytes, the server's VmHWM just before it stopped
+    error: str = ""  # why the run stopped early
+    log_problems: list[str] = field(default_factory=list)
+
+
 def run(
     config: IngestConfig,
     backend: str,
     mongodb_url: str | None = None,
-    results_name: str = BENCHMARK,
-) -> dict[str, Any]:
-    """Run the benchmark on a fresh server of `backend`; print the table, write the JSON.
+    outcome: IngestOutcome | None = None,
+    log_name: str = BENCHMARK,
+) -> IngestOutcome:
+    """Run the benchmark on a fresh server of `backend`, filling `outcome`.
 
-    On an error or Ctrl-C the phases that finished are still printed and saved (marked
-    incomplete), then the exception propagates; the server is stopped either way.
+    The server is stopped either way. A BenchError (server did not start, a request failed) is
+    recorded in `outcome.error`; Ctrl-C is recorded too, then propagates.
     """
-    total = config.statements + config.singles
-    corpus, statements = generate(config.seed, total)
-    log_copy = RESULTS_DIR / f"{results_name}-{backend}.server.log"
+    outcome = IngestOutcome(backend) if outcome is None else outcome
+    corpus, statements = generate(config.seed, config.statements)
+    log_copy = RESULTS_DIR / f"{log_name}-{backend}.server.log"
     state = State(backend, budget=config.phase_seconds)
+    outcome.phases = state.phases  # the same list: phases appear in the outcome as they finish
     started = time.perf_counter()
-    incomplete: str | None = None
-    with Server.start(backend, mongodb_url=mongodb_url, keep_log=log_copy) as server:
-        try:
-            asyncio.run(_run_phases(server, config, corpus, statements, state))
-        except (BenchError, KeyboardInterrupt) as exc:
-            incomplete = str(exc) or type(exc).__name__
-            raise
-        finally:
-            # Read before the server stops: VmHWM disappears with the process.
-            rss = server.peak_rss_bytes()
-            data_bytes = server.data_bytes()
-            # Timed because a graceful stop waits for background derivation to drain.
-            stopping = time.perf_counter()
-            server.stop()
-            state.shutdown_seconds = round(time.perf_counter() - stopping, 1)
-            problems = server.problems()
-            summary = _report(
-                config,
-                state,
-                backend,
-                rss,
-                data_bytes,
-                problems,
-                log_copy,
-                started,
-                incomplete,
-                results_name,
-            )
-    return summary
+    try:
+        with Server.start(backend, mongodb_url=mongodb_url, keep_log=log_copy) as server:
+            try:
+                asyncio.run(_run_phases(server, config, corpus, statements, state))
+            except (BenchError, httpx.HTTPError, KeyboardInterrupt) as exc:
+                where = f"during {state.aborted}: " if state.aborted else ""
+                outcome.error = (where + (str(exc) or type(exc).__name__)).replace("\n", " ")
+                outcome.error = outcome.error[:300]
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+            finally:
+                # Read before the server stops: VmHWM disappears with the process.
+                outcome.api_peak_rss = server.peak_rss_bytes()
+                data_bytes = server.data_bytes()
+                # Timed because a graceful stop waits for background derivation to drain.
+                stopping = time.perf_counter()
+                server.stop()
+                state.shutdown_seconds = round(time.perf_counter() - stopping, 1)
+                outcome.log_problems = server.problems()
+                outcome.summary = _summary(config, state, backend, data_bytes, started)
+    except BenchError as exc:  # the server did not start
+        outcome.error = str(exc).replace("\n", " ")[:300]
+    return outcome
 
 
-def _report(
-    config: IngestConfig,
-    state: State,
-    backend: str,
-    rss: int | None,
-    data_bytes: int,
-    problems: list[str],
-    log_copy: Path,
-    started: float,
-    incomplete: str | None,
-    results_name: str,
+def _summary(
+    config: IngestConfig, state: State, backend: str, data_bytes: int, started: float
 ) -> dict[str, Any]:
+    """The run's facts besides the timed phases, as `key=value` pairs (stable keys)."""
     scan = next((p for p in state.phases if p.phase == "scan-limit-1000"), None)
     checks = state.checks
-    summary: dict[str, Any] = {
+    stored = scan.statements if scan else None
+    return {
         "statements_sent": state.sent,
         "statements_acknowledged": state.acknowledged,
-        "statements_stored": scan.statements if scan else "not scanned",
-        "peak_rss_mb": round(rss / 2**20, 1) if rss is not None else "unknown",
+        "statements_stored": stored if stored is not None else "not scanned",
+        # A fast but lossy store is not a result: every statement sent must come back.
+        "store_check": "ok"
+        if stored == state.acknowledged == state.sent == config.statements
+        else f"MISMATCH planned={config.statements} sent={state.sent} "
+        f"acknowledged={state.acknowledged} scanned={stored}",
         "store_on_disk_mb": round(data_bytes / 2**20, 1) if backend == "embedded" else "n/a",
         "concurrency": config.concurrency,
         "seed": config.seed,
         "phase_seconds": config.phase_seconds if config.phase_seconds is not None else "unlimited",
         "phases_cut_by_budget": ",".join(state.cut) or "none",
-        "total_seconds": round(time.perf_counter() - started, 1),
-        "server_log_problem_lines": len(problems),
+        "run_seconds": round(time.perf_counter() - started, 1),
         "derivation_backlog_after_ingest": state.backlog_after_ingest,
+        "derivation_settle_seconds": state.settle_seconds,
         "derivation_backlog_at_end": state.backlog,
         "server_shutdown_seconds": state.shutdown_seconds,
         "empty_responses": ",".join(f"{k}:{v}" for k, v in checks.empty.items()) or "none",
         "filter_mismatches": ",".join(f"{k}:{v}" for k, v in checks.mismatched.items()) or "none",
     }
-    if incomplete is not None:
-        where = f"during {state.aborted}: " if state.aborted else ""
-        summary["incomplete"] = (where + incomplete.replace("\n", " "))[:300]
-    print(table(BENCHMARK, backend, state.phases, summary), flush=True)
-    if problems:
-        print(f"server log ({log_copy}) problem lines, first 10:", *problems[:10], sep="\n  ")
-    if scan and not (scan.statements == state.acknowledged == state.sent):
-        print(
-            f"warning: sent {state.sent} statements, {state.acknowledged} acknowledged, "
-            f"{scan.statements} found by the scan"
-        )
-    path = write_json(
-        results_name,
-        backend,
-        {
-            "complete": incomplete is None,
-            "config": asdict(config),
-            "phases": [p.as_dict() for p in state.phases],
-            "summary": summary,
-            "server_log_problems": problems[:50],
-        },
-    )
-    print(f"[{BENCHMARK}] {backend.ljust(9)} {'summary'.ljust(24)} results_file={path}")
-    return summary
-
-
-def quick_config(**overrides: Any) -> IngestConfig:
-    return replace(QUICK, **{k: v for k, v in overrides.items() if v is not None})
-
-
-def full_config(**overrides: Any) -> IngestConfig:
-    return replace(IngestConfig(), **{k: v for k, v in overrides.items() if v is not None})

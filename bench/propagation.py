@@ -1,20 +1,19 @@
 """Propagation benchmark: the delay from a statement's acknowledgement (its POST response) to
 the SSE event that shows its effect on progress (design notes 6), at a steady offered load.
 
-    python -m bench.propagation                 # 200 statements/s for 30 s, every mode
-    python -m bench.propagation --seconds 5 --mode celery-threads
+    python -m bench propagation                        # 200 statements/s for 30 s, both modes
+    python -m bench propagation --seconds 5 --mode celery
 
-Modes (each on a fresh store, all over loopback HTTP, the load generator and the SSE client in
-this process):
-- embedded:        `lrs serve` with LRS_DERIVATION=inprocess and no Redis: derivation on a
-                   task of the API process, events on its in-process bus.
-- celery-threads:  the Celery + Redis path on one machine without MongoDB: a server process
-                   running the API (uvicorn) and one real Celery worker (solo pool, a private
-                   queue on the real Redis broker) as threads, sharing the embedded store,
-                   which is only safe within one process; events go through Redis pub/sub.
-                   Differs from production in that API and worker share one interpreter (GIL).
-- celery-processes: production topology: `lrs serve` + one `lrs worker` on MongoDB
-                   (LRS_MONGODB_URL) and Redis. Skipped, saying why, without LRS_MONGODB_URL.
+Modes, each on a fresh store of the back end (embedded, or MongoDB with LRS_MONGODB_URL), over
+loopback HTTP, with the load generator and the SSE client in this process:
+- inprocess: `lrs serve` with LRS_DERIVATION=inprocess and no Redis: derivation on a task of
+             the API process, events on its in-process bus.
+- celery:    the production topology: an `lrs serve` process that enqueues Celery tasks on
+             Redis, and a separate Celery worker process (solo pool) that derives and
+             publishes events on Redis pub/sub, which the API relays. Both processes open the
+             same store (the embedded store's SQLite file locks across processes). Their tasks
+             go to a queue private to the run (see bench.celery_child), because Redis is often
+             shared. Skipped, saying why, when Redis does not answer.
 
 The workload: learners x modules (learner, module) pairs, each module with `items` content
 items and no assessment. Statement n is "experienced item k" of pair n % pairs, so every
@@ -22,16 +21,15 @@ statement changes its record's `viewed` count and a pair's statements are `pairs
 seconds apart. A statement (pair, k) is visible at the first SSE event for its pair whose
 `viewed` is at least k; so a derivation that covers several statements at once counts for
 each of them. A statement whose effect was pushed before its own POST had answered counts as
-0 ms (reported as "before ack").
+0 ms (counted in `before_ack`).
 
-Worker throughput: statements made visible per second over the run (equals the offered load
-when the worker keeps up), and for celery-threads also the worker's capacity: statements
-derived per second of task execution time (Celery task_prerun/postrun in the worker).
+Besides the delays: statements made visible per second over the run (equals the offered load
+when derivation keeps up), the peak RSS of the API process and of the worker process, and for
+the celery mode the worker's capacity: statements derived per second of task execution time.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -39,24 +37,21 @@ import math
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
-from bench.server import LOOPBACK, BenchError, Server, free_port
+from bench.server import BenchError, Server, peak_rss_bytes
 from bench.stats import percentile
 
-MODES = ("embedded", "celery-threads", "celery-processes")
+MODES = ("inprocess", "celery")
 ROOT = Path(__file__).resolve().parents[1]
 VIEWED = "http://adlnet.gov/expapi/verbs/experienced"
 READY_TIMEOUT = 60.0
@@ -83,11 +78,16 @@ class Config:
         return max(1, math.ceil(statements / (self.modules * self.items)))
 
 
+QUICK = Config(rate=100.0, seconds=3.0, warmup=1.0)
+
+
 @dataclass
 class Result:
     mode: str
+    backend: str
     label: str
     skipped: str = ""
+    error: str = ""  # why the run stopped early (its figures are then partial or zero)
     statements: int = 0
     offered_rate: float = 0.0
     sent_rate: float = 0.0  # POSTs started per second, in statements
@@ -105,7 +105,39 @@ class Result:
     visible_rate: float = 0.0  # statements made visible per second, first ack to last event
     drain_s: float = 0.0  # last POST answered -> last statement visible
     events: int = 0
+    api_peak_rss: int | None = None  # bytes
+    worker_peak_rss: int | None = None  # bytes; celery mode only
     worker: dict[str, Any] = field(default_factory=dict)
+    log_problems: list[str] = field(default_factory=list)
+
+    @property
+    def measured(self) -> bool:
+        return not self.skipped and self.acked > 0
+
+    def notes(self) -> list[str]:
+        """What a reader of the table should know about this row, as `key=value` strings."""
+        notes = []
+        if self.skipped:
+            notes.append(f"skipped={self.skipped}")
+        if self.error:
+            notes.append(f"error={self.error}")
+        if self.unsent:
+            notes.append(f"unsent={self.unsent} (every POST slot busy to the end)")
+        if self.errors:
+            notes.append(f"failed_posts={self.errors}")
+        if self.missing:
+            notes.append(f"never_visible={self.missing} (within {Config.drain_timeout:g} s)")
+        if self.before_ack:
+            notes.append(f"visible_before_ack={self.before_ack} (counted as 0 ms)")
+        if self.worker:
+            w = self.worker
+            notes.append(
+                f"worker_tasks={w.get('tasks')} worker_statements={w.get('statements')} "
+                f"worker_busy_s={w.get('busy_s')} worker_capacity_st/s={w.get('capacity_per_s')}"
+            )
+        if self.log_problems:
+            notes.append(f"log_problem_lines={len(self.log_problems)}: {self.log_problems[0]}")
+        return notes
 
 
 # --- the workload --------------------------------------------------------------------------
@@ -400,130 +432,131 @@ def _redis_answers(url: str) -> bool:
         return False
 
 
-def run_embedded(config: Config) -> Result:
-    result = Result("embedded", "embedded store, in-process derivation, in-process events")
-    with Server.start("embedded", extra_env={"LRS_DERIVATION": "inprocess"}) as server:
-        asyncio.run(
-            measure(
-                server.base_url, _basic(server.key, server.secret), config, None, "default", result
-            )
-        )
-        problems = server.problems()
-    if problems:
-        print(f"  server log of embedded: {len(problems)} problem line(s), e.g. {problems[0]}")
-    return result
+LABELS = {
+    "inprocess": "in-process derivation and events, no Redis",
+    "celery": "lrs serve + Celery worker process (solo pool), Redis broker and pub/sub",
+}
 
 
-def run_celery_threads(config: Config, redis_url: str) -> Result:
-    result = Result(
-        "celery-threads",
-        "Celery worker (solo) + Redis broker/pub-sub; API and worker threads of one process, "
-        "embedded store",
-    )
-    if not _redis_answers(redis_url):
-        result.skipped = f"no Redis answers at {redis_url}"
-        return result
-    workdir = Path(tempfile.mkdtemp(prefix="lrs-bench-propagation-"))
-    port = free_port()
-    key, secret = "bench-" + secrets.token_hex(4), secrets.token_urlsafe(18)
-    store = f"bench-{secrets.token_hex(4)}"
-    stats_path = workdir / "worker-stats.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LRS_")}
-    env.update(
-        LRS_STORAGE="embedded",
-        LRS_DATA_DIR=str(workdir / "data"),
-        LRS_REDIS_URL=redis_url,
-        LRS_DERIVATION="celery",
-        LRS_ADMIN_KEY=key,
-        LRS_ADMIN_SECRET=secret,
-        LRS_ADMIN_STORE=store,
-        LRS_PUBLIC_URL=f"http://{LOOPBACK}:{port}",
-        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    )
-    command = [
-        sys.executable,
-        "-m",
-        "bench.propagation",
-        "--serve-celery-threads",
-        "--port",
-        str(port),
-        "--stats",
-        str(stats_path),
-    ]
-    child = _Child(command, env, workdir / "server.log")
+def _measure(
+    server: Server, config: Config, redis_url: str | None, store: str, result: Result
+) -> None:
+    auth = _basic(server.key, server.secret)
     try:
-        child.wait_http(f"http://{LOOPBACK}:{port}/xapi/about")
-        asyncio.run(
-            measure(
-                f"http://{LOOPBACK}:{port}", _basic(key, secret), config, redis_url, store, result
-            )
-        )
-    finally:
-        child.stop()
-        with contextlib.suppress(OSError, ValueError):
-            result.worker = json.loads(stats_path.read_text())
-        _report_problems("celery-threads", child.text())
-    return result
+        asyncio.run(measure(server.base_url, auth, config, redis_url, store, result))
+    except (BenchError, httpx.HTTPError, TimeoutError) as exc:
+        # Kept in the result, so the table still shows the other modes and back ends; the
+        # processes' peak RSS is still read by the caller.
+        result.error = _one_line(exc)
 
 
-def run_celery_processes(config: Config, redis_url: str) -> Result:
-    result = Result("celery-processes", "lrs serve + lrs worker (solo) processes, MongoDB, Redis")
-    mongodb_url = os.environ.get("LRS_MONGODB_URL")
-    if not mongodb_url:
-        result.skipped = (
-            "LRS_MONGODB_URL is not set: API and worker as separate processes need a store both "
-            "can share, and the embedded store is not safe for two processes"
-        )
-        return result
+def _one_line(exc: BaseException) -> str:
+    return (f"{type(exc).__name__}: {exc}").replace("\n", " ")[:300]
+
+
+def run_inprocess(config: Config, result: Result, mongodb_url: str | None = None) -> None:
+    extra = {"LRS_DERIVATION": "inprocess"}
+    with Server.start(result.backend, mongodb_url=mongodb_url, extra_env=extra) as server:
+        _measure(server, config, None, "default", result)
+        # Read before the server stops: VmHWM disappears with the process.
+        result.api_peak_rss = server.peak_rss_bytes()
+        result.log_problems = server.problems()
+
+
+def run_celery(
+    config: Config, result: Result, redis_url: str, mongodb_url: str | None = None
+) -> None:
     if not _redis_answers(redis_url):
         result.skipped = f"no Redis answers at {redis_url}"
-        return result
+        return
+    queue = f"lrs-bench-{uuid.uuid4().hex[:10]}"
     store = f"bench-{secrets.token_hex(4)}"
-    extra = {"LRS_REDIS_URL": redis_url, "LRS_DERIVATION": "celery", "LRS_ADMIN_STORE": store}
-    with Server.start("mongodb", mongodb_url=mongodb_url, extra_env=extra) as server:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LRS_")}
-        env.update(
-            extra, LRS_STORAGE="mongodb", LRS_MONGODB_URL=mongodb_url, LRS_DATABASE=server.database
-        )
-        command = [
-            sys.executable,
-            "-m",
-            "lrs.cli",
-            "worker",
-            "--pool",
-            "solo",
-            "--without-mingle",
-            "--without-gossip",
-            "-n",
-            f"bench-{store}@%h",
-        ]
-        worker = _Child(command, env, server.workdir / "worker.log")
+    extra = {
+        "LRS_REDIS_URL": redis_url,
+        "LRS_DERIVATION": "celery",
+        "LRS_ADMIN_STORE": store,
+        # `python -m bench.celery_child` from the server's temporary working directory.
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    launcher = [sys.executable, "-m", "bench.celery_child", "api", queue, "--"]
+    try:
+        with Server.start(
+            result.backend, mongodb_url=mongodb_url, extra_env=extra, launcher=launcher
+        ) as server:
+            stats_path = server.workdir / "worker-stats.json"
+            command = [sys.executable, "-m", "bench.celery_child", "worker", queue, str(stats_path)]
+            # The server's own environment: same store (data directory or database), same Redis.
+            worker = _Child(command, server.env, server.workdir / "worker.log")
+            try:
+                worker.wait_text(" ready.")
+                _measure(server, config, redis_url, store, result)
+                result.api_peak_rss = server.peak_rss_bytes()
+                result.worker_peak_rss = worker.peak_rss_bytes()
+            finally:
+                # The worker first: it may still be writing to the store the server drops.
+                worker.stop()
+                with contextlib.suppress(OSError, ValueError):
+                    result.worker = json.loads(stats_path.read_text())
+                result.log_problems = server.problems() + [
+                    "worker: " + line for line in _problems(worker.text())
+                ]
+    finally:
+        _drop_queue(redis_url, queue)
+
+
+def run(
+    config: Config,
+    backend: str,
+    modes: tuple[str, ...] = MODES,
+    mongodb_url: str | None = None,
+    redis_url: str = "redis://127.0.0.1:6379/0",
+    results: list[Result] | None = None,
+) -> list[Result]:
+    """Every mode in `modes` on `backend`; results are appended to `results` as they finish,
+    so that the caller keeps the finished ones when a later mode is interrupted."""
+    results = [] if results is None else results
+    for mode in modes:
+        print(f"[propagation] {backend} {mode} running ...", file=sys.stderr, flush=True)
+        result = Result(mode, backend, LABELS[mode])
+        results.append(result)
         try:
-            worker.wait_text(" ready.")
-            asyncio.run(
-                measure(
-                    server.base_url,
-                    _basic(server.key, server.secret),
-                    config,
-                    redis_url,
-                    store,
-                    result,
-                )
-            )
+            if mode == "inprocess":
+                run_inprocess(config, result, mongodb_url)
+            else:
+                run_celery(config, result, redis_url, mongodb_url)
+        except BenchError as exc:  # e.g. a server that does not start: the next mode may
+            result.error = _one_line(exc)
+        print(
+            f"[propagation] {backend} {mode} done: delay p50 {result.delay_p50_ms:.0f} ms, "
+            f"p99 {result.delay_p99_ms:.0f} ms {' '.join(result.notes())}",
+            file=sys.stderr,
+            flush=True,
+        )
+    return results
+
+
+def _problems(log: str) -> list[str]:
+    markers = ("Traceback", "ERROR", "WARNING", "CRITICAL")
+    return [line[:300] for line in log.splitlines() if any(m in line for m in markers)]
+
+
+def _drop_queue(redis_url: str, queue: str) -> None:
+    """Remove the run's private queue from the shared Redis (sweeps may have refilled it)."""
+    try:
+        import redis
+
+        client = redis.Redis.from_url(redis_url, socket_connect_timeout=2)
+        try:
+            client.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
         finally:
-            worker.stop()
-            _report_problems("celery-processes worker", worker.text())
-    return result
-
-
-def _report_problems(what: str, log: str) -> None:
-    markers = ("Traceback", "ERROR", "WARNING")
-    problems = [line for line in log.splitlines() if any(m in line for m in markers)]
-    if problems:
-        print(f"  {what} log: {len(problems)} problem line(s), e.g. {problems[0][:200]}")
+            client.close()
+    except Exception as exc:  # noqa: BLE001 - best effort clean-up
+        print(f"warning: could not delete Redis queue {queue}: {exc}", file=sys.stderr)
 
 
 class _Child:
+    """A helper process with its output in a log file, stopped like a container runtime would."""
+
     def __init__(self, command: list[str], env: dict[str, str], log: Path) -> None:
         self.log = log
         with open(log, "wb") as out:
@@ -534,37 +567,27 @@ class _Child:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
+                start_new_session=True,  # Ctrl-C reaches the bench only, which stops us
             )
 
     def text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
-    def _wait(self, ready: Any, what: str) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while not ready():
-            if self.process.poll() is not None:
-                raise BenchError(f"{what} exited ({self.process.returncode}):\n{self.text()}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise BenchError(f"{what} not ready within {READY_TIMEOUT:.0f} s:\n{self.text()}")
-            time.sleep(0.1)
-
-    def wait_http(self, url: str) -> None:
-        def answers() -> bool:
-            try:
-                return httpx.get(url, timeout=2).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        self._wait(answers, url)
+    def peak_rss_bytes(self) -> int | None:
+        return peak_rss_bytes(self.process.pid) if self.process.poll() is None else None
 
     def wait_text(self, text: str) -> None:
-        self._wait(lambda: text in self.text(), f"log line {text!r}")
+        deadline = time.monotonic() + READY_TIMEOUT
+        while text not in self.text():
+            if self.process.poll() is not None:
+                raise BenchError(f"worker exited ({self.process.returncode}):\n{self.text()}")
+            if time.monotonic() > deadline:
+                raise BenchError(f"worker not ready within {READY_TIMEOUT:.0f} s:\n{self.text()}")
+            time.sleep(0.1)
 
     def stop(self) -> None:
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.process.send_signal(signal.SIGTERM)  # Celery's warm shutdown
             try:
                 self.process.wait(30)
             except subprocess.TimeoutExpired:
@@ -572,207 +595,7 @@ class _Child:
                 self.process.wait(5)
 
 
-# --- the celery-threads server process -----------------------------------------------------
-
-
-def serve_celery_threads(port: int, stats_path: Path) -> int:
-    """API (uvicorn, main thread) + one Celery worker thread on a private queue of the real
-    Redis broker, sharing this process's embedded store; settings from the LRS_ environment."""
-    import uvicorn
-    from celery import signals
-    from celery.contrib.testing.worker import start_worker
-
-    from lrs.app import create_app
-    from lrs.config import get_settings
-    from lrs.services import build_services
-    from lrs.storage.database import Database
-    from workers import runtime
-    from workers.celery_app import app
-
-    settings = get_settings()
-    assert settings.redis_url and settings.derivation_mode == "celery"
-    queue = f"lrs-bench-{uuid.uuid4().hex[:10]}"
-    broker = settings.redis_url
-    if broker.startswith("unix://"):
-        broker = "redis+socket://" + broker[len("unix://") :]
-    app.conf.update(broker_url=broker, task_default_queue=queue, worker_hijack_root_logger=False)
-
-    services = build_services(settings)
-    api = create_app(settings, services)  # started by the lifespan; closed below
-    shared = Database(services.database.kind, services.database.__getitem__)  # no close hooks
-    worker_settings = settings.model_copy(update={"admin_key": None, "admin_secret": None})
-    runtime.configure(lambda: build_services(worker_settings, shared))
-
-    stats = {"tasks": 0, "statements": 0, "busy_s": 0.0, "first_start": None, "last_end": None}
-    started: dict[str, float] = {}
-
-    def prerun(task_id: str = "", **_: Any) -> None:
-        started[task_id] = time.perf_counter()
-        if stats["first_start"] is None:
-            stats["first_start"] = time.time()
-
-    def postrun(
-        task_id: str = "", task: Any = None, args: Any = (), state: Any = None, **_: Any
-    ) -> None:
-        begun = started.pop(task_id, None)
-        if begun is not None:
-            stats["busy_s"] += time.perf_counter() - begun
-        if getattr(task, "name", "") == "lrs.derive_statements" and state == "SUCCESS":
-            stats["tasks"] += 1
-            stats["statements"] += len(args[1])
-        stats["last_end"] = time.time()
-
-    signals.task_prerun.connect(prerun, weak=False)
-    signals.task_postrun.connect(postrun, weak=False)
-    # uvicorn re-raises the SIGTERM it handled once it has shut down; a Python handler keeps
-    # this process alive long enough to stop the worker and write the statistics.
-    signal.signal(signal.SIGTERM, lambda *_: None)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((LOOPBACK, port))
-    config = uvicorn.Config(api, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
-    try:
-        with start_worker(
-            app,
-            pool="solo",
-            concurrency=1,
-            perform_ping_check=False,
-            queues=[queue],
-            loglevel="WARNING",
-            shutdown_timeout=30,
-        ):
-            uvicorn.Server(config).run(sockets=[sock])
-    finally:
-        runtime.configure(None)
-        with contextlib.suppress(Exception):
-            asyncio.run(services.database.close())
-        with contextlib.suppress(Exception):
-            import redis
-
-            client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2)
-            client.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
-            client.close()
-        busy = stats["busy_s"]
-        stats["capacity_per_s"] = round(stats["statements"] / busy, 1) if busy else 0.0
-        stats["busy_s"] = round(busy, 3)
-        stats_path.write_text(json.dumps(stats))
-    return 0
-
-
-# --- the command ---------------------------------------------------------------------------
-
-
-def _print(results: list[Result], config: Config) -> None:
-    print(
-        f"\npropagation: {config.rate:g} statements/s offered for {config.seconds:g} s "
-        f"({config.statements} statements, {config.batch_size} per POST, at most "
-        f"{config.max_in_flight} POSTs in flight, {config.warmup:g} s warm-up not counted); "
-        "delay = POST answered -> SSE event"
-    )
-    header = (
-        f"{'mode':<17} {'sent/s':>7} {'acked':>6} {'POST p50':>9} {'p99':>8} {'visible':>8} "
-        f"{'delay p50':>10} {'p99':>9} {'max':>9} {'derived/s':>10} {'drain s':>8}"
-    )
-    print(header)
-    print("-" * len(header))
-    for r in results:
-        if r.skipped:
-            print(f"{r.mode:<17} skipped: {r.skipped}")
-            continue
-        print(
-            f"{r.mode:<17} {r.sent_rate:>7.1f} {r.acked:>6} {r.post_p50_ms:>7.1f}ms "
-            f"{r.post_p99_ms:>6.1f}ms {r.visible:>8} {r.delay_p50_ms:>8.1f}ms "
-            f"{r.delay_p99_ms:>7.1f}ms {r.delay_max_ms:>7.1f}ms {r.visible_rate:>10.1f} "
-            f"{r.drain_s:>8.3f}"
-        )
-    for r in results:
-        if r.skipped:
-            continue
-        notes = [r.label]
-        if r.unsent:
-            notes.append(f"{r.unsent} statements not sent: every POST slot busy to the end")
-        if r.errors:
-            notes.append(f"{r.errors} failed POSTs")
-        if r.missing:
-            notes.append(f"{r.missing} acknowledged but never seen on SSE within the drain time")
-        if r.before_ack:
-            notes.append(f"{r.before_ack} visible before their POST answered (counted as 0 ms)")
-        if r.worker:
-            w = r.worker
-            notes.append(
-                f"worker: {w.get('tasks')} derive tasks, {w.get('statements')} statements in "
-                f"{w.get('busy_s')} s of task time = capacity {w.get('capacity_per_s')} "
-                "statements/s"
-            )
-        print(f"  {r.mode}: " + "; ".join(notes))
-
-
-def _parser() -> argparse.ArgumentParser:
-    defaults = Config()
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.propagation",
-        description="Delay from a statement's acknowledgement to its SSE progress event "
-        "(p50/p99) and derivation throughput, at a steady offered load.",
-    )
-    parser.add_argument("--rate", type=float, default=defaults.rate, help="statements/s")
-    parser.add_argument("--seconds", type=float, default=defaults.seconds)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--warmup", type=float, default=defaults.warmup)
-    parser.add_argument(
-        "--mode", action="append", choices=MODES, help="repeatable; default: every mode"
-    )
-    parser.add_argument(
-        "--redis-url",
-        default=os.environ.get("LRS_REDIS_URL") or "redis://127.0.0.1:6379/0",
-        help="Redis for the celery modes (default: LRS_REDIS_URL, else 127.0.0.1:6379/0)",
-    )
-    parser.add_argument("--json", type=Path, help="also write the results to this file")
-    parser.add_argument("--serve-celery-threads", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--stats", type=Path, help=argparse.SUPPRESS)
-    return parser
-
-
-def _terminate(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt  # unwinding stops the servers this run started
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.serve_celery_threads:
-        return serve_celery_threads(args.port, args.stats)
-    signal.signal(signal.SIGTERM, _terminate)
-    if args.rate <= 0 or args.seconds <= 0 or args.batch_size < 1:
-        print("error: --rate and --seconds must be positive, --batch-size at least 1")
-        return 2
-    config = Config(
-        rate=args.rate, seconds=args.seconds, batch_size=args.batch_size, warmup=args.warmup
-    )
-    results: list[Result] = []
-    try:
-        for mode in args.mode or MODES:
-            print(f"running {mode} ...", flush=True)
-            if mode == "embedded":
-                results.append(run_embedded(config))
-            elif mode == "celery-threads":
-                results.append(run_celery_threads(config, args.redis_url))
-            else:
-                results.append(run_celery_processes(config, args.redis_url))
-    except BenchError as exc:
-        print(f"bench failed: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("bench interrupted; servers were stopped", file=sys.stderr)
-        return 130
-    _print(results, config)
-    if args.json:
-        args.json.write_text(
-            json.dumps(
-                {"config": asdict(config), "results": [asdict(r) for r in results]}, indent=2
-            )
-        )
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    from bench.__main__ import main
+
+    sys.exit(main(["propagation", *sys.argv[1:]]))

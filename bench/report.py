@@ -1,8 +1,14 @@
-"""The fixed-format results table and the JSON results file.
+"""The fixed-format results table and the JSON results files.
 
-The column names and their order are part of the interface: runs are compared by grepping
-rows (`grep post-batch`) or by diffing `bench/results/<benchmark>-<backend>.json`. Add new
-columns at the end only.
+The printed format is an interface: runs are compared by diffing two outputs or grepping rows
+(`grep '^\\[query\\]'`), so section names, row names, their order, column headers (which carry
+the units) and widths never depend on the figures. A row that was not measured still appears,
+with `-` in every column. Change the format only by adding columns at the end of a section, or
+sections at the end, and bump FORMAT_VERSION when you do.
+
+    lrs-bench format=1 date=... commit=... tree=... cores=2 statements=100000 ...
+    [ingest]      backend   phase                     requests  statements   seconds  ...
+    [ingest]      embedded  post-batch-100                 990       99000    120.41  ...
 """
 
 from __future__ import annotations
@@ -12,76 +18,188 @@ import os
 import platform
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.stats import PhaseResult
-
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+FORMAT_VERSION = 1
+MISSING = "-"
 
-# (column name, width); right-aligned except the first three.
-COLUMNS: tuple[tuple[str, int], ...] = (
-    ("backend", 9),
-    ("phase", 24),
-    ("unit", 13),
-    ("requests", 9),
-    ("statements", 11),
-    ("seconds", 9),
-    ("rate", 10),
-    ("p50_ms", 9),
-    ("p99_ms", 9),
-    ("max_ms", 9),
+_TAG_WIDTH = 13  # "[propagation]"
+_BACKEND_WIDTH = 9
+_ROW_WIDTH = 24
+
+
+@dataclass(frozen=True)
+class Column:
+    header: str  # printed as is, unit included; also the key in the JSON file
+    key: str  # where the value is found in a row's values
+    width: int
+    decimals: int = 0  # for floats
+
+
+@dataclass(frozen=True)
+class Section:
+    name: str
+    row_header: str
+    columns: tuple[Column, ...]
+
+
+def _latency(prefix: str = "") -> tuple[Column, ...]:
+    return tuple(
+        Column(f"{prefix}{name}_ms", f"{prefix}{name}_ms", 10 + len(prefix), 1)
+        for name in ("p50", "p99", "max")
+    )
+
+
+INGEST = Section(
+    "ingest",
+    "phase",
+    (
+        Column("requests", "requests", 9),
+        Column("statements", "statements", 11),
+        Column("seconds", "seconds", 9, 2),
+        Column("statements/s", "rate", 13, 1),
+        *_latency(),
+    ),
 )
-_LEFT = {"backend", "phase", "unit"}
+QUERY = Section(
+    "query",
+    "filter",
+    (
+        Column("requests", "requests", 9),
+        Column("returned/req", "per_request", 13, 1),
+        Column("seconds", "seconds", 9, 2),
+        Column("requests/s", "rate", 11, 1),
+        *_latency(),
+    ),
+)
+PROPAGATION = Section(
+    "propagation",
+    "mode",
+    (
+        Column("offered_st/s", "offered_rate", 13, 1),
+        Column("sent_st/s", "sent_rate", 10, 1),
+        Column("acked", "acked", 7),
+        Column("visible", "visible", 8),
+        Column("post_p50_ms", "post_p50_ms", 12, 1),
+        Column("post_p99_ms", "post_p99_ms", 12, 1),
+        Column("delay_p50_ms", "delay_p50_ms", 13, 1),
+        Column("delay_p99_ms", "delay_p99_ms", 13, 1),
+        Column("delay_max_ms", "delay_max_ms", 13, 1),
+        Column("visible_st/s", "visible_rate", 13, 1),
+        Column("drain_s", "drain_s", 8, 2),
+    ),
+)
+MEMORY = Section("memory", "process", (Column("peak_rss_MiB", "peak_rss_mib", 13, 1),))
+SECTIONS = (INGEST, QUERY, PROPAGATION, MEMORY)
+
+# (backend, row name, values or None when the row was not measured)
+Row = tuple[str, str, Mapping[str, Any] | None]
 
 
-def _cell(name: str, width: int, value: Any) -> str:
-    if isinstance(value, float):
-        value = f"{value:.1f}" if name == "rate" else f"{value:.2f}"
-    text = str(value)
-    return text.ljust(width) if name in _LEFT else text.rjust(width)
+def cell(column: Column, value: Any) -> str:
+    """One right-aligned cell; None (not measured) prints as MISSING."""
+    if value is None:
+        text = MISSING
+    elif isinstance(value, float):
+        text = f"{value:.{column.decimals}f}"
+    else:
+        text = str(value)
+    return text.rjust(column.width)
 
 
-def table(benchmark: str, backend: str, phases: Sequence[PhaseResult], summary: dict) -> str:
-    """The table: a header line, one row per phase, then `key=value` summary lines; every
-    line starts with the benchmark name so several runs in one log stay separable."""
-    prefix = f"[{benchmark}]"
-    lines = [prefix + " " + " ".join(_cell(n, w, n) for n, w in COLUMNS).rstrip()]
-    for phase in phases:
-        row = {"backend": backend, **phase.as_dict()}
-        lines.append(prefix + " " + " ".join(_cell(n, w, row[n]) for n, w in COLUMNS).rstrip())
-    for key, value in summary.items():
-        lines.append(f"{prefix} {backend.ljust(9)} {'summary'.ljust(24)} {key}={value}")
+def _line(tag: str, backend: str, row: str, cells: Sequence[str]) -> str:
+    head = f"{tag.ljust(_TAG_WIDTH)} {backend.ljust(_BACKEND_WIDTH)} {row.ljust(_ROW_WIDTH)}"
+    return (head + " " + " ".join(cells)).rstrip()
+
+
+def section_lines(section: Section, rows: Sequence[Row]) -> list[str]:
+    """The section's header line, then one line per row, in the order given."""
+    tag = f"[{section.name}]"
+    lines = [
+        _line(
+            tag, "backend", section.row_header, [c.header.rjust(c.width) for c in section.columns]
+        )
+    ]
+    for backend, name, values in rows:
+        cells = [cell(c, None if values is None else values.get(c.key)) for c in section.columns]
+        lines.append(_line(tag, backend, name, cells))
+    return lines
+
+
+def note_line(backend: str, where: str, text: str) -> str:
+    """A `[notes]` line: facts that are not figures (checks, skips, errors)."""
+    return f"{'[notes]'.ljust(_TAG_WIDTH)} {backend.ljust(_BACKEND_WIDTH)} {where} {text}"
+
+
+def header_line(info: Mapping[str, Any]) -> str:
+    """The first line: what the figures depend on besides the code, `key=value`, in the
+    caller's (fixed) key order. Values never contain spaces."""
+    return "lrs-bench " + " ".join(f"{k}={str(v).replace(' ', '_')}" for k, v in info.items())
+
+
+def render(
+    info: Mapping[str, Any],
+    skipped: Sequence[str],
+    sections: Sequence[tuple[Section, Sequence[Row]]],
+    notes: Sequence[str],
+) -> str:
+    """The whole printed report: header, skip lines, each section, then the notes."""
+    lines = [header_line(info), *skipped]
+    for section, rows in sections:
+        lines.extend(section_lines(section, rows))
+    lines.extend(notes)
     return "\n".join(lines)
+
+
+def section_json(section: Section, rows: Sequence[Row]) -> dict[str, dict[str, Any]]:
+    """{backend: {row: {column header: value or None}}}: the table's content, same names."""
+    out: dict[str, dict[str, Any]] = {}
+    for backend, name, values in rows:
+        out.setdefault(backend, {})[name] = (
+            None if values is None else {c.header: values.get(c.key) for c in section.columns}
+        )
+    return out
+
+
+def _git(*args: str) -> str | None:
+    try:
+        # --no-optional-locks: a read-only look that never takes the index lock, so a bench run
+        # cannot disturb someone committing in the same checkout.
+        done = subprocess.run(
+            ["git", "--no-optional-locks", *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            cwd=RESULTS_DIR.parent,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
 
 
 def environment() -> dict[str, Any]:
     """What the figures depend on besides the code: machine, interpreter, commit."""
-    try:
-        # Read-only: which commit (and whether the tree had local changes) was measured.
-        commit = (
-            subprocess.run(
-                ["git", "rev-parse", "HEAD"],
-                capture_output=True,
-                text=True,
-                timeout=5,
-                cwd=RESULTS_DIR.parent,
-            ).stdout.strip()
-            or None
-        )
-    except (OSError, subprocess.SubprocessError):
-        commit = None
+    status = _git("status", "--porcelain", "--untracked-files=no")
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
-        "commit": commit,
+        "commit": _git("rev-parse", "HEAD"),
+        "tree": "unknown" if status is None else ("modified" if status else "clean"),
     }
 
 
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
 def write_json(benchmark: str, backend: str, payload: dict[str, Any]) -> Path:
+    """bench/results/<benchmark>-<backend>.json (used by bench.federation_soak)."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{benchmark}-{backend}.json"
     document = {
@@ -92,4 +210,15 @@ def write_json(benchmark: str, backend: str, payload: dict[str, Any]) -> Path:
         **payload,
     }
     path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    return path
+
+
+def write_run(name: str, document: dict[str, Any]) -> Path:
+    """bench/results/<name>.json (the latest run of that name), and one line appended to
+    bench/results/history.jsonl, so earlier runs stay at hand for comparison."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
+    path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    with open(RESULTS_DIR / "history.jsonl", "a", encoding="utf-8") as history:
+        history.write(json.dumps({"name": name, **document}, ensure_ascii=False) + "\n")
     return path

@@ -59,6 +59,7 @@ class Server:
     database: str
     mongodb_url: str | None = None
     keep_log: Path | None = None  # where to save the server log when the server is done
+    env: dict[str, str] = field(default_factory=dict)  # the server's environment, for helpers
     log_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -78,8 +79,12 @@ class Server:
         extra_env: dict[str, str] | None = None,
         ready_timeout: float = 60.0,
         keep_log: Path | None = None,
+        launcher: list[str] | None = None,
     ) -> Server:
-        """Start a server on a fresh store and wait until /xapi/about answers."""
+        """Start a server on a fresh store and wait until /xapi/about answers.
+
+        `launcher` replaces the `lrs` command (its `serve ...` arguments follow), for a wrapper
+        that runs `lrs serve` in its own process after some set-up (bench.celery_child)."""
         if backend == "mongodb" and not mongodb_url:
             raise BenchError("the mongodb back end needs LRS_MONGODB_URL")
         workdir = Path(tempfile.mkdtemp(prefix=f"lrs-bench-{backend}-"))
@@ -102,7 +107,7 @@ class Server:
         if mongodb_url:
             env["LRS_MONGODB_URL"] = mongodb_url
         env.update(extra_env or {})
-        command = _lrs_command() + [
+        command = (launcher or _lrs_command()) + [
             "serve",
             "--host",
             LOOPBACK,
@@ -136,6 +141,7 @@ class Server:
             database=database,
             mongodb_url=mongodb_url,
             keep_log=keep_log,
+            env=env,
         )
         try:
             server._wait_ready(ready_timeout)
@@ -166,15 +172,8 @@ class Server:
             time.sleep(0.1)
 
     def peak_rss_bytes(self) -> int | None:
-        """VmHWM (peak resident set size) of the server process, from /proc; None if unknown."""
-        try:
-            status = Path(f"/proc/{self.process.pid}/status").read_text()
-        except OSError:
-            return None
-        for line in status.splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024  # reported in kB
-        return None
+        """Peak resident set size of the server process so far; None if unknown."""
+        return peak_rss_bytes(self.process.pid) if self.process.poll() is None else None
 
     def data_bytes(self) -> int:
         """On-disk size of the embedded store (0 for MongoDB)."""
@@ -239,6 +238,24 @@ class Server:
     ) -> None:
         self.stop()
         self.cleanup(self.keep_log)
+
+
+def vm_hwm_bytes(status: str) -> int | None:
+    """The VmHWM line of a /proc/<pid>/status text, in bytes; None when it has none."""
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024  # the kernel reports kB
+    return None
+
+
+def peak_rss_bytes(pid: int) -> int | None:
+    """Peak resident set size (VmHWM) of a live process: the kernel keeps the high-water mark,
+    so one read before the process stops gives the peak over its whole life. None when the
+    process is gone or /proc is unavailable (not Linux)."""
+    try:
+        return vm_hwm_bytes(Path(f"/proc/{pid}/status").read_text())
+    except OSError:
+        return None
 
 
 def _drop_mongodb(url: str, database: str) -> None:

@@ -1,0 +1,263 @@
+"""Run the selected benchmarks on every back end and print one fixed-format report.
+
+`python -m bench` runs all of them; `python -m bench ingest|propagation` one (see
+bench.__main__ for the options). For each back end, in order: ingestion into a fresh store
+grown to `--statements`, the filtered GETs on that store, then propagation delay on fresh
+stores (in-process derivation, then Celery with a worker process), and the peak RSS of every
+process involved. Progress goes to stderr while it runs; the report is printed once at the end
+(also after a failure or Ctrl-C, with what finished) and saved under bench/results/.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from bench import ingest, propagation
+from bench.report import (
+    FORMAT_VERSION,
+    INGEST,
+    MEMORY,
+    PROPAGATION,
+    QUERY,
+    Row,
+    Section,
+    environment,
+    note_line,
+    now,
+    render,
+    section_json,
+    write_run,
+)
+from bench.stats import PhaseResult
+
+BENCHMARKS = ("all", "ingest", "propagation")
+# Rows of the memory section per benchmark: the process whose peak RSS is read, and where.
+MEMORY_ROWS: dict[str, tuple[str, ...]] = {
+    "ingest": ("api-ingest",),
+    "propagation": ("api-inprocess", "api-celery", "worker-celery"),
+}
+MEMORY_ROWS["all"] = MEMORY_ROWS["ingest"] + MEMORY_ROWS["propagation"]
+
+
+@dataclass(frozen=True)
+class Options:
+    benchmark: str
+    ingest: ingest.IngestConfig
+    propagation: propagation.Config
+    modes: tuple[str, ...]
+    backends: tuple[str, ...]
+    skipped: tuple[str, ...]  # printed as is, e.g. "mongodb: skipped (LRS_MONGODB_URL not set)"
+    mongodb_url: str | None
+    redis_url: str
+
+    def runs(self, benchmark: str) -> bool:
+        return self.benchmark in ("all", benchmark)
+
+    @property
+    def name(self) -> str:
+        """The results file's name: runs of one name are comparable with each other."""
+        if self.benchmark == "propagation":
+            return "propagation"
+        return f"{self.benchmark}-{self.ingest.statements}"
+
+    def header(self, env: dict[str, Any]) -> dict[str, Any]:
+        """The header line's fields, in a fixed order."""
+        commit = env.get("commit") or "unknown"
+        statements = (
+            self.propagation.statements
+            if self.benchmark == "propagation"
+            else self.ingest.statements
+        )
+        return {
+            "format": FORMAT_VERSION,
+            "benchmark": self.benchmark,
+            "date": now(),
+            "commit": commit[:12],
+            "tree": env.get("tree", "unknown"),
+            "cores": env.get("cpus"),
+            "statements": statements,
+            "batch_size": self.ingest.batch_size,
+            "singles": self.ingest.singles,
+            "concurrency": self.ingest.concurrency,
+            "queries": self.ingest.queries,
+            "rate": f"{self.propagation.rate:g}/s",
+            "seconds": f"{self.propagation.seconds:g}",
+            "python": env.get("python"),
+        }
+
+
+@dataclass
+class BackendRun:
+    backend: str
+    ingest: ingest.IngestOutcome | None = None
+    propagation: list[propagation.Result] = field(default_factory=list)
+
+    def errors(self) -> list[str]:
+        errors = [f"ingest: {self.ingest.error}"] if self.ingest and self.ingest.error else []
+        return errors + [f"propagation-{r.mode}: {r.error}" for r in self.propagation if r.error]
+
+
+# --- from outcomes to rows (pure, tested) -------------------------------------------------
+
+
+def _phase_values(phase: PhaseResult | None) -> dict[str, Any] | None:
+    if phase is None:
+        return None
+    values = phase.as_dict()
+    values["per_request"] = phase.statements / phase.requests if phase.requests else 0.0
+    return values
+
+
+def _phases(run: BackendRun) -> dict[str, PhaseResult]:
+    return {p.phase: p for p in run.ingest.phases} if run.ingest else {}
+
+
+def ingest_rows(runs: Sequence[BackendRun], options: Options) -> list[Row]:
+    names = (f"post-batch-{options.ingest.batch_size}", "post-single")
+    return [(r.backend, n, _phase_values(_phases(r).get(n))) for r in runs for n in names]
+
+
+def query_rows(runs: Sequence[BackendRun]) -> list[Row]:
+    return [
+        (r.backend, n, _phase_values(_phases(r).get(n))) for r in runs for n in ingest.QUERY_PHASES
+    ]
+
+
+def propagation_rows(runs: Sequence[BackendRun]) -> list[Row]:
+    rows: list[Row] = []
+    for run in runs:
+        done = {r.mode: r for r in run.propagation}
+        for mode in propagation.MODES:
+            result = done.get(mode)
+            rows.append((run.backend, mode, asdict(result) if result and result.measured else None))
+    return rows
+
+
+def _mib(value: int | None) -> dict[str, Any] | None:
+    return None if value is None else {"peak_rss_mib": round(value / 2**20, 1)}
+
+
+def memory_rows(runs: Sequence[BackendRun], options: Options) -> list[Row]:
+    rows: list[Row] = []
+    for run in runs:
+        done = {r.mode: r for r in run.propagation}
+        peaks = {
+            "api-ingest": run.ingest.api_peak_rss if run.ingest else None,
+            "api-inprocess": done["inprocess"].api_peak_rss if "inprocess" in done else None,
+            "api-celery": done["celery"].api_peak_rss if "celery" in done else None,
+            "worker-celery": done["celery"].worker_peak_rss if "celery" in done else None,
+        }
+        rows.extend(
+            (run.backend, name, _mib(peaks[name])) for name in MEMORY_ROWS[options.benchmark]
+        )
+    return rows
+
+
+def sections(runs: Sequence[BackendRun], options: Options) -> list[tuple[Section, list[Row]]]:
+    out: list[tuple[Section, list[Row]]] = []
+    if options.runs("ingest"):
+        out += [(INGEST, ingest_rows(runs, options)), (QUERY, query_rows(runs))]
+    if options.runs("propagation"):
+        out.append((PROPAGATION, propagation_rows(runs)))
+    out.append((MEMORY, memory_rows(runs, options)))
+    return out
+
+
+def notes(runs: Sequence[BackendRun], options: Options) -> list[str]:
+    lines = []
+    for run in runs:
+        if run.ingest is not None:
+            for key, value in run.ingest.summary.items():
+                lines.append(note_line(run.backend, "ingest", f"{key}={value}"))
+            if run.ingest.log_problems:
+                problems = run.ingest.log_problems
+                lines.append(
+                    note_line(
+                        run.backend,
+                        "ingest",
+                        f"server_log_problem_lines={len(problems)} first={problems[0][:200]}",
+                    )
+                )
+            if run.ingest.error:
+                lines.append(note_line(run.backend, "ingest", f"error={run.ingest.error}"))
+        for result in run.propagation:
+            for text in result.notes():
+                lines.append(note_line(run.backend, f"propagation-{result.mode}", text))
+        if options.runs("propagation"):
+            done = {r.mode for r in run.propagation}
+            for mode in propagation.MODES:
+                if mode not in done:
+                    why = "not selected (--mode)" if mode not in options.modes else "interrupted"
+                    lines.append(note_line(run.backend, f"propagation-{mode}", f"not_run={why}"))
+    return lines
+
+
+# --- running -------------------------------------------------------------------------------
+
+
+def execute(options: Options) -> int:
+    """Run, print the report, write the results file; the exit status (0, 1 on errors, 130
+    when interrupted)."""
+    env = environment()
+    header = options.header(env)
+    runs: list[BackendRun] = []
+    interrupted = False
+    try:
+        for backend in options.backends:
+            run = BackendRun(backend)
+            runs.append(run)
+            url = options.mongodb_url if backend == "mongodb" else None
+            if options.runs("ingest"):
+                run.ingest = ingest.IngestOutcome(backend)
+                ingest.run(options.ingest, backend, url, run.ingest, log_name=options.name)
+            if options.runs("propagation"):
+                propagation.run(
+                    options.propagation,
+                    backend,
+                    options.modes,
+                    url,
+                    options.redis_url,
+                    run.propagation,
+                )
+    except KeyboardInterrupt:
+        interrupted = True  # report what finished; the servers were stopped on the way out
+    tables = sections(runs, options)
+    print(render(header, options.skipped, tables, notes(runs, options)), flush=True)
+    errors = [f"{run.backend} {error}" for run in runs for error in run.errors()]
+    document = {
+        "format": FORMAT_VERSION,
+        "header": header,
+        "environment": env,
+        "complete": not interrupted and not errors,
+        "errors": errors,
+        "skipped": list(options.skipped),
+        "config": {
+            "ingest": asdict(options.ingest),
+            "propagation": asdict(options.propagation),
+            "modes": list(options.modes),
+        },
+        "tables": {section.name: section_json(section, rows) for section, rows in tables},
+        "notes": {
+            run.backend: {
+                "ingest": run.ingest.summary if run.ingest else None,
+                "ingest_log_problems": run.ingest.log_problems[:50] if run.ingest else [],
+                "propagation": {
+                    r.mode: {"notes": r.notes(), "worker": r.worker, "label": r.label}
+                    for r in run.propagation
+                },
+            }
+            for run in runs
+        },
+    }
+    path = write_run(options.name, document)
+    print(f"results: {path}")
+    if interrupted:
+        print("bench interrupted; the servers were stopped", file=sys.stderr)
+        return 130
+    if errors:
+        print("bench finished with errors:", *errors, sep="\n  ", file=sys.stderr)
+        return 1
+    return 0
