@@ -58,6 +58,8 @@ class Deriver:
         docs = await self.statements.raw_statements(store, ids)
         pairs: dict[tuple[str, str, str], Module] = {}
         grown: dict[tuple[str, str], Module] = {}
+        # Statements of one batch mostly share their activities: look each context up once.
+        touched: dict[str, list[Module]] = {}
         for doc in docs:
             statement = json.loads(doc["statement"])
             affected = [statement]
@@ -69,11 +71,15 @@ class Deriver:
                 learner = learner_key(subject)
                 if learner is None:
                     continue
-                modules, discovered = await self._modules_for(store, subject)
+                context = _context_key(subject)
+                if context not in touched:
+                    modules, discovered = await self._modules_for(store, subject)
+                    touched[context] = modules
+                    for module in discovered:
+                        grown[(module.course_id, module.id)] = module
+                modules = touched[context]
                 for module in modules:
                     pairs[(learner, module.course_id, module.id)] = module
-                for module in discovered:
-                    grown[(module.course_id, module.id)] = module
         changed = 0
         for (learner, _, _), module in sorted(pairs.items(), key=lambda kv: kv[0]):
             changed += await self.derive_pair(store, learner, module)
@@ -213,3 +219,15 @@ def public_record(record: dict[str, Any]) -> dict[str, Any]:
     # The SSE id of this version: a snapshot from GET /progress lines up with the stream.
     shown["event_id"] = event_id(record)
     return shown
+
+
+def _context_key(statement: dict[str, Any]) -> str:
+    """What `_modules_for` looks at in a statement: its object and its context activities."""
+    return json.dumps(
+        [
+            _object_id(statement),
+            _context_ids(statement, "parent"),
+            _context_ids(statement, "grouping"),
+            _discovery_target(statement, _object_id(statement)),
+        ]
+    )

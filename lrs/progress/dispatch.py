@@ -145,18 +145,22 @@ class InProcessDispatcher(Dispatcher):
 
     async def _consume(self) -> None:
         while True:
-            kind, store, payload = await self._queue.get()
-            try:
-                if kind == "course":
-                    await self.deriver.derive_course(store, payload)
-                else:
-                    await self.deriver.derive_statements(store, payload)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # statements stay underived: the sweep retries them
-                log.exception("derivation failed (%s in %s)", kind, store)
-            finally:
-                self._busy -= 1
+            items = [await self._queue.get()]
+            # Under write load many small submissions queue up: derive them together, so a
+            # learner-module pair touched by several requests is recomputed once.
+            while not self._queue.empty() and len(items) < _COALESCE_MAX:
+                items.append(self._queue.get_nowait())
+            for kind, store, payload in _coalesce(items):
+                try:
+                    if kind == "course":
+                        await self.deriver.derive_course(store, payload)
+                    else:
+                        await self.deriver.derive_statements(store, payload)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # statements stay underived: the sweep retries them
+                    log.exception("derivation failed (%s in %s)", kind, store)
+            self._busy -= len(items)
 
     async def idle(self, timeout: float = 30.0) -> None:
         """Wait until everything submitted so far is derived (tests, benchmarks, shutdown)."""
@@ -171,6 +175,24 @@ class InProcessDispatcher(Dispatcher):
             self._consumer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._consumer
+
+
+_COALESCE_MAX = 50  # submissions merged into one derivation round
+
+
+def _coalesce(items: list[tuple[str, str, Any]]) -> list[tuple[str, str, Any]]:
+    """Merge statement submissions per store (in order of first appearance); courses stay."""
+    merged: list[tuple[str, str, Any]] = []
+    statements: dict[str, list[str]] = {}
+    for kind, store, payload in items:
+        if kind != "statements":
+            merged.append((kind, store, payload))
+        elif store in statements:
+            statements[store].extend(payload)
+        else:
+            statements[store] = list(payload)
+            merged.append((kind, store, statements[store]))
+    return merged
 
 
 class CeleryDispatcher(Dispatcher):
