@@ -9,8 +9,9 @@ Two topologies, chosen by the `make_stack` fixture:
   Redis pub/sub between them. API and worker share one embedded store object; the worker
   gets its own `Services` (own event loop, own Redis clients) through
   `workers.runtime.configure`, built on the API's database object.
-- "processes" (only with LRS_TEST_MONGODB_URL): `lrs serve` and `lrs worker` as subprocesses
-  on that MongoDB and the real Redis: the production deployment, nothing shared in memory.
+- "processes": `lrs serve` and `lrs worker` as subprocesses on the real Redis, sharing the
+  MongoDB of LRS_TEST_MONGODB_URL when set, else one embedded data directory: the production
+  deployment, nothing shared in memory.
 
 The module also holds the harness used by tests/test_progress_faults.py.
 """
@@ -39,7 +40,7 @@ import httpx
 import pytest
 
 from lrs.config import Settings
-from lrs.storage.database import Database
+from lrs.storage.database import Database, open_embedded
 
 LOOPBACK = "127.0.0.1"
 EVENT_TIMEOUT = 15.0  # generous: a derivation takes milliseconds; only a broken chain waits
@@ -426,16 +427,20 @@ class ProcessStack(Stack):
         worker: bool = True,
         worker_settings: dict[str, Any] | None = None,
     ) -> None:
-        assert MONGODB_URL, "the processes topology needs LRS_TEST_MONGODB_URL"
         self.redis_url = redis_url
         self.workdir = workdir
         self.database = database or f"lrs_e2e_{uuid.uuid4().hex[:10]}"
         self.store = store or f"e2e-{uuid.uuid4().hex[:10]}"
         self.key = key or "e2e-" + secrets.token_hex(4)
         self.secret = secret or secrets.token_urlsafe(18)
+        # Without MongoDB both processes share the embedded store (SQLite locks it).
+        storage = (
+            {"LRS_STORAGE": "mongodb", "LRS_MONGODB_URL": MONGODB_URL}
+            if MONGODB_URL
+            else {"LRS_STORAGE": "embedded", "LRS_DATA_DIR": str(workdir / "data")}
+        )
         self.env = child_env(
-            LRS_STORAGE="mongodb",
-            LRS_MONGODB_URL=MONGODB_URL,
+            **storage,
             LRS_DATABASE=self.database,
             LRS_REDIS_URL=redis_url,
             LRS_DERIVATION="celery",
@@ -484,6 +489,15 @@ class ProcessStack(Stack):
             app.send_task(name)
 
     async def derived_flags(self, ids: list[str]) -> dict[str, bool]:
+        if not MONGODB_URL:
+            database = open_embedded(self.workdir / "data", self.database)
+            try:
+                docs = await database["statements"].find(
+                    {"store": self.store, "id": {"$in": ids}}, projection={"id": 1, "derived": 1}
+                )
+            finally:
+                await database.close()
+            return {doc["id"]: doc["derived"] for doc in docs}
         from pymongo import AsyncMongoClient
 
         client: Any = AsyncMongoClient(MONGODB_URL)
@@ -502,12 +516,13 @@ class ProcessStack(Stack):
             self.stop_worker()
         finally:
             self.api.stop()
-            from pymongo import MongoClient
+            if MONGODB_URL:
+                from pymongo import MongoClient
 
-            client: Any = MongoClient(MONGODB_URL, serverSelectionTimeoutMS=5000)
-            with contextlib.suppress(Exception):
-                client.drop_database(self.database)
-            client.close()
+                client: Any = MongoClient(MONGODB_URL, serverSelectionTimeoutMS=5000)
+                with contextlib.suppress(Exception):
+                    client.drop_database(self.database)
+                client.close()
 
 
 class EventStream:
@@ -717,11 +732,6 @@ def live_redis(redis_url: str) -> str:
 
 @pytest.fixture(params=MODES)
 def mode(request: pytest.FixtureRequest) -> str:
-    if request.param == "processes" and not MONGODB_URL:
-        pytest.skip(
-            "API and worker as separate processes need a store both can share: set "
-            "LRS_TEST_MONGODB_URL (the embedded store is not safe for two processes)"
-        )
     return request.param
 
 

@@ -91,8 +91,8 @@ async def _store_while_broker_down(
     port nobody listens on. Every request must succeed; nothing may be derived."""
     storage = (
         {"LRS_STORAGE": "embedded", "LRS_DATA_DIR": str(workdir / "data")}
-        if mode == "threads"
-        else {"LRS_STORAGE": "mongodb", "LRS_MONGODB_URL": MONGODB_URL or ""}
+        if mode == "threads" or not MONGODB_URL
+        else {"LRS_STORAGE": "mongodb", "LRS_MONGODB_URL": MONGODB_URL}
     )
     env = child_env(
         **storage,
