@@ -128,6 +128,12 @@ async def _until_fanned_out(lrs: LRS) -> None:
         ({"endpoint": NOWHERE, "headers": {"Authorization": "x"}}, "set by the LRS"),
         ({"endpoint": NOWHERE, "headers": {"X-A": "a\r\nb"}}, "line break"),
         ({"endpoint": NOWHERE, "headers": {"bad name": "a"}}, "header name"),
+        # Credentials in the URL would be stored, shown and logged in clear.
+        ({"endpoint": "http://key:secret@127.0.0.1:9/xapi/"}, "username and password"),
+        ({"endpoint": "http://key@127.0.0.1:9/xapi/"}, "username and password"),
+        # HTTP header values are ASCII: another character could never be sent.
+        ({"endpoint": NOWHERE, "headers": {"X-A": "caf\u00e9"}}, "ASCII"),
+        ({"endpoint": NOWHERE, "headers": {"X-A": "a\u0000b"}}, "ASCII"),
         ({"endpoint": NOWHERE, "filter": {"verbs": ["not an iri"]}}, "IRI"),
         ({"endpoint": NOWHERE, "filter": {"registration": "nope"}}, "UUID"),
         ({"endpoint": NOWHERE, "filter": {"activity_prefixes": [""]}}, "empty"),
@@ -279,6 +285,7 @@ async def test_source_lifecycle(lrs: LRS) -> None:
         ({"endpoint": NOWHERE, "params": {"since": "2020-01-01T00:00:00Z"}}, "unsupported"),
         ({"endpoint": NOWHERE, "params": {"cursor": "x"}}, "unsupported"),
         ({"endpoint": NOWHERE, "since": "yesterday"}, "since"),
+        ({"endpoint": "https://key:secret@example.com/xapi/"}, "username and password"),
         ({"endpoint": NOWHERE, "poll_interval": 0}, "poll_interval"),
     ],
 )

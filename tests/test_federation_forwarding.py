@@ -385,3 +385,311 @@ async def test_undecryptable_password_is_reported_not_crashed(sender: Sender, pe
 
     await eventually(reported)
     assert not peer.ids()
+
+
+# --- review fixes ---------------------------------------------------------------------------
+
+
+def _slow_retries(sender: Sender, **changes: Any) -> None:
+    from dataclasses import replace
+
+    forwarder = sender.services.federation.forwarder
+    forwarder.settings = replace(forwarder.settings, **changes)
+
+
+async def test_enabling_a_held_destination_retries_the_held_statements_first(
+    sender: Sender, peer: Peer
+) -> None:
+    """After a failure the destination holds back (here 15 to 30 s). Enabling it, or replaying,
+    means "try now": the statements that failed go out at once, and before the newer ones."""
+    _slow_retries(sender, backoff_base=30.0, backoff_max=30.0)
+    destination = await sender.create_destination(peer)
+    peer.lrs.stop()
+    [first] = await sender.post([make_statement(1)])
+
+    async def held() -> bool:
+        lag = await sender.lag(destination["id"])
+        return lag["retries"] >= 1 and lag["next_attempt"] is not None
+
+    await eventually(held, message="a failed attempt")
+    peer.lrs.start()
+    [second] = await sender.post([make_statement(2)])  # queued behind the held one
+    await asyncio.sleep(0.3)
+    assert not peer.ids()  # held back, keeping the order
+    response = await sender.client.post(f"/admin/destinations/{destination['id']}/enable")
+    assert response.status_code == 200
+    await eventually(lambda: peer.ids() == {first, second}, timeout=5, message="both, now")
+    stored = await _peer_stored(peer, [first, second])
+    assert stored[first] <= stored[second]
+
+
+async def test_a_long_batch_keeps_its_lease(sender: Sender, peer: Peer) -> None:
+    """A batch the peer refuses goes out one PUT at a time, which may take longer than the
+    lease: the sender renews it on the way, so no second sender takes the destination over
+    and sends the same statements at the same time."""
+    from urllib.parse import parse_qs
+
+    puts: list[str] = []
+
+    def slow_puts(scope: Any) -> None:
+        if scope["method"] == "PUT":
+            puts.append(parse_qs(scope["query_string"].decode())["statementId"][0])
+            time.sleep(0.3)
+
+    peer.lrs.chaos.on_request = slow_puts
+    _slow_retries(sender, lease=1.0)  # 7 PUTs of 0.3 s outlast it
+    destination = await sender.create_destination(peer, version="1.0.3")
+    driver = sender.services.federation.driver
+    await driver.close()
+    ids: list[str] = []
+    for n, version in enumerate(["1.0.3"] * 3 + ["2.0.0"] + ["1.0.3"] * 3):
+        response = await sender.client.post(
+            "/xapi/statements",
+            json=[make_statement(n)],
+            headers={"X-Experience-API-Version": version},
+        )
+        assert response.status_code == 200
+        ids += response.json()
+    forwarder = sender.services.federation.forwarder
+    await forwarder.fan_out("default", ids)  # one group: one POST, refused, then 7 PUTs
+
+    first = asyncio.create_task(forwarder.deliver(destination["id"]))
+    await asyncio.sleep(1.6)  # past the lease the first sender took
+    second = await forwarder.deliver(destination["id"])
+    await first
+    assert second is False  # the destination was still the first sender's
+    assert sorted(puts) == sorted(ids)  # each statement PUT once
+    assert peer.ids() == set(ids) - {ids[3]}
+    lag = await sender.lag(destination["id"])
+    assert lag["pending"] == 0 and lag["dead"] == 1
+    await driver.start()
+
+
+async def test_a_statement_in_two_groups_is_sent_once_per_batch(sender: Sender, peer: Peer) -> None:
+    """A fan-out repeated with another grouping (the sweep after a crash) puts a statement in
+    two groups; the batch must not carry its id twice, which a peer refuses as a whole."""
+    requests: list[str] = []
+    peer.lrs.chaos.on_request = lambda scope: requests.append(scope["method"])
+    destination = await sender.create_destination(peer)
+    driver = sender.services.federation.driver
+    await driver.close()
+    ids = await sender.post([make_statement(n) for n in range(4)])
+    forwarder = sender.services.federation.forwarder
+    await forwarder.fan_out("default", ids[:3])
+    await forwarder.fan_out("default", ids[1:])
+    await forwarder.deliver(destination["id"])
+    assert peer.ids() == set(ids)
+    assert requests.count("POST") == 1 and "PUT" not in requests
+    lag = await sender.lag(destination["id"])
+    assert lag["pending"] == 0 and lag["dead"] == 0
+    await driver.start()
+
+
+async def test_work_of_a_destination_deleted_meanwhile_is_not_left_behind(
+    sender: Sender, peer: Peer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deleting a destination drops its queue and dead letters; a fan-out or a delivery that
+    was under way at that moment must not leave rows nobody will ever look at."""
+    federation = sender.services.federation
+    destination = await sender.create_destination(peer)
+    driver = federation.driver
+    await driver.close()
+    raw = await federation.destinations.get("default", destination["id"])
+    ids = await sender.post([make_statement(n) for n in range(3)])
+    # 1. A fan-out that read the destinations just before the delete.
+    response = await sender.client.delete(f"/admin/destinations/{destination['id']}")
+    assert response.status_code == 204
+
+    real_of_store = federation.destinations.of_store
+    reads = 0
+
+    async def stale(store: str) -> list[dict[str, Any]]:
+        nonlocal reads
+        reads += 1
+        return [raw] if reads == 1 else await real_of_store(store)  # read before the delete
+
+    monkeypatch.setattr(federation.destinations, "of_store", stale)
+    await federation.forwarder.fan_out("default", ids)
+    assert not await federation.deliveries.pending(destination["id"])
+    monkeypatch.undo()
+
+    # 2. A delivery under way when the destination is deleted; the peer refuses (dead letters).
+    key, secret = peer.lrs.credential(["statements/read"])  # may not write: 403
+    second = await sender.create_destination(peer, username=key, password=secret)
+    more = await sender.post([make_statement(n) for n in range(3)])
+    await federation.forwarder.fan_out("default", more)
+    real_find = federation.statements.find_by_ids
+
+    async def deleted_meanwhile(store: str, wanted: Any) -> Any:
+        await sender.client.delete(f"/admin/destinations/{second['id']}")
+        return await real_find(store, wanted)
+
+    monkeypatch.setattr(federation.statements, "find_by_ids", deleted_meanwhile)
+    await federation.forwarder.deliver(second["id"])
+    monkeypatch.undo()
+    assert peer.lrs.chaos.requests["PUT"] == 3  # refused one by one: three dead letters
+    assert await federation.deliveries.count_dead(second["id"]) == 0
+    assert not await federation.deliveries.pending(second["id"])
+    await driver.start()
+
+
+async def test_replay_never_drops_a_letter_whose_group_id_is_taken(sender: Sender) -> None:
+    """A crash between burying the dead letters of a replayed group and removing that group
+    leaves both; replaying the same letters again must still queue every one of them."""
+    from lrs.storage.federation import group_id
+
+    federation = sender.services.federation
+    response = await sender.client.post(
+        "/admin/destinations", json={"endpoint": "http://127.0.0.1:9/xapi/", "enabled": False}
+    )
+    destination = await federation.destinations.get("default", response.json()["id"])
+    assert destination is not None
+    x, y = "00000000-0000-4000-8000-00000000000a", "00000000-0000-4000-8000-00000000000b"
+    letters = [
+        {
+            "_id": f"{destination['_id']}:{i}",
+            "store": "default",
+            "destination": destination["_id"],
+            "statement": i,
+            "stored_key": n,
+            "attempts": 4,
+            "error": {"message": "HTTP 500", "status": 500, "at_key": now_micros()},
+            "dead_key": now_micros(),
+        }
+        for n, i in enumerate([x, y])
+    ]
+    await federation.deliveries.bury(letters)
+    # What an earlier replay of [x, y] left: its group, still holding y.
+    await federation.deliveries.add(
+        [
+            {
+                "_id": group_id(destination["_id"], [x, y], tag="replay:"),
+                "store": "default",
+                "destination": destination["_id"],
+                "statements": [y],
+                "count": 1,
+                "stored_key": 1,
+                "seq": 0,
+                "attempts": 3,
+                "next_attempt_key": 0,
+                "created_key": now_micros(),
+                "last_error": None,
+            }
+        ]
+    )
+    assert await federation.forwarder.replay(destination) == 2
+    rows = await federation.deliveries.deliveries.find({"destination": destination["_id"]})
+    assert x in {i for row in rows for i in row["statements"]}
+
+
+async def test_a_stored_configuration_that_cannot_be_sent_is_reported(
+    sender: Sender, peer: Peer
+) -> None:
+    """A header value no HTTP client can send (stored before the API refused it): the
+    destination says why it is stuck instead of failing silently on every round."""
+    import json as _json
+
+    federation = sender.services.federation
+    destination = await sender.create_destination(peer)
+    box = await federation.keys.box()
+    await federation.destinations.collection.update_one(
+        {"_id": destination["id"]},
+        {"$set": {"headers": box.encrypt(_json.dumps({"X-Tenant": "caf\u00e9"}))}},
+    )
+    await sender.post([make_statement(1)])
+
+    async def reported() -> bool:
+        lag = await sender.lag(destination["id"])
+        error = lag["last_error"] or {}
+        return lag["pending"] == 1 and "configuration" in (error.get("message") or "")
+
+    await eventually(reported, timeout=5)
+    assert not peer.ids()
+
+
+async def test_celery_sweep_fans_out_itself_and_enqueues_no_fan_out_tasks(
+    sender: Sender, peer: Peer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweep runs every few seconds (API process and beat). Were it to enqueue a fan-out
+    task for the statements still marked, a broker without workers would pile up the same
+    thousand ids on every round; it fans them out itself (database work, no network) and
+    enqueues deliveries only."""
+    from lrs.federation import dispatch
+
+    federation = sender.services.federation
+    destination = await sender.create_destination(peer)
+    await federation.driver.close()
+    ids = await sender.post([make_statement(n) for n in range(5)])
+    enqueued: list[tuple[str, tuple[Any, ...]]] = []
+
+    async def fake_enqueue(task_name: str, *args: Any) -> bool:
+        enqueued.append((task_name, args))
+        return True
+
+    monkeypatch.setattr(dispatch, "enqueue", fake_enqueue)
+    sweeper = dispatch.CeleryFederation(federation, interval=1.0, grace=0.0)
+    for _ in range(3):
+        await sweeper.sweep()
+    assert not await sender.services.statements.unfanned()
+    assert [name for name, _ in enqueued] == ["deliver"] * 3
+    assert {args for _, args in enqueued} == {(destination["id"],)}
+    await federation.forwarder.deliver(destination["id"])
+    assert peer.ids() == set(ids)
+    await federation.driver.start()
+
+
+async def test_extra_headers_are_sent_and_secrets_never_shown_or_logged(
+    sender: Sender, peer: Peer, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    seen: list[dict[str, str]] = []
+    peer.lrs.chaos.on_request = lambda scope: seen.append(
+        {k.decode(): v.decode() for k, v in scope["headers"]}
+    )
+    token = "tenant-token-0123456789"
+    destination = await sender.create_destination(peer, headers={"X-Tenant": token})
+    peer.lrs.stop()  # failures first: they are logged and recorded
+    sent = await sender.post([make_statement(1)])
+
+    async def failed() -> bool:
+        return (await sender.lag(destination["id"]))["retries"] >= 1
+
+    await eventually(failed)
+    peer.lrs.start()
+    await eventually(lambda: peer.ids() == set(sent))
+    assert seen and all(headers.get("x-tenant") == token for headers in seen)
+    shown = (await sender.client.get(f"/admin/destinations/{destination['id']}")).text
+    listed = (await sender.client.get("/admin/destinations")).text
+    for secret in (peer.secret, token):
+        assert secret not in shown and secret not in listed
+        assert secret not in caplog.text
+
+
+async def test_a_destination_never_gets_another_stores_statements(
+    sender: Sender, peer: Peer
+) -> None:
+    destination = await sender.create_destination(peer)
+    key, secret = await _credential(sender, "other")
+    theirs = [make_statement(n) for n in range(3)]
+    response = await sender.client.post(
+        "/xapi/statements", json=theirs, headers={"Authorization": key_auth(key, secret)}
+    )
+    assert response.status_code == 200, response.text
+    mine = await sender.post([make_statement(10)])
+    await eventually(lambda: _all_delivered(sender, destination["id"]))
+    await asyncio.sleep(0.3)  # the other store's fan-out has had every chance
+    assert peer.ids() == set(mine)
+    assert (await sender.lag(destination["id"]))["delivered"] == 1
+
+
+async def _credential(sender: Sender, store: str) -> tuple[str, str]:
+    created, secret = await sender.services.credentials.create(store, ["all"], "other store")
+    return created.key, secret
+
+
+def key_auth(key: str, secret: str) -> str:
+    from lrs.federation.loopback import basic_auth
+
+    return basic_auth(key, secret)

@@ -235,3 +235,65 @@ async def test_poll_interval_drives_polling(sender: Sender, source: Peer) -> Non
     await asyncio.sleep(0.3)
     await source.post(statements)  # no "poll now": the interval brings them
     await eventually(lambda: _polled(sender, created["id"], 2))
+
+
+async def test_pulled_statements_are_not_forwarded_back_to_their_source(
+    sender: Sender, source: Peer
+) -> None:
+    """This LRS pulls from a peer and forwards to the same peer (same endpoint, same
+    credential, so the same store there): what it pulled from the peer is not sent back, which
+    would only echo (and turn any difference in form into a dead letter). A destination that is
+    another store of that peer (another credential) still gets everything."""
+    other_key, other_secret = source.lrs.credential(
+        ["statements/write", "statements/read"], store="other"
+    )
+    same = (
+        await sender.client.post(
+            "/admin/destinations",
+            json={"endpoint": source.endpoint, "username": source.key, "password": source.secret},
+        )
+    ).json()
+    other = (
+        await sender.client.post(
+            "/admin/destinations",
+            json={"endpoint": source.endpoint, "username": other_key, "password": other_secret},
+        )
+    ).json()
+    upstream = [make_statement(i) for i in range(3)]
+    await source.post(upstream)
+    created = await _create_source(sender, source)
+    await eventually(lambda: _polled(sender, created["id"], 3))
+    mine = await sender.post([make_statement(10)])  # stored here: forwarded to both
+
+    async def settled(destination_id: str, delivered: int) -> bool:
+        response = await sender.client.get(f"/admin/destinations/{destination_id}")
+        lag = response.json()["lag"]
+        return lag["pending"] == 0 and lag["delivered"] == delivered
+
+    await eventually(lambda: settled(other["id"], 4), message="the other store to get all")
+    await eventually(lambda: settled(same["id"], 1), message="only ours to go back")
+    await asyncio.sleep(0.2)
+    response = await sender.client.get(f"/admin/destinations/{same['id']}")
+    assert response.json()["lag"]["delivered"] == 1
+    assert source.lrs.statement_ids("other") == {s["id"] for s in upstream} | set(mine)
+    assert source.ids() == {s["id"] for s in upstream} | set(mine)
+
+
+async def test_polls_that_stop_after_every_page_skip_nothing(sender: Sender, source: Peer) -> None:
+    """Each poll reads one page and stops (no time left), so the next one starts from the
+    checkpoint instead of the `more` link. Pages of 7 end inside batches of 10 statements that
+    share one `stored`: `since` is exclusive, so resuming exactly at the checkpoint would skip
+    the rest of the batch; the overlap re-reads it (no-ops)."""
+    from dataclasses import replace
+
+    puller: Puller = sender.services.federation.puller
+    puller.settings = replace(puller.settings, pass_budget=0.0)
+    statements = [make_statement(i) for i in range(30)]
+    for start in range(0, 30, 10):
+        await source.post(statements[start : start + 10])
+    created = await _create_source(sender, source)
+    await eventually(lambda: _has(sender, {s["id"] for s in statements}), message="all 30")
+    await eventually(lambda: _polled(sender, created["id"], 30))
+    doc = await _source(sender, created["id"])
+    assert doc["rejected"] == 0 and doc["pages"] >= 5
+    assert await _ids(sender) == {s["id"] for s in statements}

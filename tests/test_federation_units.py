@@ -88,3 +88,51 @@ def test_checkpoint_never_passes_consistent_through() -> None:
     # Never backwards, and a page without `stored` values keeps it.
     assert Puller._advance(last + 1, page, None) == last + 1
     assert Puller._advance(42, [{"id": "x"}], None) == 42
+
+
+def test_default_retries_outlast_an_hour_of_outage() -> None:
+    """With the default settings the last retry comes more than an hour after the first failure,
+    whatever the jitter draws (equal jitter waits at least half of each step)."""
+    from lrs.config import Settings
+    from lrs.federation.service import forwarding_settings
+
+    s = forwarding_settings(Settings(storage="memory"))
+    # Attempt n fails -> wait backoff_delay(n); after attempt max_attempts it is a dead letter.
+    shortest = sum(
+        min(s.backoff_max, s.backoff_base * 2 ** (n - 1)) / 2 for n in range(1, s.max_attempts)
+    )
+    assert shortest > 3600
+
+
+async def test_more_link_to_another_origin_is_refused() -> None:
+    """`more` is a path on the source (xAPI: no scheme, host or port); an absolute link to
+    another host must not receive the source's credentials."""
+    import httpx
+    import pytest
+
+    from lrs.federation.client import PeerClient, PeerConfig, PeerError
+
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"statements": [], "more": ""})
+
+    config = PeerConfig("https://source.example/xapi/", username="key", password="secret")
+    async with PeerClient(config, httpx.MockTransport(handler)) as client:
+        # A path (the usual form) and a relative reference resolve against the endpoint.
+        await client.get_statements("1.0.3", more="/xapi/statements?cursor=a")
+        await client.get_statements("1.0.3", more="statements?cursor=b")
+        assert [str(r.url) for r in seen] == [
+            "https://source.example/xapi/statements?cursor=a",
+            "https://source.example/xapi/statements?cursor=b",
+        ]
+        for elsewhere in (
+            "https://evil.example/xapi/statements?cursor=c",
+            "//evil.example/xapi/statements",
+            "http://source.example/xapi/statements",  # another scheme: another origin
+            "https://source.example:8443/xapi/statements",
+        ):
+            with pytest.raises(PeerError, match="origin"):
+                await client.get_statements("1.0.3", more=elsewhere)
+    assert len(seen) == 2

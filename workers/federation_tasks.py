@@ -50,7 +50,7 @@ def pull(source_id: str) -> int:
 
 @app.task(name="lrs.federation.sweep", acks_late=True)
 def sweep() -> int:
-    """Enqueue fan-outs the API could not, and due deliveries and polls (beat)."""
+    """Fan out what the API could not hand over, enqueue due deliveries and polls (beat)."""
     from lrs.federation.dispatch import CeleryFederation
 
     def sweep_all(services):  # noqa: ANN001, ANN202

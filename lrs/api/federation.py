@@ -96,6 +96,9 @@ class PeerIn(BaseModel):
             raise ValueError("must be an absolute http(s) URL, e.g. https://lrs.example.com/xapi/")
         if parts.query or parts.fragment:
             raise ValueError("must not have a query or a fragment")
+        if parts.username is not None or parts.password is not None:
+            # The endpoint is stored, shown and logged in clear; credentials are not.
+            raise ValueError("must not carry credentials: give username and password instead")
         return normalise_endpoint(value)
 
     @field_validator("version")
@@ -115,6 +118,10 @@ class PeerIn(BaseModel):
                 raise ValueError(f"the header {name} is set by the LRS itself")
             if "\r" in value or "\n" in value:
                 raise ValueError(f"the value of {name} contains a line break")
+            if not all(" " <= c <= "~" or c == "\t" for c in value):
+                # HTTP clients send header values as ASCII: another character could never be
+                # sent, and every delivery would fail before reaching the peer.
+                raise ValueError(f"the value of {name} must be printable ASCII")
         return headers
 
 
@@ -321,20 +328,27 @@ async def get_destination(
 async def update_destination(
     destination_id: str, request: Request, credential: Credential = Depends(_admin)
 ) -> JSONResponse:
-    """Change some fields; a new filter applies to statements stored from then on."""
+    """Change some fields; a new filter applies to statements stored from then on. Enabling
+    it, or changing how the peer is reached, retries what waits at once (held statements
+    first)."""
     federation = _federation(request)
     await _destination(request, credential, destination_id)
     body, given = _parse(DestinationIn, await request.body(), creating=False)
     fields = await _destination_fields(federation, body, given)
     fields["updated_key"] = now_micros()
-    if body.enabled and "enabled" in given:
-        fields["hold_until"] = 0
     doc = await federation.destinations.update(credential.store, destination_id, fields)
     if doc is None:
         raise not_found(f"no destination {destination_id}")
+    if doc.get("enabled") and given & _RETRY_FIELDS:
+        await federation.forwarder.retry_now(destination_id)
+        doc = await _destination(request, credential, destination_id)
     if doc.get("enabled"):
         await federation.driver.wake_destination(destination_id)
     return JSONResponse(await _destination_json(federation, doc))
+
+
+# Changing one of these is a reason to try again at once.
+_RETRY_FIELDS = frozenset({"enabled", "endpoint", "username", "password", "version", "headers"})
 
 
 async def _set_enabled(
@@ -342,12 +356,12 @@ async def _set_enabled(
 ) -> JSONResponse:
     federation = _federation(request)
     fields: dict[str, Any] = {"enabled": enabled, "updated_key": now_micros()}
-    if enabled:
-        fields["hold_until"] = 0  # try at once
     doc = await federation.destinations.update(credential.store, destination_id, fields)
     if doc is None:
         raise not_found(f"no destination {destination_id}")
-    if enabled:
+    if enabled:  # try at once, the held statements first
+        await federation.forwarder.retry_now(destination_id)
+        doc = await _destination(request, credential, destination_id)
         await federation.driver.wake_destination(destination_id)
     return JSONResponse(await _destination_json(federation, doc))
 
@@ -371,7 +385,9 @@ async def enable_destination(
 async def delete_destination(
     destination_id: str, request: Request, credential: Credential = Depends(_admin)
 ) -> Response:
-    """Delete a destination with its pending deliveries and dead letters."""
+    """Delete a destination with its pending deliveries and dead letters: what was not
+    delivered yet is not delivered (a fan-out or delivery under way drops its rows when it
+    finds the destination gone). To keep the queue, disable the destination instead."""
     federation = _federation(request)
     if not await federation.destinations.delete(credential.store, destination_id):
         raise not_found(f"no destination {destination_id}")

@@ -12,7 +12,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 
@@ -118,6 +118,16 @@ def parts_for(
 
 def normalise_endpoint(endpoint: str) -> str:
     return endpoint if endpoint.endswith("/") else endpoint + "/"
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:  # not a port number: nothing to compare with
+        port = -1
+    return scheme, (parts.hostname or ""), port or {"http": 80, "https": 443}.get(scheme)
 
 
 def _version_order(version: str) -> tuple[int, ...]:
@@ -229,7 +239,7 @@ class PeerClient:
     ) -> tuple[PeerAnswer, dict[str, Any] | None]:
         """One page: the first (with `params`) or the one a `more` link names. Returns the
         answer and, when it is a 2xx, the StatementResult (attachment parts in answer.parts)."""
-        url = urljoin(self.endpoint, more) if more else self.statements_url
+        url = self._more_url(more) if more else self.statements_url
         answer = await self._request("GET", url, version=version, params=None if more else params)
         if not answer.ok:
             return answer, None
@@ -244,6 +254,15 @@ class PeerClient:
         if not isinstance(result, dict) or not isinstance(result.get("statements"), list):
             raise PeerError("GET statements: the answer is not a StatementResult")
         return answer, result
+
+    def _more_url(self, more: str) -> str:
+        """A `more` link resolved against the endpoint. xAPI makes it a path on the same LRS
+        (no scheme, host or port): one that leads to another origin is refused, since the
+        request would carry this peer's credentials there."""
+        url = urljoin(self.endpoint, more)
+        if _origin(url) != _origin(self.endpoint):
+            raise PeerError(f"GET statements: the more link {more!r} leads to another origin")
+        return url
 
     async def _send(
         self,

@@ -218,9 +218,11 @@ class InProcessFederation(FederationDriver):
 
 class CeleryFederation(FederationDriver):
     """Production: Celery tasks do the work (workers/federation_tasks.py). The API enqueues a
-    fan-out after each write; the sweep (beat, and this process) enqueues fan-outs for what is
-    still marked, a delivery pass for each destination with due work and a poll for each due
-    source. A broker outage is logged, never raised: the database still says what is due."""
+    fan-out after each write; the sweep (beat, and this process) fans out itself what is still
+    marked after the grace (database work only; enqueueing it instead would pile up the same
+    ids on every round while no worker runs), then enqueues a delivery pass for each destination
+    with due work and a poll for each due source. A broker outage is logged, never raised: the
+    database still says what is due."""
 
     def __init__(self, federation: Federation, interval: float, grace: float) -> None:
         super().__init__(federation, interval, grace)
@@ -237,10 +239,11 @@ class CeleryFederation(FederationDriver):
         await enqueue("pull", source_id)
 
     async def sweep(self) -> int:
-        """Enqueue what is due; returns the number of tasks enqueued."""
+        """Fan out what was left marked, enqueue what is due; returns the number of tasks
+        enqueued."""
         enqueued = 0
         for store, ids in (await self._unfanned()).items():
-            enqueued += await enqueue("fan_out", store, ids)
+            await self.federation.forwarder.fan_out(store, ids)
         for destination_id in await self._due_destinations():
             if await self.federation.forwarder.has_due(destination_id):
                 enqueued += await enqueue("deliver", destination_id)

@@ -17,6 +17,15 @@ Two durable steps, each safe to repeat:
      attempt the group's statements become dead letters;
    - any other 4xx for one statement: a dead letter at once, with the peer's answer.
    A dead letter stays until an operator replays it.
+
+The sender renews its lease while it works through a batch (one PUT per statement can take
+longer than the lease), and stops when it lost it or the destination was disabled. Enabling a
+destination, changing how it is reached or replaying dead letters means "try now": the hold is
+lifted and every pending group is due at once, so the held statements still go first.
+
+A statement pulled from a source (lrs.federation.pulling) is not forwarded to a destination
+that is that same source (same endpoint, same username: the same store of the same LRS): it
+would only echo back what the peer holds.
 """
 
 from __future__ import annotations
@@ -26,22 +35,32 @@ import logging
 import random
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from lrs.federation.client import PeerAnswer, PeerClient, PeerConfig, PeerError, parts_for
+from lrs.federation.client import (
+    PeerAnswer,
+    PeerClient,
+    PeerConfig,
+    PeerError,
+    normalise_endpoint,
+    parts_for,
+)
 from lrs.federation.filters import StatementFilter
 from lrs.federation.peers import peer_config
 from lrs.federation.secrets import SecretError, SecretKeys
 from lrs.storage.federation import (
     DeliveryRepository,
     DestinationRepository,
+    SourceRepository,
     group_id,
     now_micros,
 )
 from lrs.storage.statements import StatementRepository
+from lrs.xapi.agents import agent_key
 from lrs.xapi.attachments import AttachmentError, AttachmentPart, iter_attachments
 from lrs.xapi.comparison import statements_equivalent
 
@@ -82,6 +101,23 @@ class _Outcome:
     dead: dict[str, dict[str, Any]]  # statement id -> error
     failure: dict[str, Any] | None = None  # set when the destination failed as a whole
     retry_after: float | None = None
+    interrupted: bool = False  # the lease was lost (or the destination disabled) on the way
+
+
+class _LeaseLost(Exception):
+    pass
+
+
+def same_peer(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Two stored peers (destination, source) that are the same store of the same LRS."""
+
+    def key(doc: dict[str, Any]) -> tuple[str, str | None]:
+        endpoint = normalise_endpoint(str(doc.get("endpoint") or ""))
+        scheme, _, rest = endpoint.partition("://")
+        host, slash, path = rest.partition("/")
+        return f"{scheme.lower()}://{host.lower()}{slash}{path}", doc.get("username")
+
+    return key(a) == key(b)
 
 
 class Forwarder:
@@ -94,6 +130,8 @@ class Forwarder:
         settings: ForwardingSettings,
         transport: httpx.AsyncBaseTransport | None = None,
         rng: random.Random | None = None,
+        sources: SourceRepository | None = None,
+        public_url: str = "",
     ) -> None:
         self.statements = statements
         self.destinations = destinations
@@ -102,6 +140,9 @@ class Forwarder:
         self.settings = settings
         self.transport = transport  # tests may route peer traffic through their own transport
         self.rng = rng or random.Random()
+        # To recognise statements pulled from a source that is also a destination.
+        self.sources = sources
+        self.public_url = public_url
 
     # --- fan-out -----------------------------------------------------------------------------
 
@@ -115,10 +156,14 @@ class Forwarder:
         if destinations:
             fields = await self.statements.routing_fields(store, ids)
             targets = await self._voided_targets(store, fields)
+            echoes = await self._echoes(store, destinations, ids)
             rows: list[dict[str, Any]] = []
             now = now_micros()
             for destination in destinations:
                 wanted = self._wanted(destination, fields, targets)
+                echo = echoes.get(destination["_id"])
+                if echo:
+                    wanted = [f for f in wanted if f["id"] not in echo]
                 size = self._batch_size(destination)
                 for seq, start in enumerate(range(0, len(wanted), size)):
                     chunk = wanted[start : start + size]
@@ -142,8 +187,46 @@ class Forwarder:
                 if wanted:
                     touched.append(destination["_id"])
             await self.deliveries.add(rows)
+            if touched:
+                # A destination deleted since it was read above: its delete may have dropped
+                # its rows before these were added. (Deleted after this read: its delete comes
+                # after the rows were added and drops them.)
+                present = {d["_id"] for d in await self.destinations.of_store(store)}
+                for destination_id in [d for d in touched if d not in present]:
+                    await self.deliveries.drop_destination(destination_id)
+                    touched.remove(destination_id)
         await self.statements.mark_fanned_out(store, ids)
         return touched
+
+    async def _echoes(
+        self, store: str, destinations: list[dict[str, Any]], ids: list[str]
+    ) -> dict[str, set[str]]:
+        """For each destination that is also a source of this store: the statements among
+        `ids` that were pulled from it (stored under that source's authority)."""
+        if self.sources is None:
+            return {}
+        sources = await self.sources.list(store)
+        pairs = {
+            destination["_id"]: {
+                self._pulled_authority(source)
+                for source in sources
+                if same_peer(destination, source)
+            }
+            for destination in destinations
+        }
+        pairs = {d: keys for d, keys in pairs.items() if keys}
+        if not pairs:
+            return {}
+        docs = await self.statements.find_by_ids(store, ids)
+        return {
+            destination_id: {i for i, doc in docs.items() if doc.get("authority_key") in keys}
+            for destination_id, keys in pairs.items()
+        }
+
+    def _pulled_authority(self, source: dict[str, Any]) -> str | None:
+        from lrs.federation.pulling import source_credential
+
+        return agent_key(source_credential(source, self.public_url).authority)
 
     async def _voided_targets(
         self, store: str, fields: list[dict[str, Any]]
@@ -201,23 +284,36 @@ class Forwarder:
         )
         if destination is None:
             return False  # disabled, holding back after a failure, deleted, or someone else's
-        deadline = time.monotonic() + (self.settings.pass_budget if budget is None else budget)
+        acquired = time.monotonic()
+        deadline = acquired + (self.settings.pass_budget if budget is None else budget)
         try:
             try:
-                config = await self.peer_config(destination)
-            except SecretError as exc:  # LRS_SECRET_KEY changed: nothing can be sent, say so
+                client = PeerClient(await self.peer_config(destination), self.transport)
+            except (SecretError, ValueError, httpx.InvalidURL) as exc:
+                # LRS_SECRET_KEY changed, or a stored header no HTTP client can send: nothing
+                # can be sent, say so (without the values) and look again later.
+                message = (
+                    str(exc)
+                    if isinstance(exc, SecretError)
+                    else f"the destination's configuration cannot be used "
+                    f"({type(exc).__name__}); check its endpoint and headers"
+                )
                 hold = now_micros() + int(self.settings.backoff_max * 1e6)
                 await self.destinations.record(
-                    destination_id, fields={"last_error": _error(str(exc)), "hold_until": hold}
+                    destination_id, fields={"last_error": _error(message), "hold_until": hold}
                 )
                 return False
-            async with PeerClient(config, self.transport) as client:
+            keep = self._keeper(destination_id, owner, acquired)
+            async with client:
                 while True:
                     groups = await self._next_groups(destination)
                     if not groups:
                         return False
-                    if not await self._deliver_groups(client, destination, groups):
+                    outcome = await self._deliver_groups(client, destination, groups, keep)
+                    if outcome.failure is not None:
                         return False  # the destination failed: it holds back until the retry
+                    if outcome.interrupted:
+                        return False  # someone else has it now, or it was disabled
                     if time.monotonic() >= deadline:
                         return True
                     if not await self.destinations.leases.renew(
@@ -226,6 +322,27 @@ class Forwarder:
                         return True
         finally:
             await self.destinations.leases.release(destination_id, owner)
+
+    def _keeper(
+        self, destination_id: str, owner: str, acquired: float
+    ) -> Callable[[], Awaitable[None]]:
+        """Called before each request: renews the lease once a third of it has gone by (so a
+        request may take up to two thirds of the lease); raises _LeaseLost when it is no longer
+        ours or the destination was disabled."""
+        lease = self.settings.lease
+        renewed = acquired
+
+        async def keep() -> None:
+            nonlocal renewed
+            if time.monotonic() - renewed < lease / 3:
+                return
+            if not await self.destinations.leases.renew(
+                destination_id, owner, lease, extra={"enabled": True}
+            ):
+                raise _LeaseLost
+            renewed = time.monotonic()
+
+        return keep
 
     async def peer_config(self, doc: dict[str, Any]) -> PeerConfig:
         return peer_config(doc, await self.keys.box(), self.settings.timeout)
@@ -243,12 +360,19 @@ class Forwarder:
         return chosen
 
     async def _deliver_groups(
-        self, client: PeerClient, destination: dict[str, Any], groups: list[dict[str, Any]]
-    ) -> bool:
-        """Send the statements of these groups and record every outcome durably. Returns False
-        when the destination failed as a whole."""
+        self,
+        client: PeerClient,
+        destination: dict[str, Any],
+        groups: list[dict[str, Any]],
+        keep: Callable[[], Awaitable[None]],
+    ) -> _Outcome:
+        """Send the statements of these groups and record every outcome durably."""
         store = destination["store"]
-        ids = [statement_id for group in groups for statement_id in group["statements"]]
+        # A statement may sit in two groups (a fan-out repeated with another grouping after a
+        # crash): a batch carrying one id twice is refused as a whole by a conformant peer.
+        ids = list(
+            dict.fromkeys(statement_id for group in groups for statement_id in group["statements"])
+        )
         docs = await self.statements.find_by_ids(store, ids)
         statements = [json.loads(docs[i]["statement"]) for i in ids if i in docs]
         missing = {i for i in ids if i not in docs}
@@ -256,10 +380,10 @@ class Forwarder:
             log.warning("%d statements to forward no longer exist; skipped", len(missing))
         parts = await self._attachment_parts(store, statements)
         batch_size = self._batch_size(destination)
-        outcome = await self._send(client, statements, parts, batch=batch_size > 1)
+        outcome = await self._send(client, statements, parts, batch_size > 1, keep)
         outcome.delivered |= missing
         await self._record(destination, groups, outcome)
-        return outcome.failure is None
+        return outcome
 
     async def _attachment_parts(
         self, store: str, statements: list[dict[str, Any]]
@@ -288,11 +412,13 @@ class Forwarder:
         statements: list[dict[str, Any]],
         parts: dict[str, AttachmentPart],
         batch: bool,
+        keep: Callable[[], Awaitable[None]],
     ) -> _Outcome:
         outcome = _Outcome(delivered=set(), dead={})
         try:
             for version, run in await self._runs(client, statements):
                 if batch and len(run) > 1:
+                    await keep()
                     answer = await client.post_statements(run, parts_for(run, parts), version)
                     if answer.ok:
                         outcome.delivered.update(s["id"] for s in run)
@@ -302,6 +428,7 @@ class Forwarder:
                     # Refused as a whole (one bad statement, a 409 for one already there, no
                     # arrays, too large): one by one, each with its own answer.
                 for statement in run:
+                    await keep()
                     answer = await client.put_statement(
                         statement, parts_for([statement], parts), version
                     )
@@ -316,6 +443,8 @@ class Forwarder:
         except PeerError as exc:
             outcome.failure = _error(str(exc), exc.status)
             outcome.retry_after = exc.retry_after
+        except _LeaseLost:
+            outcome.interrupted = True  # what is not resolved stays as it was
         return outcome
 
     @staticmethod
@@ -388,7 +517,17 @@ class Forwarder:
             if not remaining:
                 finished.append(group["_id"])
                 continue
-            assert outcome.failure is not None  # without a failure every statement is resolved
+            if outcome.failure is None:  # interrupted: not an attempt, nothing changes
+                assert outcome.interrupted  # otherwise every statement is resolved
+                if len(remaining) < len(group["statements"]):
+                    await self.deliveries.reschedule(
+                        group["_id"],
+                        remaining,
+                        group["attempts"],
+                        group["next_attempt_key"],
+                        group.get("last_error"),
+                    )
+                continue
             attempts = group["attempts"] + 1
             retried += len(remaining)
             if attempts >= s.max_attempts:
@@ -413,13 +552,16 @@ class Forwarder:
             fields["hold_until"] = hold_until
         elif outcome.dead:
             fields["last_error"] = next(iter(outcome.dead.values()))
-        await self.destinations.record(
+        if not await self.destinations.record(
             destination["_id"],
             delivered=len(outcome.delivered),
             failed_attempts=retried,
             dead=len(letters),
             fields=fields,
-        )
+        ):
+            # Deleted while this batch was out: its delete dropped the rows before these.
+            await self.deliveries.drop_destination(destination["_id"])
+            return
         if outcome.failure is not None:
             log.info(
                 "forwarding to %s failed (%s); %d statements retry in %.1fs%s",
@@ -465,13 +607,17 @@ class Forwarder:
             return 0
         size = self._batch_size(destination)
         now = now_micros()
+        # Group ids of their own: a group an earlier replay of the same letters left behind
+        # (a crash after burying its statements again) must not make these count as queued.
+        # A replay repeated after a crash between the two steps below queues some twice.
+        tag = f"replay-{now}-{uuid.uuid4().hex[:8]}:"
         rows = []
         for seq, start in enumerate(range(0, len(letters), size)):
             chunk = letters[start : start + size]
             chunk_ids = [letter["statement"] for letter in chunk]
             rows.append(
                 {
-                    "_id": group_id(destination["_id"], chunk_ids, tag="replay:"),
+                    "_id": group_id(destination["_id"], chunk_ids, tag=tag),
                     "store": destination["store"],
                     "destination": destination["_id"],
                     "statements": chunk_ids,
@@ -486,8 +632,15 @@ class Forwarder:
             )
         await self.deliveries.add(rows)  # first: a crash in between repeats, never loses
         await self.deliveries.remove_dead([letter["_id"] for letter in letters])
-        await self.destinations.record(destination["_id"], fields={"hold_until": 0})
+        await self.retry_now(destination["_id"])
         return len(letters)
+
+    async def retry_now(self, destination_id: str) -> None:
+        """Lift the destination's hold and make every pending group due: what waited for its
+        retry goes first, ahead of what was queued behind it."""
+        await self.deliveries.make_due(destination_id)
+        if not await self.destinations.record(destination_id, fields={"hold_until": 0}):
+            await self.deliveries.drop_destination(destination_id)  # deleted meanwhile
 
     async def lag(self, destination: dict[str, Any]) -> dict[str, Any]:
         rows = await self.deliveries.pending(destination["_id"])

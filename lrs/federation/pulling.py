@@ -11,7 +11,9 @@ visible, later ones may still appear with an earlier `stored`. When a poll read 
 next one asks `since` the checkpoint. When it stopped between two pages (time budget, crash),
 the next one asks from one millisecond before it: `since` is exclusive, and the page may have
 ended in the middle of statements sharing one `stored` value (a batch); the overlap is re-read
-as no-ops.
+as no-ops. Such a batch may fill more pages than one poll has time for, and every poll would
+then re-read its first pages again and never get past it: a poll stops for lack of time only
+once it moved the checkpoint forward.
 """
 
 from __future__ import annotations
@@ -113,13 +115,11 @@ class Puller:
     async def peer_config(self, doc: dict[str, Any]) -> PeerConfig:
         return peer_config(doc, await self.keys.box(), self.settings.timeout)
 
-    async def pull(self, source_id: str, *, force: bool = False) -> PullReport | None:
+    async def pull(self, source_id: str) -> PullReport | None:
         """One poll of a source under its lease; None when it is not due, disabled or busy."""
         owner = uuid.uuid4().hex
         now = now_micros()
-        extra: dict[str, Any] = {"enabled": True}
-        if not force:
-            extra["next_poll_key"] = {"$lte": now}
+        extra: dict[str, Any] = {"enabled": True, "next_poll_key": {"$lte": now}}
         source = await self.sources.leases.acquire(source_id, owner, self.settings.lease, extra)
         if source is None:
             return None
@@ -155,6 +155,7 @@ class Puller:
                 "attachments": "true",  # inline attachment data is part of the statement
             }
             checkpoint = source.get("checkpoint_key")
+            started_at = checkpoint
             if checkpoint is not None:
                 overlap = 0 if source.get("checkpoint_complete") else _OVERLAP_MICROS
                 params["since"] = iso(checkpoint - overlap) or ""
@@ -185,7 +186,11 @@ class Puller:
                 )
                 if last_page:
                     return
-                if time.monotonic() >= deadline or not await self.sources.leases.renew(
+                moved = checkpoint is not None and (started_at is None or checkpoint > started_at)
+                if time.monotonic() >= deadline and moved:
+                    report.more = True
+                    return
+                if not await self.sources.leases.renew(
                     source["_id"], owner, self.settings.lease, extra={"enabled": True}
                 ):
                     report.more = True

@@ -48,6 +48,8 @@ class Federation:
             self.keys,
             forwarding_settings(settings),
             transport,
+            sources=self.sources,
+            public_url=settings.public_url,
         )
 
         async def known_ids(store: str, ids: list[str]) -> set[str]:

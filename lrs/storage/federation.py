@@ -85,9 +85,6 @@ class DestinationRepository:
     async def get(self, store: str, destination_id: str) -> dict[str, Any] | None:
         return await self.collection.find_one({"_id": destination_id, "store": store})
 
-    async def get_any(self, destination_id: str) -> dict[str, Any] | None:
-        return await self.collection.find_one({"_id": destination_id})
-
     async def list(self, store: str) -> list[dict[str, Any]]:
         return await self.collection.find({"store": store}, sort=[("created_key", 1)])
 
@@ -259,9 +256,6 @@ class SourceRepository:
 
     async def get(self, store: str, source_id: str) -> dict[str, Any] | None:
         return await self.collection.find_one({"_id": source_id, "store": store})
-
-    async def get_any(self, source_id: str) -> dict[str, Any] | None:
-        return await self.collection.find_one({"_id": source_id})
 
     async def list(self, store: str) -> list[dict[str, Any]]:
         return await self.collection.find({"store": store}, sort=[("created_key", 1)])
