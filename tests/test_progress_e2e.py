@@ -840,3 +840,24 @@ def test_lrs_worker_execs_a_celery_worker_on_the_broker(live_redis: str, tmp_pat
         drop_queue(live_redis, queue)
     # The exec'd Celery itself handled SIGTERM: a warm shutdown, not a kill.
     assert worker.process.returncode == 0, worker.text()
+
+
+async def test_ready_sees_the_running_worker_by_its_heartbeat(
+    mode: str, make_stack: Callable[..., Stack]
+) -> None:
+    """A Celery worker records heartbeats in the store; `/ready` is ready only while one is
+    recent, and names the worker."""
+    if mode == "threads":
+        pytest.skip("Celery's in-thread test worker sends no worker_ready: `lrs worker` only")
+    stack = make_stack()
+    async with stack.client() as client:
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:
+            response = await client.get("/ready")
+            workers = response.json()["checks"]["workers"]
+            if response.status_code == 200 or asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        assert response.status_code == 200, response.text
+        assert workers["ok"] and workers["mode"] == "celery", workers
+        assert len(workers["workers"]) >= 1

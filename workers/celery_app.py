@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import Celery
-from celery.signals import worker_ready
+from celery.signals import worker_ready, worker_shutdown
 
 from lrs.config import get_settings
 
@@ -55,3 +57,21 @@ def _sweep_on_start(**_: object) -> None:
     from workers.tasks import sweep_underived
 
     sweep_underived.delay()
+
+
+_heartbeat_stop: Any = None
+
+
+@worker_ready.connect
+def _start_heartbeat(sender: Any = None, **_: object) -> None:
+    global _heartbeat_stop
+    from workers import heartbeat
+
+    name = getattr(sender, "hostname", None) or "worker"
+    _heartbeat_stop = heartbeat.start(name)
+
+
+@worker_shutdown.connect
+def _stop_heartbeat(**_: object) -> None:
+    if _heartbeat_stop is not None:
+        _heartbeat_stop.set()

@@ -8,6 +8,7 @@ connection pool live as long as the process (created after fork, never shared ac
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -26,6 +27,7 @@ _factory: Callable[[], Services] | None = None
 
 class _Runtime:
     def __init__(self) -> None:
+        self.pid = os.getpid()
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(
             target=self.loop.run_forever, name="lrs-worker-loop", daemon=True
@@ -71,7 +73,8 @@ def shutdown() -> None:
 def runtime() -> _Runtime:
     global _runtime
     with _lock:
-        if _runtime is None:
+        # A forked pool child inherits the parent's runtime but not its loop thread.
+        if _runtime is None or _runtime.pid != os.getpid():
             _runtime = _Runtime()
         return _runtime
 
