@@ -13,7 +13,10 @@ RUN useradd --create-home --uid 10001 lrs
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 # Profiles ship in the package; LRS_PROFILES_DIR may still point at a mounted directory.
-ENV PYTHONUNBUFFERED=1
+# Without LRS_MONGODB_URL the image runs on the embedded store, kept in a volume it may write.
+RUN mkdir /data && chown lrs /data
+ENV PYTHONUNBUFFERED=1 LRS_DATA_DIR=/data
+VOLUME /data
 WORKDIR /app
 USER lrs
 EXPOSE 8000
