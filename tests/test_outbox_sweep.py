@@ -17,6 +17,7 @@ import redis
 import test_progress_e2e as e2e
 from test_progress_e2e import celery_app_on, celery_broker, drop_queue
 
+from lrs.progress import dispatch
 from lrs.progress.dispatch import CeleryDispatcher, enqueued_marker
 from lrs.services import Services, build_services
 from lrs.xapi.comparison import statements_equivalent
@@ -112,3 +113,20 @@ async def test_a_sweep_round_adds_nothing_while_the_queue_is_backed_up(
     drop_queue(live_redis, queue)
     assert await dispatcher.sweep(grace=0) == 2
     assert queued_statements(live_redis, queue) == ids
+
+
+async def test_a_sweep_pages_past_statements_it_enqueued_recently(
+    services: Services, live_redis: str, queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The oldest underived statements are already waiting in the broker: the round must reach
+    the newer ones behind them, which nobody has enqueued yet."""
+    monkeypatch.setattr(dispatch, "_SWEEP_PAGE", 2)
+    store = f"sweep-{uuid.uuid4().hex[:8]}"
+    dispatcher = services.dispatcher
+    assert isinstance(dispatcher, CeleryDispatcher)
+    older = await stored_while_the_broker_was_down(services, store, 4)
+    assert await dispatcher.sweep(grace=0) == 2  # a page's worth per round
+    assert await dispatcher.sweep(grace=0) == 2  # past the two enqueued: the other two
+    newer = await stored_while_the_broker_was_down(services, store, 1)
+    assert await dispatcher.sweep(grace=0) == 1
+    assert queued_statements(live_redis, queue) == sorted(older + newer)

@@ -28,6 +28,10 @@ from lrs.storage.statements import StatementRepository
 log = logging.getLogger("lrs.dispatch")
 
 
+_SWEEP_PAGE = 1000  # underived statements read per sweep page
+_SWEEP_MAX_PAGES = 100  # per round: a backlog beyond this waits for the next round
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -63,8 +67,11 @@ class Dispatcher:
         courses = await self.catalogue.pending(older_than)
         for store, course_id in await self._due("course", courses):
             await self.submit_course(store, course_id)
-        while True:
-            docs = await self.statements.underived(older_than=older_than, limit=1000)
+        after: tuple[int, str] | None = None
+        for _ in range(_SWEEP_MAX_PAGES):
+            docs = await self.statements.underived(
+                older_than=older_than, limit=_SWEEP_PAGE, after=after
+            )
             if not docs:
                 return total
             due = await self._due("statement", [(doc["store"], doc["id"]) for doc in docs])
@@ -74,8 +81,12 @@ class Dispatcher:
             for store, ids in by_store.items():
                 await self._resubmit(store, ids)
             total += len(due)
-            if not await self._sweep_makes_progress(docs):
+            # Page on past statements handed over recently (still waiting in the broker), so
+            # older ones never hide newer ones that were never handed over.
+            after = (docs[-1]["stored_key"], docs[-1]["id"])
+            if not await self._sweep_makes_progress(total):
                 return total
+        return total
 
     async def _room_for_more(self) -> bool:
         return True
@@ -87,9 +98,9 @@ class Dispatcher:
     async def _resubmit(self, store: str, ids: list[str]) -> None:
         await self.submit(store, ids)
 
-    async def _sweep_makes_progress(self, docs: list[dict[str, Any]]) -> bool:
-        # With a broker, submitted work is derived later: one page per sweep is enough.
-        return False
+    async def _sweep_makes_progress(self, handed_over: int) -> bool:
+        # With a broker, submitted work is derived later: a page's worth per round is enough.
+        return handed_over < _SWEEP_PAGE
 
     async def start(self) -> None:
         self._sweeper = asyncio.create_task(self._sweep_forever())
@@ -135,7 +146,7 @@ class InProcessDispatcher(Dispatcher):
         self._busy += 1
         self._queue.put_nowait(("course", store, course_id))
 
-    async def _sweep_makes_progress(self, docs: list[dict[str, Any]]) -> bool:
+    async def _sweep_makes_progress(self, handed_over: int) -> bool:
         await self.idle()
         return True
 
@@ -251,8 +262,8 @@ class CeleryDispatcher(Dispatcher):
             return True
         if waiting >= self.queue_cap:
             log.warning(
-                "%d messages wait in the broker and no worker takes them: the outbox sweep "
-                "enqueues nothing more this round (is `lrs worker` running?)",
+                "%d messages wait in the broker (workers are behind, or none runs: is "
+                "`lrs worker` running?): the outbox sweep enqueues nothing more this round",
                 waiting,
             )
             return False

@@ -110,7 +110,7 @@ class StatementRepository:
         await s.create_index([("store", 1), ("ref_target", 1)])
         await s.create_index([("store", 1), ("ref_chain_ids", 1)])
         await s.create_index([("store", 1), ("voids", 1)])
-        await s.create_index([("derived", 1), ("stored_key", 1)])
+        await s.create_index([("derived", 1), ("stored_key", 1), ("id", 1)])
         await s.create_index([("fanned_out", 1), ("stored_key", 1)])
         await s.create_index([("store", 1), ("learner", 1), ("related_activities", 1)])
         await s.create_index([("store", 1), ("related_activities", 1), ("learner", 1)])
@@ -412,13 +412,28 @@ class StatementRepository:
             {"store": store, "id": {"$in": ids}}, {"$set": {"derived": True}}
         )
 
-    async def underived(self, older_than: int | None = None, limit: int = 1000) -> list[dict]:
-        """Statements still waiting for derivation, oldest first: (store, id)."""
-        filter: dict[str, Any] = {"derived": False}
+    async def underived(
+        self,
+        older_than: int | None = None,
+        limit: int = 1000,
+        after: tuple[int, str] | None = None,
+    ) -> list[dict]:
+        """Statements still waiting for derivation, oldest first: (store, id, stored_key);
+        `after` is the (stored_key, id) of the last one of the previous page."""
+        clauses: list[dict[str, Any]] = [{"derived": False}]
         if older_than is not None:
-            filter["stored_key"] = {"$lt": older_than}
+            clauses.append({"stored_key": {"$lt": older_than}})
+        if after is not None:
+            key, last_id = after
+            clauses.append({"stored_key": {"$gte": key}})
+            clauses.append(
+                {"$or": [{"stored_key": {"$gt": key}}, {"stored_key": key, "id": {"$gt": last_id}}]}
+            )
         return await self.statements.find(
-            filter, projection={"store": 1, "id": 1}, sort=[("stored_key", 1)], limit=limit
+            {"$and": clauses},
+            projection={"store": 1, "id": 1, "stored_key": 1},
+            sort=[("stored_key", 1), ("id", 1)],
+            limit=limit,
         )
 
     async def count_underived(self) -> int:
