@@ -868,10 +868,13 @@ class EmbeddedCollection:
         try:
             while batch := cursor.fetchmany(chunk_size):
                 chunk_size = _CHUNK
-                rids = [rid for (rid,) in batch if rid not in seen]
+                rids = []
+                for (rid,) in batch:
+                    if rid not in seen:  # a multikey document has several entries
+                        seen.add(rid)
+                        rids.append(rid)
                 if not rids:
                     continue
-                seen.update(rids)
                 marks = ", ".join(["?"] * len(rids))
                 found = dict(
                     self._db.execute(
