@@ -159,7 +159,7 @@ class InProcessDispatcher(Dispatcher):
             items = [await self._queue.get()]
             # Under write load many small submissions queue up: derive them together, so a
             # learner-module pair touched by several requests is recomputed once.
-            while not self._queue.empty() and len(items) < _COALESCE_MAX:
+            while not self._queue.empty() and _size(items) < _COALESCE_MAX:
                 items.append(self._queue.get_nowait())
             for kind, store, payload in _coalesce(items):
                 try:
@@ -188,7 +188,13 @@ class InProcessDispatcher(Dispatcher):
                 await self._consumer
 
 
-_COALESCE_MAX = 50  # submissions merged into one derivation round
+# Statements merged into one derivation round: enough to share work between requests, few
+# enough that a round's statements and records stay small in memory.
+_COALESCE_MAX = 1000
+
+
+def _size(items: list[tuple[str, str, Any]]) -> int:
+    return sum(len(payload) if kind == "statements" else 1 for kind, _, payload in items)
 
 
 def _coalesce(items: list[tuple[str, str, Any]]) -> list[tuple[str, str, Any]]:
