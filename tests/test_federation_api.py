@@ -49,6 +49,7 @@ async def test_destination_lifecycle_never_shows_secrets(lrs: LRS) -> None:
         "pending": 0,
         "oldest_pending_stored": None,
         "dead": 0,
+        "dead_letters_total": 0,
         "delivered": 0,
         "retries": 0,
         "last_success": None,
@@ -277,6 +278,23 @@ async def test_source_lifecycle(lrs: LRS) -> None:
     deleted = await lrs.client.delete(f"/admin/sources/{source_id}", headers=headers)
     assert deleted.status_code == 204
     assert (await lrs.client.get(f"/admin/sources/{source_id}", headers=headers)).status_code == 404
+
+
+async def test_poll_now_on_a_disabled_source_changes_nothing(lrs: LRS) -> None:
+    headers = await _admin(lrs)
+    body = {"endpoint": NOWHERE, "poll_interval": 300, "enabled": False}
+    created = (await lrs.client.post("/admin/sources", json=body, headers=headers)).json()
+    sources = lrs.services.federation.sources
+    # As after an earlier poll: the next one is due in a while.
+    later = now_micros() + 300_000_000
+    await sources.collection.update_one({"_id": created["id"]}, {"$set": {"next_poll_key": later}})
+    before = await sources.get("default", created["id"])
+
+    response = await lrs.client.post(f"/admin/sources/{created['id']}/poll", headers=headers)
+    assert response.status_code == 409, response.text
+    assert await sources.get("default", created["id"]) == before
+    missing = await lrs.client.post("/admin/sources/nope/poll", headers=headers)
+    assert missing.status_code == 404
 
 
 @pytest.mark.parametrize(

@@ -132,7 +132,9 @@ async def test_peer_failing_forever_fills_dead_letters_and_replay_delivers(
     assert response.json() == {"replayed": 11}
     await eventually(lambda: peer.ids() == set(sent), message="every replayed statement")
     await eventually(lambda: _all_delivered(sender, destination["id"]))
-    assert (await sender.lag(destination["id"]))["dead"] == 0
+    lag = await sender.lag(destination["id"])
+    # None is dead any more, but the lag still says how many ever were.
+    assert lag["dead"] == 0 and lag["dead_letters_total"] == 12
 
 
 async def test_client_errors_are_dead_letters_at_once(sender: Sender, peer: Peer) -> None:
@@ -693,3 +695,105 @@ def key_auth(key: str, secret: str) -> str:
     from lrs.federation.loopback import basic_auth
 
     return basic_auth(key, secret)
+
+
+# --- second review ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [401, 403])
+async def test_credentials_refused_on_the_about_probe_are_dead_letters_at_once(
+    sender: Sender, status: int
+) -> None:
+    """The peer refuses the credentials already on /about: as for the same answer to a PUT,
+    the statements go straight to the dead letters with the peer's answer, without retries."""
+    import httpx
+
+    federation = sender.services.federation
+    await federation.driver.close()  # the test drives delivery itself
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(f"{request.method} {request.url.path}")
+        if request.url.path.endswith("/about"):
+            return httpx.Response(status, json={"error": "these credentials are not welcome"})
+        return httpx.Response(500)  # never reached: nothing is sent after the refusal
+
+    federation.forwarder.transport = httpx.MockTransport(handler)
+    response = await sender.client.post(
+        "/admin/destinations",
+        json={"endpoint": f"http://refusing-{status}.test/xapi/", "username": "k", "password": "p"},
+    )
+    destination_id = response.json()["id"]
+    sent = await sender.post([make_statement(n) for n in range(3)])
+    await federation.forwarder.fan_out("default", sent)
+    await federation.forwarder.deliver(destination_id)
+
+    assert seen == ["GET /xapi/about"]
+    letters = await sender.dead_letters(destination_id)
+    assert sorted(letter["statement"] for letter in letters) == sorted(sent)
+    for letter in letters:
+        assert letter["error"]["status"] == status and letter["attempts"] == 1
+        assert "not welcome" in letter["error"]["message"]
+    lag = await sender.lag(destination_id)
+    assert (lag["pending"], lag["dead"], lag["retries"]) == (0, 3, 0)
+    assert lag["dead_letters_total"] == 3 and lag["next_attempt"] is None
+    assert lag["last_error"]["status"] == status
+    assert "not welcome" in lag["last_error"]["message"]
+    await federation.driver.start()
+
+
+async def _racing_creation(sender: Sender, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Make the next destination creation race with a write: a statement is stored after the
+    destination's creation time was taken, and fanned out before the destination is saved.
+    Returns a list that holds the id of that statement once the creation ran."""
+    federation = sender.services.federation
+    real_create = federation.destinations.create
+    racing: list[str] = []
+
+    async def create_late(doc: dict[str, Any]) -> None:
+        racing.extend(await sender.post([make_statement(1)]))
+        await federation.forwarder.fan_out("default", racing)  # finds no destination yet
+        await real_create(doc)
+
+    monkeypatch.setattr(federation.destinations, "create", create_late)
+    return racing
+
+
+async def test_a_statement_stored_while_a_destination_is_saved_is_forwarded(
+    sender: Sender, peer: Peer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    federation = sender.services.federation
+    await federation.driver.close()
+    racing = await _racing_creation(sender, monkeypatch)
+    destination = await sender.create_destination(peer)
+    monkeypatch.undo()
+    [statement_id] = racing
+    stored = await _sender_stored(sender, racing)
+    created = await federation.destinations.get("default", destination["id"])
+    assert created is not None and stored[statement_id] >= created["created_key"]
+    assert (await sender.lag(destination["id"]))["pending"] == 1  # queued by the creation
+    assert created["caught_up"] is True
+
+    await federation.driver.start()
+    await eventually(lambda: peer.ids() == {statement_id}, message="the racing statement")
+
+
+async def test_a_creation_that_died_before_catching_up_is_finished_by_the_sweep(
+    sender: Sender, peer: Peer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    federation = sender.services.federation
+    await federation.driver.close()
+    racing = await _racing_creation(sender, monkeypatch)
+
+    async def died(destination: dict[str, Any]) -> bool:  # the process died after the save
+        return False
+
+    monkeypatch.setattr(federation.forwarder, "catch_up", died)
+    destination = await sender.create_destination(peer)
+    monkeypatch.undo()
+    assert (await sender.lag(destination["id"]))["pending"] == 0
+
+    await federation.driver.start()  # its sweep catches up (after the grace)
+    await eventually(lambda: peer.ids() == set(racing), message="the sweep to catch up")
+    created = await federation.destinations.get("default", destination["id"])
+    assert created is not None and created["caught_up"] is True

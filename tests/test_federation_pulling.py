@@ -297,3 +297,102 @@ async def test_polls_that_stop_after_every_page_skip_nothing(sender: Sender, sou
     doc = await _source(sender, created["id"])
     assert doc["rejected"] == 0 and doc["pages"] >= 5
     assert await _ids(sender) == {s["id"] for s in statements}
+
+
+# --- second review ---------------------------------------------------------------------------
+
+
+async def test_enabling_a_source_polls_it_at_once(sender: Sender, source: Peer) -> None:
+    """Enabling a source makes it due now, like POST .../poll, instead of at the end of the
+    interval that began with its last poll (an hour here)."""
+    from lrs.federation.pulling import iso
+    from lrs.storage.federation import now_micros
+
+    created = await _create_source(sender, source)
+    await eventually(lambda: _polled(sender, created["id"], 0), message="the first poll")
+    path = f"/admin/sources/{created['id']}"
+    assert (await sender.client.patch(path, json={"enabled": False})).status_code == 200
+    statements = [make_statement(i) for i in range(2)]
+    await source.post(statements)
+    response = await sender.client.patch(path, json={"enabled": True})
+    assert response.status_code == 200, response.text
+    assert response.json()["next_poll"] <= iso(now_micros())
+    await eventually(lambda: _polled(sender, created["id"], 2), message="a poll after enabling")
+
+
+async def test_a_since_set_during_a_poll_wins_over_its_checkpoint(
+    sender: Sender, source: Peer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An operator moves the checkpoint back while a poll runs: the poll must not overwrite
+    it when it advances its own; it stops, and the next poll starts from the operator's."""
+    federation = sender.services.federation
+    await federation.driver.close()  # the test polls itself
+    statements = [make_statement(i) for i in range(20)]
+    await source.post(statements)
+    created = await _create_source(sender, source)
+    since = "2020-01-01T00:00:00.000000Z"
+    puller: Puller = federation.puller
+    real_store = puller.store_batch
+    patched = False
+
+    async def moved_meanwhile(*args: Any) -> Any:
+        nonlocal patched
+        result = await real_store(*args)
+        if not patched:  # after the first page is stored, before its checkpoint is written
+            patched = True
+            response = await sender.client.patch(
+                f"/admin/sources/{created['id']}", json={"since": since}
+            )
+            assert response.status_code == 200, response.text
+        return result
+
+    monkeypatch.setattr(puller, "store_batch", moved_meanwhile)
+    report = await puller.pull(created["id"])
+    monkeypatch.undo()
+    doc = await _source(sender, created["id"])
+    assert doc["checkpoint"] == since
+    assert report is not None and report.more and report.pages == 1  # it stopped there
+    assert doc["pulled"] == PAGE  # the page was stored, and counts
+
+    queries: list[dict[str, list[str]]] = []
+    source.lrs.chaos.on_request = lambda scope: (
+        queries.append(parse_qs(scope["query_string"].decode()))
+        if scope["method"] == "GET" and scope["path"].endswith("/statements")
+        else None
+    )
+    again = await puller.pull(created["id"])  # due at once
+    assert again is not None and not again.more
+    assert queries[0]["since"] == [since]
+    assert await _ids(sender) == {s["id"] for s in statements}
+    assert (await _source(sender, created["id"]))["checkpoint"] > since
+    await federation.driver.start()
+
+
+async def test_a_poll_asked_for_during_a_poll_follows_it(
+    sender: Sender, source: Peer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """POST .../poll while a poll runs: when that poll ends the source stays due, instead of
+    waiting for the next interval (an hour here)."""
+    from lrs.storage.federation import now_micros
+
+    federation = sender.services.federation
+    await federation.driver.close()
+    await source.post([make_statement(i) for i in range(3)])
+    created = await _create_source(sender, source)
+    puller: Puller = federation.puller
+    real_store = puller.store_batch
+
+    async def asked_meanwhile(*args: Any) -> Any:
+        await _poll_now(sender, created["id"])
+        return await real_store(*args)
+
+    monkeypatch.setattr(puller, "store_batch", asked_meanwhile)
+    report = await puller.pull(created["id"])
+    monkeypatch.undo()
+    assert report is not None and report.stored == 3 and not report.more
+    raw = await federation.sources.get("default", created["id"])
+    assert raw is not None and raw["next_poll_key"] <= now_micros()
+    await source.post([make_statement(10)])
+    again = await puller.pull(created["id"])
+    assert again is not None and again.stored == 1
+    await federation.driver.start()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import uuid
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,6 +32,7 @@ from lrs.xapi.timestamps import TimestampError, parse_timestamp, to_micros
 from lrs.xapi.validation import is_iri, is_uuid
 
 router = APIRouter()
+log = logging.getLogger("lrs.federation")
 
 _VERSIONS = ("auto", *SUPPORTED_VERSIONS)
 # Headers the client sets itself; an operator's extra header may not replace them.
@@ -226,6 +228,7 @@ async def _destination_json(federation: Federation, doc: dict[str, Any]) -> dict
             "pending": lag["pending"],
             "oldest_pending_stored": iso(lag["oldest_pending_key"]),
             "dead": lag["dead"],
+            "dead_letters_total": lag["dead_letters_total"],
             "delivered": lag["delivered"],
             "retries": lag["retries"],
             "last_success": iso(lag["last_success_key"]),
@@ -274,7 +277,8 @@ async def _destination_fields(
 async def create_destination(
     request: Request, credential: Credential = Depends(_admin)
 ) -> JSONResponse:
-    """Every statement stored from now on that matches the filter is forwarded."""
+    """Every statement stored from now on that matches the filter is forwarded: every one whose
+    `stored` is not before the destination's `created`."""
     federation = _federation(request)
     body, given = _parse(DestinationIn, await request.body(), creating=True)
     now = now_micros()
@@ -302,8 +306,17 @@ async def create_destination(
         "dead_total": 0,
         "last_success_key": None,
         "last_error": None,
+        # Until the statements stored while it was being saved are queued (catch_up).
+        "caught_up": False,
     }
     await federation.destinations.create(doc)
+    try:
+        queued = await federation.forwarder.catch_up(doc)
+    except Exception:  # still marked: the sweep catches up
+        log.exception("catching up destination %s failed; the sweep will", doc["_id"])
+        queued = False
+    if queued and doc["enabled"]:
+        await federation.driver.wake_destination(doc["_id"])
     return JSONResponse(await _destination_json(federation, doc), status_code=201)
 
 
@@ -493,6 +506,13 @@ def _source_json(doc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# Changing one of these changes what the checkpoint refers to: a poll under way must not move
+# it any more (lrs.federation.pulling).
+_CHECKPOINT_FIELDS = frozenset({"since", "params", "endpoint", "username"})
+# Changing one of these (or enabling) is a reason to poll at once, like POST .../poll.
+_POLL_NOW_FIELDS = _CHECKPOINT_FIELDS | {"password", "version", "headers"}
+
+
 async def _source_fields(federation: Federation, body: SourceIn, given: set[str]) -> dict:
     fields: dict[str, Any] = {}
     for name in ("name", "endpoint", "username", "version", "poll_interval", "enabled"):
@@ -546,6 +566,8 @@ async def create_source(request: Request, credential: Credential = Depends(_admi
         "created_key": now,
         "updated_key": now,
         "next_poll_key": 0,  # at once
+        "checkpoint_rev": 0,
+        "poll_requests": 0,
         "lease_until": 0,
         "lease_owner": None,
         "pulled": 0,
@@ -576,15 +598,27 @@ async def get_source(
 async def update_source(
     source_id: str, request: Request, credential: Credential = Depends(_admin)
 ) -> JSONResponse:
-    """Change some fields; `since` moves the checkpoint (e.g. back, to pull again)."""
+    """Change some fields; `since` moves the checkpoint (e.g. back, to pull again), even while
+    a poll runs. Enabling it, or changing `since`, the parameters or how the source is reached,
+    polls at once."""
     federation = _federation(request)
     await _source(request, credential, source_id)
     body, given = _parse(SourceIn, await request.body(), creating=False)
     fields = await _source_fields(federation, body, given)
     fields["updated_key"] = now_micros()
-    doc = await federation.sources.update(credential.store, source_id, fields)
+    inc: dict[str, int] = {}
+    if given & _CHECKPOINT_FIELDS:
+        inc["checkpoint_rev"] = 1
+    poll_now = bool(given & _POLL_NOW_FIELDS) or ("enabled" in given and body.enabled)
+    if poll_now:
+        # Harmless while disabled: enabling makes it due now anyway.
+        fields["next_poll_key"] = 0
+        inc["poll_requests"] = 1
+    doc = await federation.sources.update(credential.store, source_id, fields, inc=inc or None)
     if doc is None:
         raise not_found(f"no source {source_id}")
+    if poll_now and doc.get("enabled", True):
+        await federation.driver.wake_source(source_id)
     return JSONResponse(_source_json(doc))
 
 
@@ -601,12 +635,12 @@ async def delete_source(
 async def poll_source(
     source_id: str, request: Request, credential: Credential = Depends(_admin)
 ) -> JSONResponse:
-    """Poll now instead of at the next interval (asynchronously)."""
+    """Poll now instead of at the next interval (asynchronously); a disabled source is left
+    as it is (409)."""
     federation = _federation(request)
-    doc = await federation.sources.update(credential.store, source_id, {"next_poll_key": 0})
+    doc = await federation.sources.request_poll(credential.store, source_id)
     if doc is None:
-        raise not_found(f"no source {source_id}")
-    if not doc.get("enabled", True):
+        await _source(request, credential, source_id)  # 404 when there is no such source
         raise XAPIError(409, f"source {source_id} is disabled")
     await federation.driver.wake_source(source_id)
     return JSONResponse({"scheduled": True}, status_code=202)

@@ -44,6 +44,12 @@ class PeerError(Exception):
         self.retry_after = retry_after
 
 
+class PeerRefused(PeerError):
+    """The peer refused for good: a 4xx to the /about probe other than 404 (an older LRS
+    without /about), 408 and 429, such as 401 or 403. The same request cannot succeed until an
+    operator changes something, so retrying only delays the dead letter."""
+
+
 @dataclass(frozen=True)
 class PeerConfig:
     endpoint: str  # the xAPI base, e.g. https://lrs.example.com/xapi/
@@ -177,6 +183,10 @@ class PeerClient:
         if answer.status == 404:
             # Not conformant, but common among older LRSs: assume the 1.0.3 baseline.
             versions: tuple[str, ...] = ("1.0.3",)
+        elif 400 <= answer.status < 500 and not answer.transient:
+            # Refused credentials (401/403) and the like: what a PUT with these credentials
+            # gets would be refused as well, so this is the peer's final answer.
+            raise PeerRefused(f"GET about: {answer.describe()}", answer.status)
         elif not answer.ok:
             raise PeerError(f"GET about: {answer.describe()}", answer.status, answer.retry_after)
         else:

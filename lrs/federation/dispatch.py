@@ -6,6 +6,7 @@ marker of each statement, the delivery groups, the sources' checkpoints. So the 
 loop can stop at any point, and a Celery task can be lost with its broker, and a sweep finds
 the work again:
 - statements still not fanned out `grace` seconds after they were stored are fanned out;
+- destinations whose creation did not finish its catch-up are caught up;
 - destinations with due deliveries get a delivery pass, sources due for a poll a poll.
 """
 
@@ -58,6 +59,16 @@ class FederationDriver:
         for doc in docs:
             by_store[doc["store"]].append(doc["id"])
         return by_store
+
+    async def _catch_up(self) -> list[str]:
+        """Finish the creation of destinations whose process died before it queued the
+        statements stored while they were being saved; returns those that got work."""
+        older_than = now_micros() - int(self.grace * 1e6)  # not one being created right now
+        touched = []
+        for doc in await self.federation.destinations.not_caught_up(older_than):
+            if await self.federation.forwarder.catch_up(doc):
+                touched.append(doc["_id"])
+        return touched
 
     async def _due_destinations(self) -> list[str]:
         now = now_micros()
@@ -129,6 +140,7 @@ class InProcessFederation(FederationDriver):
             while by_store := await self._unfanned():
                 for store, ids in by_store.items():
                     await self._fan_out(store, ids)
+            await self._catch_up()  # its destinations are due: spawned below
         for destination_id in await self._due_destinations():
             self._spawn(("destination", destination_id))
         for doc in await self.federation.sources.due(now_micros()):
@@ -244,6 +256,7 @@ class CeleryFederation(FederationDriver):
         enqueued = 0
         for store, ids in (await self._unfanned()).items():
             await self.federation.forwarder.fan_out(store, ids)
+        await self._catch_up()  # database work too; the deliveries are enqueued below
         for destination_id in await self._due_destinations():
             if await self.federation.forwarder.has_due(destination_id):
                 enqueued += await enqueue("deliver", destination_id)

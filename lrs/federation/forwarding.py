@@ -23,6 +23,11 @@ longer than the lease), and stops when it lost it or the destination was disable
 destination, changing how it is reached or replaying dead letters means "try now": the hold is
 lifted and every pending group is due at once, so the held statements still go first.
 
+A destination wants the statements whose `stored` is not before its `created_key`, taken just
+before it is saved. A fan-out that read the destinations in between left it out: once saved,
+the destination catches up (`catch_up`) by reading the statements stored since then; if the
+process dies before, it stays marked (`caught_up: false`) and the sweep does it.
+
 A statement pulled from a source (lrs.federation.pulling) is not forwarded to a destination
 that is that same source (same endpoint, same username: the same store of the same LRS): it
 would only echo back what the peer holds.
@@ -46,6 +51,7 @@ from lrs.federation.client import (
     PeerClient,
     PeerConfig,
     PeerError,
+    PeerRefused,
     normalise_endpoint,
     parts_for,
 )
@@ -67,6 +73,7 @@ from lrs.xapi.comparison import statements_equivalent
 log = logging.getLogger("lrs.federation")
 
 _MAX_RETRY_AFTER = 3600.0  # a peer's Retry-After is honoured up to an hour
+_CATCH_UP_PAGE = 1000  # statements read at a time when a new destination catches up
 
 
 @dataclass(frozen=True)
@@ -152,50 +159,95 @@ class Forwarder:
         if not ids:
             return []
         destinations = await self.destinations.of_store(store)
-        touched: list[str] = []
-        if destinations:
-            fields = await self.statements.routing_fields(store, ids)
-            targets = await self._voided_targets(store, fields)
-            echoes = await self._echoes(store, destinations, ids)
-            rows: list[dict[str, Any]] = []
-            now = now_micros()
-            for destination in destinations:
-                wanted = self._wanted(destination, fields, targets)
-                echo = echoes.get(destination["_id"])
-                if echo:
-                    wanted = [f for f in wanted if f["id"] not in echo]
-                size = self._batch_size(destination)
-                for seq, start in enumerate(range(0, len(wanted), size)):
-                    chunk = wanted[start : start + size]
-                    chunk_ids = [f["id"] for f in chunk]
-                    rows.append(
-                        {
-                            "_id": group_id(destination["_id"], chunk_ids),
-                            "store": store,
-                            "destination": destination["_id"],
-                            "statements": chunk_ids,
-                            "count": len(chunk_ids),
-                            "stored_key": chunk[0]["stored_key"],
-                            # Groups of one fan-out may share their first `stored`: keep order.
-                            "seq": seq,
-                            "attempts": 0,
-                            "next_attempt_key": 0,
-                            "created_key": now,
-                            "last_error": None,
-                        }
-                    )
-                if wanted:
-                    touched.append(destination["_id"])
-            await self.deliveries.add(rows)
-            if touched:
-                # A destination deleted since it was read above: its delete may have dropped
-                # its rows before these were added. (Deleted after this read: its delete comes
-                # after the rows were added and drops them.)
-                present = {d["_id"] for d in await self.destinations.of_store(store)}
-                for destination_id in [d for d in touched if d not in present]:
-                    await self.deliveries.drop_destination(destination_id)
-                    touched.remove(destination_id)
+        touched = await self._queue(store, ids, destinations) if destinations else []
         await self.statements.mark_fanned_out(store, ids)
+        return touched
+
+    async def catch_up(self, destination: dict[str, Any]) -> bool:
+        """Queue for a destination just saved the statements stored since its `created_key`.
+
+        A fan-out reads the destinations after its statements are stored. One that read them
+        just before this destination was saved left it out, although its statements' `stored`
+        may not be before `created_key` (taken before the save). Those statements were stored
+        before the save, so this read, made after it, finds them. Some statements may be queued
+        twice (by their own fan-out as well): delivery is at least once. Returns True when
+        something was queued."""
+        store, since = destination["store"], destination["created_key"]
+        queued = False
+        for voided in (False, True):  # the (store, voided, stored_key) index serves each
+            after: tuple[int, str] | None = None
+            while True:
+                filter: dict[str, Any] = {
+                    "store": store,
+                    "voided": voided,
+                    "stored_key": {"$gte": since if after is None else after[0]},
+                }
+                if after is not None:
+                    key, last = after
+                    filter["$or"] = [{"stored_key": {"$gt": key}}, {"id": {"$gt": last}}]
+                docs = await self.statements.statements.find(
+                    filter,
+                    projection={"id": 1, "stored_key": 1},
+                    sort=[("stored_key", 1), ("id", 1)],
+                    limit=_CATCH_UP_PAGE,
+                )
+                if docs:
+                    ids = [doc["id"] for doc in docs]
+                    queued |= bool(await self._queue(store, ids, [destination]))
+                if len(docs) < _CATCH_UP_PAGE:
+                    break
+                after = (docs[-1]["stored_key"], docs[-1]["id"])
+        # Marked only now: a process that dies before this leaves it to the sweep.
+        await self.destinations.record(destination["_id"], fields={"caught_up": True})
+        return queued
+
+    async def _queue(
+        self, store: str, ids: list[str], destinations: list[dict[str, Any]]
+    ) -> list[str]:
+        """Add the delivery groups of these statements for these destinations; returns the
+        destinations that got new work."""
+        touched: list[str] = []
+        fields = await self.statements.routing_fields(store, ids)
+        targets = await self._voided_targets(store, fields)
+        echoes = await self._echoes(store, destinations, ids)
+        rows: list[dict[str, Any]] = []
+        now = now_micros()
+        for destination in destinations:
+            wanted = self._wanted(destination, fields, targets)
+            echo = echoes.get(destination["_id"])
+            if echo:
+                wanted = [f for f in wanted if f["id"] not in echo]
+            size = self._batch_size(destination)
+            for seq, start in enumerate(range(0, len(wanted), size)):
+                chunk = wanted[start : start + size]
+                chunk_ids = [f["id"] for f in chunk]
+                rows.append(
+                    {
+                        "_id": group_id(destination["_id"], chunk_ids),
+                        "store": store,
+                        "destination": destination["_id"],
+                        "statements": chunk_ids,
+                        "count": len(chunk_ids),
+                        "stored_key": chunk[0]["stored_key"],
+                        # Groups of one fan-out may share their first `stored`: keep order.
+                        "seq": seq,
+                        "attempts": 0,
+                        "next_attempt_key": 0,
+                        "created_key": now,
+                        "last_error": None,
+                    }
+                )
+            if wanted:
+                touched.append(destination["_id"])
+        await self.deliveries.add(rows)
+        if touched:
+            # A destination deleted since it was read: its delete may have dropped its rows
+            # before these were added. (Deleted after this read: its delete comes after the
+            # rows were added and drops them.)
+            present = {d["_id"] for d in await self.destinations.of_store(store)}
+            for destination_id in [d for d in touched if d not in present]:
+                await self.deliveries.drop_destination(destination_id)
+                touched.remove(destination_id)
         return touched
 
     async def _echoes(
@@ -440,6 +492,13 @@ class Forwarder:
                         return self._failed(outcome, answer)
                     else:
                         outcome.dead[statement["id"]] = _answer_error(answer)
+        except PeerRefused as exc:
+            # The /about probe refused (e.g. 401/403): the same answer to a PUT makes a dead
+            # letter at once, so every statement not resolved yet becomes one, with that answer.
+            error = _error(str(exc), exc.status)
+            for statement in statements:
+                if statement["id"] not in outcome.delivered:
+                    outcome.dead.setdefault(statement["id"], error)
         except PeerError as exc:
             outcome.failure = _error(str(exc), exc.status)
             outcome.retry_after = exc.retry_after
@@ -650,6 +709,8 @@ class Forwarder:
             "pending": sum(row["count"] for row in rows),
             "oldest_pending_key": oldest,
             "dead": dead,
+            # Dead-lettered so far, replayed or not (one that dies again counts again).
+            "dead_letters_total": destination.get("dead_total", 0),
             "delivered": destination.get("delivered", 0),
             "retries": destination.get("retries", 0),
             "last_success_key": destination.get("last_success_key"),

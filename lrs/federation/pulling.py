@@ -14,6 +14,12 @@ ended in the middle of statements sharing one `stored` value (a batch); the over
 as no-ops. Such a batch may fill more pages than one poll has time for, and every poll would
 then re-read its first pages again and never get past it: a poll stops for lack of time only
 once it moved the checkpoint forward.
+
+The admin API may set the checkpoint (`since`), or change what it refers to (parameters,
+endpoint, username), while a poll runs: that bumps the source's `checkpoint_rev`, and a poll
+writes its checkpoint only while the revision is still the one it started with. Otherwise the
+admin's change wins: the poll stops, and the next one, due at once, starts from there. A poll
+asked for while one runs (`poll_requests` moved on) likewise follows right after it.
 """
 
 from __future__ import annotations
@@ -59,7 +65,8 @@ class PullReport:
     fetched: int = 0
     stored: int = 0  # new statements
     rejected: int = 0  # conflicting or invalid statements, recorded as errors
-    more: bool = False  # stopped before the end (time budget or lease lost)
+    # Stopped before the end (time budget, lease lost, or the checkpoint was set meanwhile).
+    more: bool = False
 
 
 def _micros(text: Any) -> int | None:
@@ -140,8 +147,12 @@ class Puller:
             fields["last_stored"] = report.stored
             # Straight back when the pass stopped early, else after the poll interval.
             interval = 0 if report.more else float(source.get("poll_interval") or 60)
-            fields["next_poll_key"] = now_micros() + int(interval * 1e6)
-            await self.sources.update(None, source_id, fields)
+            await self.sources.finish_poll(
+                source_id,
+                fields,
+                now_micros() + int(interval * 1e6),
+                source.get("poll_requests"),
+            )
             await self.sources.leases.release(source_id, owner)
         return report
 
@@ -173,17 +184,21 @@ class Puller:
                 checkpoint = self._advance(checkpoint, statements, answer.consistent_through)
                 more = result.get("more") or None
                 last_page = not more or not statements
-                # Only now that the page is stored does the checkpoint move past it.
-                await self.sources.update(
-                    None,
+                # Only now that the page is stored does the checkpoint move past it; and not
+                # over a `since` (or other parameters) the admin API set meanwhile: the next
+                # poll starts from there instead.
+                if not await self.sources.advance_checkpoint(
                     source["_id"],
+                    source.get("checkpoint_rev"),
                     {
                         "checkpoint_key": checkpoint,
                         "checkpoint_complete": last_page,
                         "consistent_through": answer.consistent_through,
                     },
-                    inc={"pulled": stored, "rejected": rejected, "pages": 1},
-                )
+                    {"pulled": stored, "rejected": rejected, "pages": 1},
+                ):
+                    report.more = True
+                    return
                 if last_page:
                     return
                 moved = checkpoint is not None and (started_at is None or checkpoint > started_at)

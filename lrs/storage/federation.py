@@ -95,6 +95,13 @@ class DestinationRepository:
     async def all(self) -> list[dict[str, Any]]:
         return await self.collection.find({}, sort=[("created_key", 1)])
 
+    async def not_caught_up(self, created_before: int) -> list[dict[str, Any]]:
+        """Destinations whose creation did not finish queueing the statements stored while they
+        were being saved (the process died in between): lrs.federation.Forwarder.catch_up."""
+        return await self.collection.find(
+            {"caught_up": False, "created_key": {"$lt": created_before}}
+        )
+
     async def update(
         self, store: str, destination_id: str, fields: dict[str, Any]
     ) -> dict[str, Any] | None:
@@ -277,6 +284,43 @@ class SourceRepository:
         if inc:
             update["$inc"] = inc
         return await self.collection.find_one_and_update(filter, update)
+
+    async def request_poll(self, store: str, source_id: str) -> dict[str, Any] | None:
+        """Make an enabled source due now; None (and nothing changed) when it is disabled or
+        missing. `poll_requests` tells a poll under way that it was asked for again."""
+        return await self.collection.find_one_and_update(
+            {"_id": source_id, "store": store, "enabled": True},
+            {"$set": {"next_poll_key": 0}, "$inc": {"poll_requests": 1}},
+        )
+
+    async def advance_checkpoint(
+        self, source_id: str, revision: int | None, fields: dict[str, Any], inc: dict[str, int]
+    ) -> bool:
+        """Move the checkpoint after a stored page, unless the admin API set another one (or
+        changed what it refers to) since the poll began: `checkpoint_rev` is no longer the
+        `revision` the poll read. The counters count in any case: the page was stored."""
+        matched = await self.collection.update_one(
+            {"_id": source_id, "checkpoint_rev": revision}, {"$set": fields, "$inc": inc}
+        )
+        if not matched:
+            await self.collection.update_one({"_id": source_id}, {"$inc": inc})
+        return matched > 0
+
+    async def finish_poll(
+        self,
+        source_id: str,
+        fields: dict[str, Any],
+        next_poll_key: int,
+        poll_requests: int | None,
+    ) -> None:
+        """Record a poll's outcome and when the next one is due, unless a poll was asked for
+        while it ran (`poll_requests` moved on): that request keeps the source due now."""
+        matched = await self.collection.update_one(
+            {"_id": source_id, "poll_requests": poll_requests},
+            {"$set": {**fields, "next_poll_key": next_poll_key}},
+        )
+        if not matched:
+            await self.collection.update_one({"_id": source_id}, {"$set": fields})
 
     async def delete(self, store: str, source_id: str) -> bool:
         deleted = await self.collection.delete_many({"_id": source_id, "store": store})
