@@ -6,6 +6,7 @@ database or on a temporary embedded store.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from lrs.storage.statements import StatementRepository
 
 # Called with (store, newly stored statements) after every successful statement write.
 StoredHook = Callable[[str, list[dict[str, Any]]], Awaitable[None]]
+
+log = logging.getLogger("lrs.services")
 
 
 @dataclass
@@ -62,6 +65,9 @@ class Services:
         """Prepare storage; with `background`, also the live-event listener and the outbox
         dispatcher (the API process; the CLI and the Celery workers need neither)."""
         await self.statements.ensure_indexes()
+        migrated = await self.statements.migrate()
+        if migrated:
+            log.warning("upgraded %d statements stored by an earlier version", migrated)
         await self.credentials.ensure_indexes()
         await self.documents.ensure_indexes()
         await self.activities.ensure_indexes()

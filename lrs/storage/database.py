@@ -12,6 +12,7 @@ code and the same tests run on all three.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +23,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from lrs.config import Settings
 
+log = logging.getLogger("lrs.storage")
 Filter = Mapping[str, Any]
 Sort = Sequence[tuple[str, int]]
 
@@ -266,12 +268,26 @@ class _DedicatedThread:
 def open_embedded(data_dir: Any, name: str) -> Database:
     import pathlib
 
-    from lrs.storage.embedded import EmbeddedStore
+    from lrs.storage.embedded import EmbeddedStore, import_legacy_layout
 
     path = pathlib.Path(data_dir).resolve()
     path.mkdir(parents=True, exist_ok=True)
     thread = _DedicatedThread()
-    store = thread.call(EmbeddedStore, str(path / f"{name}.sqlite3"))
+    file = path / f"{name}.sqlite3"
+    legacy = path / name
+    if legacy.is_dir() and not file.exists():
+        # Written by an earlier version: copy it into a staging file that takes the real name
+        # only once complete (a crash meanwhile means starting over), keep the original.
+        staging = path / f"{name}.sqlite3.importing"
+        for leftover in path.glob(f"{staging.name}*"):
+            leftover.unlink()
+        staging_store = thread.call(EmbeddedStore, str(staging))
+        counts = thread.call(import_legacy_layout, staging_store, legacy)
+        thread.call(staging_store.close)
+        staging.rename(file)
+        legacy.rename(path / f"{name}.before-upgrade")
+        log.warning("imported %s from %s (kept as %s.before-upgrade)", counts, legacy, name)
+    store = thread.call(EmbeddedStore, str(file))
     database = Database(
         "embedded",
         lambda collection: EmbeddedCollectionAdapter(

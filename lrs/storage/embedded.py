@@ -23,6 +23,7 @@ import sqlite3
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import bson
@@ -1011,3 +1012,35 @@ def _distinct_key(value: Any) -> tuple[int, Any]:
     if rank in (_OBJECT, _UNKEYED):
         return (rank, repr(value))
     return (rank, key)
+
+
+# --- data directories written by earlier versions ------------------------------------------------
+
+_SQLITE_SIDECARS = ("-wal", "-shm", "-journal")
+
+
+def import_legacy_layout(store: EmbeddedStore, directory: Path) -> dict[str, int]:
+    """Copy a database written by earlier versions of the LRS (the `litemongo` layout: one
+    SQLite file per collection, table `documents` of BSON documents) into `store`, documents
+    unchanged; returns the count per collection. The caller keeps the old directory."""
+    counts: dict[str, int] = {}
+    for path in sorted(directory.iterdir()):
+        if not path.is_file() or path.name.endswith(_SQLITE_SIDECARS):
+            continue
+        source = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            has_documents = source.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'documents'"
+            ).fetchone()
+            if not has_documents:
+                continue
+            collection = store.collection(path.name)
+            counts[path.name] = 0
+            rows = source.execute("SELECT doc FROM documents ORDER BY rowid")
+            while chunk := rows.fetchmany(500):
+                docs = [bson.decode(blob, codec_options=_CODEC) for (blob,) in chunk]
+                refused = collection.insert_many(docs)
+                counts[path.name] += len(docs) - len(refused)
+        finally:
+            source.close()
+    return counts

@@ -24,6 +24,7 @@ from lrs.xapi.agents import (
 )
 
 VOIDED_VERB = "http://adlnet.gov/expapi/verbs/voided"
+_SCHEMA = 2  # version of the statement document layout, see `StatementRepository.migrate`
 _MAX_REFERENCE_DEPTH = 16
 
 
@@ -95,6 +96,7 @@ class StatementRepository:
     def __init__(self, database: Database) -> None:
         self.statements: Collection = database["statements"]
         self.attachments: Collection = database["attachments"]
+        self.meta: Collection = database["meta"]
 
     async def ensure_indexes(self) -> None:
         s = self.statements
@@ -115,6 +117,38 @@ class StatementRepository:
         await s.create_index([("store", 1), ("learner", 1), ("related_activities", 1)])
         await s.create_index([("store", 1), ("related_activities", 1), ("learner", 1)])
         await self.attachments.create_index([("store", 1), ("sha2", 1)], unique=True)
+
+    async def migrate(self) -> int:
+        """Bring statements stored by an earlier version up to the current document schema
+        (schema 2 added `terms`, without which filtered GETs would not find them). Returns the
+        number of statements updated; a no-op once done, or on a new store."""
+        state = await self.meta.find_one({"_id": "statements"})
+        if state is not None and state.get("schema", 0) >= _SCHEMA:
+            return 0
+        updated = 0
+        last: Any = ObjectId("0" * 24)
+        while True:
+            # Paged on _id (an ObjectId, indexed on every back end): each page is one seek.
+            page = await self.statements.find(
+                {"_id": {"$gt": last}},
+                projection={"terms": 1, "ref_chain": 1, **{f: 1 for f in _TERM_FIELDS}},
+                sort=[("_id", 1)],
+                limit=1000,
+            )
+            if not page:
+                break
+            for doc in page:
+                if "terms" not in doc:
+                    terms = _terms([doc, *(doc.get("ref_chain") or [])])
+                    await self.statements.update_one(
+                        {"_id": doc["_id"]}, {"$set": {"terms": terms}}
+                    )
+                    updated += 1
+            last = page[-1]["_id"]
+        await self.meta.update_one(
+            {"_id": "statements"}, {"$set": {"schema": _SCHEMA}}, upsert=True
+        )
+        return updated
 
     # --- reads -----------------------------------------------------------------------------
 
