@@ -140,7 +140,13 @@ def values_equal(a: Any, b: Any) -> bool:
 
 def _compare(a: Any, op: str, b: Any) -> bool:
     """$gt/$gte/$lt/$lte: only values of the same type bracket compare, as in MongoDB."""
-    if _is_number(a) and _is_number(b):
+    if b is None:  # null's bracket holds null and missing, all equal
+        return op in ("$gte", "$lte") and (a is None or a is MISSING)
+    if isinstance(a, bool) or isinstance(b, bool):
+        if not (isinstance(a, bool) and isinstance(b, bool)):
+            return False
+        x, y = int(a), int(b)
+    elif _is_number(a) and _is_number(b):
         x, y = _number(a), _number(b)
     elif isinstance(a, str) and isinstance(b, str):
         x, y = a, b
@@ -245,7 +251,9 @@ def _field_matches(values: list[Any], condition: Any) -> bool:
                 for value in values
             )
         elif op == "$all":
-            ok = all(any(_equals(value, item) for value in values) for item in operand)
+            ok = bool(operand) and all(
+                any(_equals(value, item) for value in values) for item in operand
+            )
         elif op == "$size":
             ok = any(isinstance(value, list) and len(value) == operand for value in values)
         elif op == "$not":
@@ -316,7 +324,9 @@ def apply_update(
 ) -> dict[str, Any]:
     """The document after an update (operators) or a replacement (a plain document)."""
     if not _is_operator_dict(update):
-        replaced = {"_id": doc["_id"]} if "_id" in doc else {}
+        # _id is immutable: the existing (or upsert-seeded) one, else the replacement's.
+        source = doc if "_id" in doc else update
+        replaced = {"_id": source["_id"]} if "_id" in source else {}
         replaced.update({k: v for k, v in update.items() if k != "_id"})
         return replaced
     new = bson.decode(bson.encode(doc), codec_options=_CODEC)  # a deep copy of BSON types
@@ -367,7 +377,7 @@ def project(doc: dict[str, Any], projection: Mapping[str, Any] | None) -> dict[s
     if not projection:
         return doc
     include = {k for k, v in projection.items() if v and k != "_id"}
-    if include:
+    if include or (projection.get("_id") and len(projection) == 1):
         result = {k: doc[k] for k in include if k in doc}
         if projection.get("_id", 1) and "_id" in doc:
             result["_id"] = doc["_id"]
@@ -457,10 +467,15 @@ def _constraint(condition: Any) -> _Constraint | None:
     result = _Constraint(rank=ranks.pop(), exact=len(ops) == len(bounds))
     for op in bounds:
         key = _index_key(condition[op])[1]
+        # Several bounds on one side ({$gt: 5, $gte: 0}) all hold: keep the tightest.
         if op in ("$gt", "$gte"):
-            result.low = (key, op == "$gte")
+            bound = (key, op == "$gte")
+            if result.low is None or (bound[0], not bound[1]) > (result.low[0], not result.low[1]):
+                result.low = bound
         else:
-            result.high = (key, op == "$lte")
+            bound = (key, op == "$lte")
+            if result.high is None or (bound[0], bound[1]) < (result.high[0], result.high[1]):
+                result.high = bound
     return result
 
 
@@ -587,21 +602,33 @@ class EmbeddedStore:
                 collection.load_metadata()
 
     def write(self) -> _WriteTransaction:
-        return _WriteTransaction(self._db)
+        return _WriteTransaction(self)
+
+    def reload_metadata(self) -> None:
+        for collection in self._collections.values():
+            collection.load_metadata()
 
 
 class _WriteTransaction:
     # BEGIN IMMEDIATE takes the write lock up front: a read-modify-write is never interleaved
     # with another process's write.
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
+    def __init__(self, store: EmbeddedStore) -> None:
+        self._store = store
+        self._db = store._db
 
     def __enter__(self) -> sqlite3.Connection:
         self._db.execute("BEGIN IMMEDIATE")
+        # Under the lock: an index another process created since our last look is written too.
+        self._store.refresh_if_changed()
         return self._db
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        if exc_type is None:
+            self._db.execute("COMMIT")
+            return
+        self._db.execute("ROLLBACK")
+        # The in-memory metadata may describe tables, indexes or flags that were rolled back.
+        self._store.reload_metadata()
 
 
 class EmbeddedCollection:
@@ -646,7 +673,6 @@ class EmbeddedCollection:
     def create_index(self, keys: Sequence[tuple[str, int]], unique: bool, name: str | None) -> None:
         fields = [key for key, _ in keys]
         name = name or "_".join(f"{key}_{direction}" for key, direction in keys)
-        self._store.refresh_if_changed()
         with self._store.write() as db:
             self._ensure_table(db)
             self.load_metadata()
@@ -957,7 +983,6 @@ class EmbeddedCollection:
         """Insert each document; returns the positions refused for a duplicate key. The inserted
         ones commit together."""
         refused: list[int] = []
-        self._store.refresh_if_changed()
         with self._store.write() as db:
             self._ensure_table(db)
             for position, doc in enumerate(docs):
@@ -966,6 +991,7 @@ class EmbeddedCollection:
                     self._insert(db, doc)
                 except DuplicateKeyError:
                     db.execute("ROLLBACK TO one")
+                    self.load_metadata()  # e.g. a multikey flag set by the refused document
                     refused.append(position)
                 db.execute("RELEASE one")
         return refused
@@ -980,7 +1006,6 @@ class EmbeddedCollection:
     ) -> tuple[int, dict[str, Any] | None]:
         """Apply an update to the first (or every) match; returns (matched count, the first
         document as it is after the update, or the upserted one)."""
-        self._store.refresh_if_changed()
         with self._store.write() as db:
             self._ensure_table(db)
             targets = self._matching(filter, None, 0 if many else 1)
@@ -992,7 +1017,9 @@ class EmbeddedCollection:
                 after = after or new
             if targets or not upsert:
                 return len(targets), after
-            seed = _upsert_seed(filter) if _is_operator_dict(update) else {}
+            seed = _upsert_seed(filter)
+            if not _is_operator_dict(update):  # a replacement keeps only the filter's _id
+                seed = {"_id": seed["_id"]} if "_id" in seed else {}
             new = apply_update(seed, update, inserting=True)
             if "_id" in seed and "_id" not in new:
                 new["_id"] = seed["_id"]
@@ -1000,7 +1027,6 @@ class EmbeddedCollection:
             return 0, new
 
     def delete_many(self, filter: Mapping[str, Any]) -> int:
-        self._store.refresh_if_changed()
         with self._store.write() as db:
             found = self._matching(filter)
             self._delete(db, found)
