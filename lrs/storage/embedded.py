@@ -20,6 +20,7 @@ import itertools
 import json
 import math
 import sqlite3
+import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ _CODEC = CodecOptions(tz_aware=True, tzinfo=datetime.UTC)
 _CHUNK = 256  # documents fetched per round trip while streaming candidates
 _PROBE_CAP = 2000  # index entries counted per plan when choosing between plans
 _MAX_PLANS = 32
+_LOCK_WAIT_SECONDS = 30  # how long a write waits for another process's write to finish
 
 
 class _Missing:
@@ -572,7 +574,7 @@ class EmbeddedStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode: a power cut can lose the last commits, never corrupt the file.
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=30000")
+        self._db.execute(f"PRAGMA busy_timeout={_LOCK_WAIT_SECONDS * 1000}")
         self._db.execute("PRAGMA cache_size=-65536")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS collections (name TEXT PRIMARY KEY, tbl TEXT NOT NULL)"
@@ -617,10 +619,29 @@ class _WriteTransaction:
         self._db = store._db
 
     def __enter__(self) -> sqlite3.Connection:
-        self._db.execute("BEGIN IMMEDIATE")
+        self._begin()
         # Under the lock: an index another process created since our last look is written too.
         self._store.refresh_if_changed()
         return self._db
+
+    def _begin(self) -> None:
+        # SQLite's own busy handler sleeps up to 100 ms between tries: with another process
+        # writing (a worker, the CLI) requests would wait for nothing. Poll every few ms instead.
+        deadline = time.monotonic() + _LOCK_WAIT_SECONDS
+        pause = 0.0005
+        self._db.execute("PRAGMA busy_timeout=0")
+        try:
+            while True:
+                try:
+                    self._db.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or time.monotonic() > deadline:
+                        raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.004)
+        finally:
+            self._db.execute(f"PRAGMA busy_timeout={_LOCK_WAIT_SECONDS * 1000}")
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is None:
