@@ -81,7 +81,9 @@ class Deriver:
                 for module in modules:
                     pairs[(learner, module.course_id, module.id)] = module
         changed = 0
-        for (learner, _, _), module in sorted(pairs.items(), key=lambda kv: kv[0]):
+        for (learner, course_id, module_id), module in sorted(pairs.items(), key=lambda kv: kv[0]):
+            if (course_id, module_id) in grown:
+                continue  # derive_module below recomputes every learner of that module
             changed += await self.derive_pair(store, learner, module)
         for module in grown.values():
             # The discovered module's denominator grew: every learner's percent may change.
@@ -115,7 +117,6 @@ class Deriver:
 
     async def derive_pair(self, store: str, learner: str, module: Module) -> int:
         """Recompute one record from the stored statements; 1 if it changed."""
-        profile = self.profiles.get(module.profile)
         for _ in range(_MAX_ATTEMPTS):
             # Read the version before the statements: a writer that read older statements than
             # ours must then fail its version check instead of overwriting our newer result.
@@ -123,36 +124,61 @@ class Deriver:
             statements = await self.statements.learner_statements(
                 store, learner, module.activity_ids
             )
-            fields = derive_progress(module, profile, statements)
-            fields["learner_name"] = _latest_name(statements)
-            version = current["version"] if current else None
-            unchanged = current is not None and all(
-                current.get(name) == fields[name] for name in (*PROGRESS_FIELDS, "learner_name")
-            )
-            if unchanged or (current is None and fields["status"] == "not_started"):
-                # Nothing to show, but the version must still move (a not_started record is
-                # created for it): a slower worker that read older statements before ours
-                # would otherwise pass the version check and overwrite this newer result.
-                claimed = await self.progress.claim(
-                    store, learner, module.course_id, module.id, version, fields
-                )
-                if claimed:
-                    return 0
-                continue
-            record = await self.progress.write(
-                store, learner, module.course_id, module.id, fields, version
-            )
-            if record is not None:
-                await self._publish(store, record)
-                return 1
+            result = await self._settle(store, learner, module, current, statements)
+            if result is not None:
+                return result
         raise VersionConflict(f"could not write progress for {learner} in {module.id}")
 
+    async def _settle(
+        self,
+        store: str,
+        learner: str,
+        module: Module,
+        current: dict[str, Any] | None,
+        statements: list[dict[str, Any]],
+    ) -> int | None:
+        """Write what the statements say over `current`: 1 if the record changed, 0 if not,
+        None if another writer moved the version first (read again and retry)."""
+        profile = self.profiles.get(module.profile)
+        fields = derive_progress(module, profile, statements)
+        fields["learner_name"] = _latest_name(statements)
+        version = current["version"] if current else None
+        unchanged = current is not None and all(
+            current.get(name) == fields[name] for name in (*PROGRESS_FIELDS, "learner_name")
+        )
+        if unchanged or (current is None and fields["status"] == "not_started"):
+            # Nothing to show, but the version must still move (a not_started record is
+            # created for it): a slower worker that read older statements before ours
+            # would otherwise pass the version check and overwrite this newer result.
+            claimed = await self.progress.claim(
+                store, learner, module.course_id, module.id, version, fields
+            )
+            return 0 if claimed else None
+        record = await self.progress.write(
+            store, learner, module.course_id, module.id, fields, version
+        )
+        if record is None:
+            return None
+        await self._publish(store, record)
+        return 1
+
     async def derive_module(self, store: str, module: Module) -> int:
-        learners = set(await self.statements.learners_touching(store, module.activity_ids))
-        learners |= set(await self.progress.learners(store, module.course_id, module.id))
+        """Recompute every learner's record of one module, reading the module's records and
+        statements in one go each (in that order, as `derive_pair` does)."""
+        records = {
+            record["learner"]: record
+            for record in await self.progress.module_records(store, module.course_id, module.id)
+        }
+        by_learner = await self.statements.statements_by_learner(store, module.activity_ids)
         changed = 0
-        for learner in sorted(learners):
-            changed += await self.derive_pair(store, learner, module)
+        for learner in sorted(set(records) | set(by_learner)):
+            result = await self._settle(
+                store, learner, module, records.get(learner), by_learner.get(learner, [])
+            )
+            # Another writer got there first: redo this one learner from fresh reads.
+            changed += (
+                result if result is not None else await self.derive_pair(store, learner, module)
+            )
         return changed
 
     async def derive_course(self, store: str, course_id: str) -> int:

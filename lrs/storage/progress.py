@@ -280,6 +280,12 @@ class ProgressRepository:
     async def delete_course(self, store: str, course: str) -> None:
         await self.records.delete_many({"store": store, "course": course})
 
+    async def module_records(self, store: str, course: str, module: str) -> list[dict[str, Any]]:
+        """Every record of one module (not_started ones included), as `get` returns them."""
+        return await self.records.find(
+            {"store": store, "course": course, "module": module}, projection={"_id": 0}
+        )
+
     async def learners(self, store: str, course: str, module: str | None = None) -> list[str]:
         filter: dict[str, Any] = {"store": store, "course": course}
         if module is not None:

@@ -425,6 +425,20 @@ class StatementRepository:
         )
         return [json.loads(doc["statement"]) for doc in docs]
 
+    async def statements_by_learner(
+        self, store: str, activity_ids: list[str]
+    ) -> dict[str, list[dict[str, Any]]]:
+        """`learner_statements` for every learner at once: one read for a whole module."""
+        docs = await self.statements.find(
+            {"store": store, "voided": False, "related_activities": {"$in": activity_ids}},
+            projection={"statement": 1, "learner": 1},
+        )
+        found: dict[str, list[dict[str, Any]]] = {}
+        for doc in docs:
+            if doc.get("learner"):
+                found.setdefault(doc["learner"], []).append(json.loads(doc["statement"]))
+        return found
+
     async def learners_touching(self, store: str, activity_ids: list[str]) -> list[str]:
         learners = await self.statements.distinct(
             "learner", {"store": store, "related_activities": {"$in": activity_ids}}
