@@ -22,6 +22,7 @@ from collections import defaultdict
 from typing import Any
 
 from lrs.progress.deriver import Deriver
+from lrs.storage.database import urgent_storage_calls
 from lrs.storage.progress import CatalogueRepository
 from lrs.storage.statements import StatementRepository
 
@@ -155,6 +156,7 @@ class InProcessDispatcher(Dispatcher):
         await super().start()
 
     async def _consume(self) -> None:
+        urgent_storage_calls()  # this task's reads and writes go ahead of queued requests
         while True:
             items = [await self._queue.get()]
             # Under write load many small submissions queue up: derive them together, so a

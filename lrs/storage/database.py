@@ -12,10 +12,13 @@ code and the same tests run on all three.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
+import itertools
 import logging
+import queue
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pymongo import ReturnDocument
@@ -247,22 +250,60 @@ def _open_memory(name: str) -> Database:
     return Database("memory", lambda collection: Collection(raw_db[collection]))
 
 
+# Work on the embedded store's one thread runs by priority, then in order of arrival. Progress
+# derivation marks itself urgent (`urgent_storage_calls`): under a stream of writes it would
+# otherwise wait behind every request queued before each of its reads, and progress would stop
+# being live exactly when learners are most active.
+_URGENT, _NORMAL = 0, 1
+_priority: contextvars.ContextVar[int] = contextvars.ContextVar("lrs_storage_priority", default=1)
+
+
+def urgent_storage_calls() -> None:
+    """From now on, in the current task, embedded-store calls go ahead of the others."""
+    _priority.set(_URGENT)
+
+
 class _DedicatedThread:
-    """A single worker thread that owns the embedded client for its whole life."""
+    """A single worker thread that owns the embedded store's connection for its whole life."""
 
     def __init__(self) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lrs-embedded")
-        self._lock = threading.Lock()
+        self._queue: queue.PriorityQueue[tuple[int, int, Any]] = queue.PriorityQueue()
+        self._order = itertools.count()
+        self._thread = threading.Thread(target=self._work, name="lrs-embedded", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while True:
+            _, _, job = self._queue.get()
+            if job is None:
+                return
+            job()
+
+    def _submit(self, priority: int, fn: Callable[..., Any]) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def job() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(fn())
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        self._queue.put((priority, next(self._order), job))
+        return future
 
     async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+        future = self._submit(_priority.get(), lambda: fn(*args, **kwargs))
+        return await asyncio.wrap_future(future)
 
     def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        return self._executor.submit(fn, *args, **kwargs).result()
+        return self._submit(_NORMAL, lambda: fn(*args, **kwargs)).result()
 
     def shutdown(self) -> None:
-        self._executor.shutdown(wait=True)
+        # Behind everything already queued, whatever its priority.
+        self._queue.put((_NORMAL + 1, next(self._order), None))
+        self._thread.join()
 
 
 def open_embedded(data_dir: Any, name: str) -> Database:
