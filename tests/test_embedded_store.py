@@ -34,7 +34,7 @@ import mongomock
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from lrs.storage.embedded import EmbeddedCollection, EmbeddedStore, matches
 
@@ -1383,4 +1383,22 @@ def test_distinct_equals_brute_force(tmp_path: Path) -> None:
     assert normal(collection.distinct("s.x", {})) == normal(["p", "q", None])
     assert collection.distinct("a", {"g": 1}) == []
     assert normal(collection.distinct("a", {"a": {"$gt": 1}})) == normal([1, 2])
+    store.close()
+
+
+def test_descending_sort_on_arrays_uses_the_largest_element(tmp_path: Path) -> None:
+    # MongoDB: ascending sorts an array by its smallest element, descending by its largest.
+    store, collection = new_collection(tmp_path)
+    collection.insert_many([{"_id": 1, "a": [1, 10]}, {"_id": 2, "a": 5}])
+    assert [doc["_id"] for doc in collection.find({}, sort=[("a", -1)])] == [1, 2]
+    assert [doc["_id"] for doc in collection.find({}, sort=[("a", 1)])] == [1, 2]
+    store.close()
+
+
+def test_an_index_cannot_change_its_uniqueness_silently(tmp_path: Path) -> None:
+    store, collection = new_collection(tmp_path)
+    collection.create_index([("u", 1)], False, None)
+    with pytest.raises(OperationFailure):
+        collection.create_index([("u", 1)], True, None)
+    collection.create_index([("u", 1)], False, None)  # the same definition again: a no-op
     store.close()

@@ -29,7 +29,7 @@ from typing import Any
 
 import bson
 from bson import Binary, CodecOptions, Decimal128, ObjectId
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, OperationFailure
 
 _CODEC = CodecOptions(tz_aware=True, tzinfo=datetime.UTC)
 _CHUNK = 256  # documents fetched per round trip while streaming candidates
@@ -167,13 +167,16 @@ def _compare(a: Any, op: str, b: Any) -> bool:
     return x <= y
 
 
-def sort_value(value: Any) -> tuple[int, Any]:
-    """A Python sort key that orders values as MongoDB does (for the types we sort on)."""
+def sort_value(value: Any, descending: bool = False) -> tuple[int, Any]:
+    """A Python sort key that orders values as MongoDB does (for the types we sort on): an
+    array sorts by its smallest element ascending, by its largest descending."""
     if value is MISSING:
         value = None
     if isinstance(value, list):
-        value = min((sort_value(v) for v in value), default=(_EMPTY_ARRAY, 0))
-        return value
+        keys = [sort_value(v) for v in value]
+        if not keys:
+            return (_EMPTY_ARRAY, 0)
+        return max(keys) if descending else min(keys)
     rank, key = _index_key(value)
     return (rank, key if key is not None else 0)
 
@@ -697,8 +700,15 @@ class EmbeddedCollection:
         with self._store.write() as db:
             self._ensure_table(db)
             self.load_metadata()
-            if any(index.name == name or index.fields == fields for index in self.indexes):
-                return
+            for index in self.indexes:
+                if index.name == name or index.fields == fields:
+                    if index.unique != unique:
+                        # As MongoDB: an index cannot silently change its uniqueness.
+                        raise OperationFailure(
+                            f"index {index.name} on {fields} exists with unique={index.unique}",
+                            86,
+                        )
+                    return
             index = self._add_index(db, name, fields, unique=unique)
             for rid, blob in db.execute(f"SELECT rid, doc FROM {self.table}").fetchall():
                 self._insert_entries(db, index, rid, bson.decode(blob, codec_options=_CODEC))
@@ -959,7 +969,8 @@ class EmbeddedCollection:
         if sort and not in_order:
             for name, direction in reversed(list(sort)):
                 found.sort(
-                    key=lambda item: sort_value(_get_path(item[1], name)), reverse=direction < 0
+                    key=lambda item: sort_value(_get_path(item[1], name), direction < 0),
+                    reverse=direction < 0,
                 )
             if limit:
                 found = found[:limit]
