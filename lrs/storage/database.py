@@ -12,11 +12,10 @@ code and the same tests run on all three.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextvars
-import itertools
 import logging
-import queue
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -250,36 +249,53 @@ def _open_memory(name: str) -> Database:
     return Database("memory", lambda collection: Collection(raw_db[collection]))
 
 
-# Work on the embedded store's one thread runs by priority, then in order of arrival. Progress
-# derivation marks itself urgent (`urgent_storage_calls`): under a stream of writes it would
-# otherwise wait behind every request queued before each of its reads, and progress would stop
-# being live exactly when learners are most active.
-_URGENT, _NORMAL = 0, 1
-_priority: contextvars.ContextVar[int] = contextvars.ContextVar("lrs_storage_priority", default=1)
+# Work on the embedded store's one thread comes in two lanes. Progress derivation marks its
+# calls urgent (`urgent_storage_calls`): in one lane with the requests, each of its many small
+# reads and writes would wait behind every request queued before it, and progress would stop
+# being live exactly when learners are most active. Urgent calls go first, but at most
+# `_URGENT_STREAK` in a row while requests wait, so a derivation pass cannot starve requests.
+_URGENT_STREAK = 4
+_urgent: contextvars.ContextVar[bool] = contextvars.ContextVar("lrs_storage_urgent", default=False)
 
 
 def urgent_storage_calls() -> None:
-    """From now on, in the current task, embedded-store calls go ahead of the others."""
-    _priority.set(_URGENT)
+    """From now on, in the current task, embedded-store calls take the urgent lane."""
+    _urgent.set(True)
 
 
 class _DedicatedThread:
     """A single worker thread that owns the embedded store's connection for its whole life."""
 
     def __init__(self) -> None:
-        self._queue: queue.PriorityQueue[tuple[int, int, Any]] = queue.PriorityQueue()
-        self._order = itertools.count()
+        self._lanes: tuple[collections.deque[Any], collections.deque[Any]] = (
+            collections.deque(),  # urgent
+            collections.deque(),  # normal
+        )
+        self._ready = threading.Condition()
+        self._streak = 0
+        self._closing = False
         self._thread = threading.Thread(target=self._work, name="lrs-embedded", daemon=True)
         self._thread.start()
 
+    def _next(self) -> Any:
+        with self._ready:
+            while True:
+                urgent, normal = self._lanes
+                if urgent and (self._streak < _URGENT_STREAK or not normal):
+                    self._streak += 1
+                    return urgent.popleft()
+                if normal:
+                    self._streak = 0
+                    return normal.popleft()
+                if self._closing:
+                    return None
+                self._ready.wait()
+
     def _work(self) -> None:
-        while True:
-            _, _, job = self._queue.get()
-            if job is None:
-                return
+        while (job := self._next()) is not None:
             job()
 
-    def _submit(self, priority: int, fn: Callable[..., Any]) -> concurrent.futures.Future[Any]:
+    def _submit(self, urgent: bool, fn: Callable[..., Any]) -> concurrent.futures.Future[Any]:
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
         def job() -> None:
@@ -290,19 +306,22 @@ class _DedicatedThread:
             except BaseException as exc:
                 future.set_exception(exc)
 
-        self._queue.put((priority, next(self._order), job))
+        with self._ready:
+            self._lanes[0 if urgent else 1].append(job)
+            self._ready.notify()
         return future
 
     async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        future = self._submit(_priority.get(), lambda: fn(*args, **kwargs))
+        future = self._submit(_urgent.get(), lambda: fn(*args, **kwargs))
         return await asyncio.wrap_future(future)
 
     def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        return self._submit(_NORMAL, lambda: fn(*args, **kwargs)).result()
+        return self._submit(False, lambda: fn(*args, **kwargs)).result()
 
     def shutdown(self) -> None:
-        # Behind everything already queued, whatever its priority.
-        self._queue.put((_NORMAL + 1, next(self._order), None))
+        with self._ready:  # the thread finishes what is queued, then stops
+            self._closing = True
+            self._ready.notify()
         self._thread.join()
 
 
