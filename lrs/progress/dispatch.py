@@ -15,6 +15,7 @@ nothing while the broker's queue already holds `LRS_OUTBOX_QUEUE_CAP` messages n
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -138,14 +139,35 @@ class InProcessDispatcher(Dispatcher):
         self._queue: asyncio.Queue[tuple[str, str, Any]] = asyncio.Queue()
         self._consumer: asyncio.Task[None] | None = None
         self._busy = 0
+        # What is queued or being derived: the sweep leaves it alone (under a backlog it would
+        # otherwise queue every waiting statement a second time).
+        self._in_flight: collections.Counter[tuple[str, str, str]] = collections.Counter()
 
     async def submit(self, store: str, ids: list[str]) -> None:
         self._busy += 1
+        self._in_flight.update(("statement", store, i) for i in ids)
         self._queue.put_nowait(("statements", store, ids))
 
     async def submit_course(self, store: str, course_id: str) -> None:
         self._busy += 1
+        self._in_flight[("course", store, course_id)] += 1
         self._queue.put_nowait(("course", store, course_id))
+
+    async def _due(self, kind: str, keys: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        return [(store, key) for store, key in keys if (kind, store, key) not in self._in_flight]
+
+    def _done(self, items: list[tuple[str, str, Any]]) -> None:
+        for kind, store, payload in items:
+            keys = (
+                [("statement", store, i) for i in payload]
+                if kind == "statements"
+                else [("course", store, payload)]
+            )
+            self._in_flight.subtract(keys)
+            for key in keys:
+                if self._in_flight[key] <= 0:
+                    del self._in_flight[key]
+        self._busy -= len(items)
 
     async def _sweep_makes_progress(self, handed_over: int) -> bool:
         await self.idle()
@@ -173,7 +195,7 @@ class InProcessDispatcher(Dispatcher):
                     raise
                 except Exception:  # statements stay underived: the sweep retries them
                     log.exception("derivation failed (%s in %s)", kind, store)
-            self._busy -= len(items)
+            self._done(items)
 
     async def idle(self, timeout: float = 30.0) -> None:
         """Wait until everything submitted so far is derived (tests, benchmarks, shutdown)."""
