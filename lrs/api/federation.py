@@ -262,15 +262,17 @@ async def _destination_fields(
             related_activities=body.filter.related_activities,
             registration=body.filter.registration,
         ).to_doc()
-    box = await federation.keys.box()
-    fields.update(
-        encrypt_peer_fields(
-            box,
-            body.password if "password" in given else None,
-            body.headers if "headers" in given else None,
-        )
-    )
+    fields.update(await _peer_secrets(federation, body, given))
     return fields
+
+
+async def _peer_secrets(federation: Federation, body: PeerIn, given: set[str]) -> dict[str, Any]:
+    """The encrypted password and header values a create or PATCH body carries (None: kept)."""
+    return encrypt_peer_fields(
+        await federation.keys.box(),
+        body.password if "password" in given else None,
+        body.headers if "headers" in given else None,
+    )
 
 
 @router.post("/admin/destinations")
@@ -525,14 +527,7 @@ async def _source_fields(federation: Federation, body: SourceIn, given: set[str]
             to_micros(parse_timestamp(body.since)) if body.since is not None else None
         )
         fields["checkpoint_complete"] = True  # `since` is exclusive, as in xAPI
-    box = await federation.keys.box()
-    fields.update(
-        encrypt_peer_fields(
-            box,
-            body.password if "password" in given else None,
-            body.headers if "headers" in given else None,
-        )
-    )
+    fields.update(await _peer_secrets(federation, body, given))
     return fields
 
 

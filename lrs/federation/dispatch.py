@@ -20,6 +20,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from lrs.periodic import Periodic
 from lrs.storage.federation import now_micros
 
 if TYPE_CHECKING:
@@ -238,7 +239,7 @@ class CeleryFederation(FederationDriver):
 
     def __init__(self, federation: Federation, interval: float, grace: float) -> None:
         super().__init__(federation, interval, grace)
-        self._sweeper: asyncio.Task[None] | None = None
+        self._sweeper = Periodic(self.sweep, interval, log, "federation sweep")
 
     async def after_store(self, store: str, statements: list[dict[str, Any]]) -> None:
         if statements:
@@ -265,23 +266,10 @@ class CeleryFederation(FederationDriver):
         return enqueued
 
     async def start(self) -> None:
-        self._sweeper = asyncio.create_task(self._sweep_forever())
-
-    async def _sweep_forever(self) -> None:
-        while True:
-            try:
-                await self.sweep()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("federation sweep failed: %s", exc)
-            await asyncio.sleep(self.interval)
+        self._sweeper.start()
 
     async def close(self) -> None:
-        if self._sweeper:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        await self._sweeper.stop()
 
 
 async def enqueue(task_name: str, *args: Any) -> bool:

@@ -22,6 +22,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
+from lrs.periodic import Periodic
 from lrs.progress.deriver import Deriver
 from lrs.storage.database import urgent_storage_calls
 from lrs.storage.progress import CatalogueRepository
@@ -46,7 +47,7 @@ class Dispatcher:
         self.catalogue = catalogue
         self.sweep_interval = sweep_interval
         self.grace = grace
-        self._sweeper: asyncio.Task[None] | None = None
+        self._sweeper = Periodic(self.sweep, sweep_interval, log, "outbox sweep")
 
     async def submit(self, store: str, ids: list[str]) -> None:
         raise NotImplementedError
@@ -105,23 +106,10 @@ class Dispatcher:
         return handed_over < _SWEEP_PAGE
 
     async def start(self) -> None:
-        self._sweeper = asyncio.create_task(self._sweep_forever())
-
-    async def _sweep_forever(self) -> None:
-        while True:
-            try:
-                await self.sweep()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("outbox sweep failed: %s", exc)
-            await asyncio.sleep(self.sweep_interval)
+        self._sweeper.start()
 
     async def close(self) -> None:
-        if self._sweeper:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        await self._sweeper.stop()
 
 
 class InProcessDispatcher(Dispatcher):
@@ -138,18 +126,15 @@ class InProcessDispatcher(Dispatcher):
         self.deriver = deriver
         self._queue: asyncio.Queue[tuple[str, str, Any]] = asyncio.Queue()
         self._consumer: asyncio.Task[None] | None = None
-        self._busy = 0
         # What is queued or being derived: the sweep leaves it alone (under a backlog it would
-        # otherwise queue every waiting statement a second time).
+        # otherwise queue every waiting statement a second time), and `idle` waits for it.
         self._in_flight: collections.Counter[tuple[str, str, str]] = collections.Counter()
 
     async def submit(self, store: str, ids: list[str]) -> None:
-        self._busy += 1
         self._in_flight.update(("statement", store, i) for i in ids)
         self._queue.put_nowait(("statements", store, ids))
 
     async def submit_course(self, store: str, course_id: str) -> None:
-        self._busy += 1
         self._in_flight[("course", store, course_id)] += 1
         self._queue.put_nowait(("course", store, course_id))
 
@@ -167,7 +152,6 @@ class InProcessDispatcher(Dispatcher):
             for key in keys:
                 if self._in_flight[key] <= 0:
                     del self._in_flight[key]
-        self._busy -= len(items)
 
     async def _sweep_makes_progress(self, handed_over: int) -> bool:
         await self.idle()
@@ -200,7 +184,7 @@ class InProcessDispatcher(Dispatcher):
     async def idle(self, timeout: float = 30.0) -> None:
         """Wait until everything submitted so far is derived (tests, benchmarks, shutdown)."""
         deadline = time.monotonic() + timeout
-        while self._busy and time.monotonic() < deadline:
+        while self._in_flight and time.monotonic() < deadline:
             await asyncio.sleep(0.005)
 
     async def close(self) -> None:

@@ -603,8 +603,7 @@ class EmbeddedStore:
         version = self._db.execute("PRAGMA data_version").fetchone()[0]
         if version != self._seen_version:
             self._seen_version = version
-            for collection in self._collections.values():
-                collection.load_metadata()
+            self.reload_metadata()
 
     def write(self) -> _WriteTransaction:
         return _WriteTransaction(self)
@@ -699,7 +698,6 @@ class EmbeddedCollection:
         name = name or "_".join(f"{key}_{direction}" for key, direction in keys)
         with self._store.write() as db:
             self._ensure_table(db)
-            self.load_metadata()
             for index in self.indexes:
                 if index.name == name or index.fields == fields:
                     if index.unique != unique:
@@ -776,11 +774,9 @@ class EmbeddedCollection:
         for index in self.indexes:
             self._insert_entries(db, index, rid, stored)
 
-    def _replace(
-        self, db: sqlite3.Connection, rid: int, old: dict[str, Any], new: dict[str, Any]
-    ) -> None:
-        new = bson.decode(bson.encode(new), codec_options=_CODEC)
-        db.execute(f"UPDATE {self.table} SET doc = ? WHERE rid = ?", (bson.encode(new), rid))
+    def _replace(self, db: sqlite3.Connection, rid: int, old: dict[str, Any], blob: bytes) -> None:
+        db.execute(f"UPDATE {self.table} SET doc = ? WHERE rid = ?", (blob, rid))
+        new = bson.decode(blob, codec_options=_CODEC)  # index what is stored (e.g. ms dates)
         for index in self.indexes:
             before, _ = index.entries(old)
             after, expanded = index.entries(new)
@@ -1044,8 +1040,9 @@ class EmbeddedCollection:
             after: dict[str, Any] | None = None
             for rid, doc in targets:
                 new = apply_update(doc, update, inserting=False)
-                if bson.encode(new) != bson.encode(doc):
-                    self._replace(db, rid, doc, new)
+                blob = bson.encode(new)
+                if blob != bson.encode(doc):
+                    self._replace(db, rid, doc, blob)
                 after = after or new
             if targets or not upsert:
                 return len(targets), after

@@ -286,12 +286,6 @@ class ProgressRepository:
             {"store": store, "course": course, "module": module}, projection={"_id": 0}
         )
 
-    async def learners(self, store: str, course: str, module: str | None = None) -> list[str]:
-        filter: dict[str, Any] = {"store": store, "course": course}
-        if module is not None:
-            filter["module"] = module
-        return sorted(await self.records.distinct("learner", filter))
-
     async def find(
         self,
         store: str,

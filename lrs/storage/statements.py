@@ -439,12 +439,6 @@ class StatementRepository:
                 found.setdefault(doc["learner"], []).append(json.loads(doc["statement"]))
         return found
 
-    async def learners_touching(self, store: str, activity_ids: list[str]) -> list[str]:
-        learners = await self.statements.distinct(
-            "learner", {"store": store, "related_activities": {"$in": activity_ids}}
-        )
-        return sorted(learner for learner in learners if learner)
-
     async def raw_statements(self, store: str, ids: list[str]) -> list[dict[str, Any]]:
         """Statements by id with their storage flags: (statement, voided, learner)."""
         docs = await self.statements.find(
@@ -520,16 +514,6 @@ class StatementRepository:
         )
 
 
-_SUMMARY_FIELDS = (
-    "ref_target",
-    "agents",
-    "related_agents",
-    "verb",
-    "activity",
-    "related_activities",
-    "registration",
-)
-
 _TERM_FIELDS = (
     "agents",
     "related_agents",
@@ -538,6 +522,7 @@ _TERM_FIELDS = (
     "related_activities",
     "registration",
 )
+_SUMMARY_FIELDS = ("ref_target", *_TERM_FIELDS)
 
 
 def _term(field: str, value: str) -> str:
