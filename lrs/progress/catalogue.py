@@ -34,6 +34,10 @@ class Module:
     rule: MoveOn = "CompletedAndPassed"
     profile: str = "generic"
     discovered: bool = False
+    # A discovered module can hold many items: the engine may load only some of them (all its
+    # assessments, and at least every item the learner has facts about); `item_total` is then
+    # the number of items the module really has. None: `items` is complete.
+    item_total: int | None = None
 
     @property
     def activity_ids(self) -> list[str]:

@@ -13,7 +13,7 @@ from typing import Any
 from lrs.events import EventBus
 from lrs.progress.catalogue import Module
 from lrs.progress.profiles import Profiles
-from lrs.progress.rules import derive_progress, statement_time
+from lrs.progress.rules import derive_facts, learner_name, summarize
 from lrs.storage.progress import PROGRESS_FIELDS, CatalogueRepository, ProgressRepository
 from lrs.storage.statements import StatementRepository, learner_key
 
@@ -140,8 +140,9 @@ class Deriver:
         """Write what the statements say over `current`: 1 if the record changed, 0 if not,
         None if another writer moved the version first (read again and retry)."""
         profile = self.profiles.get(module.profile)
-        fields = derive_progress(module, profile, statements)
-        fields["learner_name"] = _latest_name(statements)
+        facts = derive_facts(module, profile, statements)
+        fields = summarize(module, profile, facts)
+        fields["learner_name"] = learner_name(facts)
         version = current["version"] if current else None
         unchanged = current is not None and all(
             current.get(name) == fields[name] for name in (*PROGRESS_FIELDS, "learner_name")
@@ -222,13 +223,6 @@ def _discovery_target(statement: dict[str, Any], object_id: str | None) -> tuple
 
 def _touches_module(module: Module, object_id: str | None, parents: list[str]) -> bool:
     return (object_id in module.activity_ids) or module.id in parents
-
-
-def _latest_name(statements: list[dict[str, Any]]) -> str | None:
-    named = [s for s in statements if isinstance((s.get("actor") or {}).get("name"), str)]
-    if not named:
-        return None
-    return max(named, key=lambda s: (statement_time(s), s["id"]))["actor"]["name"]
 
 
 def event_id(record: dict[str, Any]) -> str:
