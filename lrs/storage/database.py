@@ -17,15 +17,18 @@ import concurrent.futures
 import contextvars
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from pymongo import ReturnDocument
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from lrs.config import Settings
+from lrs.storage.unit import Context, Op, StoredClock, Work, drive, drive_async
+from lrs.xapi.timestamps import monotonic_now_micros
 
 log = logging.getLogger("lrs.storage")
+T = TypeVar("T")
 Filter = Mapping[str, Any]
 Sort = Sequence[tuple[str, int]]
 
@@ -121,26 +124,35 @@ class Collection:
             options["name"] = name
         await self._raw.create_index(list(keys), **options)
 
+    async def drop_index(self, keys: Sort) -> bool:
+        """Drop the index on exactly these keys, if there is one; True if one was dropped."""
+        wanted = [(key, direction) for key, direction in keys]
+        for name, info in (await self._raw.index_information()).items():
+            if [(k, int(d)) for k, d in info["key"]] == wanted:
+                await self._raw.drop_index(name)
+                return True
+        return False
 
-class EmbeddedCollectionAdapter(Collection):
-    """The same interface over the embedded store, every call on the store's own thread."""
 
-    def __init__(self, raw: Any, run: Callable[..., Any]) -> None:
-        super().__init__(raw)
-        self._run = run
+class EmbeddedOps:
+    """The `Collection` semantics over one embedded collection, synchronously: what both the
+    async adapter below and units of work running on the store's thread call."""
 
-    async def insert_many(self, docs: list[dict[str, Any]]) -> None:
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+
+    def insert_many(self, docs: list[dict[str, Any]]) -> None:
         if not docs:
             return
-        refused = await self._run(self._raw.insert_many, docs)
+        refused = self._raw.insert_many(docs)
         if refused:
             raise DuplicateKeys(refused)
 
-    async def insert_one(self, doc: dict[str, Any]) -> None:
-        if await self._run(self._raw.insert_many, [doc]):
+    def insert_one(self, doc: dict[str, Any]) -> None:
+        if self._raw.insert_many([doc]):
             raise DuplicateKeys([0])
 
-    async def find(
+    def find(
         self,
         filter: Filter,
         *,
@@ -148,48 +160,100 @@ class EmbeddedCollectionAdapter(Collection):
         sort: Sort | None = None,
         limit: int = 0,
     ) -> list[dict[str, Any]]:
-        return await self._run(self._raw.find, filter, projection, sort, limit)
+        return self._raw.find(filter, projection, sort, limit)
 
-    async def find_one(
+    def find_one(
         self, filter: Filter, *, projection: Mapping[str, Any] | None = None
     ) -> dict[str, Any] | None:
-        return await self._run(self._raw.find_one, filter, projection)
+        return self._raw.find_one(filter, projection)
 
-    async def update_one(
-        self, filter: Filter, update: Mapping[str, Any], *, upsert: bool = False
-    ) -> int:
-        matched, after = await self._run(self._raw.update, filter, update, upsert=upsert)
+    def update_one(self, filter: Filter, update: Mapping[str, Any], *, upsert: bool = False) -> int:
+        matched, after = self._raw.update(filter, update, upsert=upsert)
         return matched + (1 if upsert and not matched and after is not None else 0)
 
-    async def update_many(self, filter: Filter, update: Mapping[str, Any]) -> int:
-        matched, _ = await self._run(self._raw.update, filter, update, many=True)
+    def update_many(self, filter: Filter, update: Mapping[str, Any]) -> int:
+        matched, _ = self._raw.update(filter, update, many=True)
         return matched
 
-    async def find_one_and_update(
+    def find_one_and_update(
         self, filter: Filter, update: Mapping[str, Any], *, upsert: bool = False
     ) -> dict[str, Any] | None:
-        _, after = await self._run(self._raw.update, filter, update, upsert=upsert)
+        _, after = self._raw.update(filter, update, upsert=upsert)
         return after
 
-    async def replace_one(
-        self, filter: Filter, doc: Mapping[str, Any], *, upsert: bool = False
-    ) -> int:
-        matched, after = await self._run(self._raw.update, filter, dict(doc), upsert=upsert)
+    def replace_one(self, filter: Filter, doc: Mapping[str, Any], *, upsert: bool = False) -> int:
+        matched, after = self._raw.update(filter, dict(doc), upsert=upsert)
         return matched + (1 if upsert and not matched and after is not None else 0)
 
-    async def delete_many(self, filter: Filter) -> int:
-        return await self._run(self._raw.delete_many, filter)
+    def delete_many(self, filter: Filter) -> int:
+        return self._raw.delete_many(filter)
 
-    async def count(self, filter: Filter) -> int:
-        return await self._run(self._raw.count, filter)
+    def count(self, filter: Filter) -> int:
+        return self._raw.count(filter)
 
-    async def distinct(self, key: str, filter: Filter) -> list[Any]:
-        return await self._run(self._raw.distinct, key, filter)
+    def distinct(self, key: str, filter: Filter) -> list[Any]:
+        return self._raw.distinct(key, filter)
 
-    async def create_index(
-        self, keys: Sort, *, unique: bool = False, name: str | None = None
-    ) -> None:
-        await self._run(self._raw.create_index, list(keys), unique, name)
+    def create_index(self, keys: Sort, *, unique: bool = False, name: str | None = None) -> None:
+        self._raw.create_index(list(keys), unique, name)
+
+    def drop_index(self, keys: Sort) -> bool:
+        return self._raw.drop_index([key for key, _ in keys])
+
+
+_WRITES = frozenset(
+    {
+        "insert_many",
+        "insert_one",
+        "update_one",
+        "update_many",
+        "find_one_and_update",
+        "replace_one",
+        "delete_many",
+        "create_index",
+        "drop_index",
+    }
+)
+
+
+class EmbeddedCollectionAdapter(Collection):
+    """The same interface over the embedded store: each method runs its `EmbeddedOps` twin on
+    the store's own thread (writes are committed in groups there, see `_DedicatedThread`)."""
+
+    def __init__(self, ops: EmbeddedOps, thread: _DedicatedThread) -> None:
+        super().__init__(ops)
+        self._ops = ops
+        self._thread = thread
+
+
+def _on_store_thread(name: str) -> Any:
+    write = name in _WRITES
+
+    async def method(self: EmbeddedCollectionAdapter, *args: Any, **kwargs: Any) -> Any:
+        return await self._thread.run(write, getattr(self._ops, name), *args, **kwargs)
+
+    method.__name__ = name
+    method.__doc__ = getattr(Collection, name).__doc__
+    return method
+
+
+_METHODS = (
+    "insert_many",
+    "insert_one",
+    "find",
+    "find_one",
+    "update_one",
+    "update_many",
+    "find_one_and_update",
+    "replace_one",
+    "delete_many",
+    "count",
+    "distinct",
+    "create_index",
+    "drop_index",
+)
+for _name in _METHODS:
+    setattr(EmbeddedCollectionAdapter, _name, _on_store_thread(_name))
 
 
 def _duplicates_or_raise(exc: BulkWriteError) -> Exception:
@@ -200,18 +264,39 @@ def _duplicates_or_raise(exc: BulkWriteError) -> Exception:
 
 
 class Database:
-    """A named database on one of the back ends; hands out `Collection`s."""
+    """A named database on one of the back ends; hands out `Collection`s and runs units of
+    work (`lrs.storage.unit`)."""
 
-    def __init__(self, kind: str, collection_factory: Callable[[str], Collection]) -> None:
+    def __init__(
+        self,
+        kind: str,
+        collection_factory: Callable[[str], Collection],
+        runner: Callable[[Work[Any], bool], Awaitable[Any]] | None = None,
+    ) -> None:
         self.kind = kind
         self._factory = collection_factory
         self._collections: dict[str, Collection] = {}
         self._close_hooks: list[Callable[[], Any]] = []
+        self._runner = runner
+        # Embedded: a unit of work runs in one transaction (see `run`).
+        self.context = Context(atomic=runner is not None)
 
     def __getitem__(self, name: str) -> Collection:
         if name not in self._collections:
             self._collections[name] = self._factory(name)
         return self._collections[name]
+
+    async def run(self, work: Work[T], *, write: bool = True) -> T:
+        """Run a unit of work: on the embedded store as one job (one transaction when it
+        writes), elsewhere operation by operation."""
+        if self._runner is not None:
+            return await self._runner(work, write)
+        return await drive_async(work, self._execute)
+
+    async def _execute(self, op: Op | StoredClock) -> Any:
+        if isinstance(op, StoredClock):
+            return monotonic_now_micros()
+        return await getattr(self[op.collection], op.method)(*op.args, **op.kwargs)
 
     async def close(self) -> None:
         for hook in self._close_hooks:
@@ -250,12 +335,14 @@ def _open_memory(name: str) -> Database:
 
 
 # Work on the embedded store's one thread comes in two lanes. Progress derivation marks its
-# calls urgent (`urgent_storage_calls`): in one lane with the requests, each of its many small
-# reads and writes would wait behind every request queued before it, and progress would stop
-# being live exactly when learners are most active. Urgent calls go first, but at most
-# `_URGENT_STREAK` in a row while requests wait, so a derivation pass cannot starve requests.
+# calls urgent (`urgent_storage_calls`): in one lane with the requests, each of its reads and
+# writes would wait behind every request queued before it, and progress would stop being live
+# exactly when learners are most active. Urgent calls go first, but at most `_URGENT_STREAK` in
+# a row while requests wait, so derivation cannot starve requests.
 _URGENT_STREAK = 4
 _urgent: contextvars.ContextVar[bool] = contextvars.ContextVar("lrs_storage_urgent", default=False)
+# Writes queued together commit together (group commit): one COMMIT for up to this many.
+_GROUP_MAX = 64
 
 
 def urgent_storage_calls() -> None:
@@ -263,60 +350,113 @@ def urgent_storage_calls() -> None:
     _urgent.set(True)
 
 
+class _Job:
+    __slots__ = ("fn", "future", "write", "outcome")
+
+    def __init__(self, fn: Callable[[], Any], write: bool) -> None:
+        self.fn = fn
+        self.write = write
+        self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self.outcome: tuple[bool, Any] = (False, None)
+
+    def execute(self) -> None:
+        """Run, keeping the outcome for `settle` (a write's result is only valid once its
+        group committed)."""
+        try:
+            self.outcome = (True, self.fn())
+        except BaseException as exc:
+            self.outcome = (False, exc)
+
+    def settle(self) -> None:
+        if not self.future.set_running_or_notify_cancel():
+            return
+        ok, value = self.outcome
+        if ok:
+            self.future.set_result(value)
+        else:
+            self.future.set_exception(value)
+
+
 class _DedicatedThread:
-    """A single worker thread that owns the embedded store's connection for its whole life."""
+    """A single worker thread that owns the embedded store's connection for its whole life.
+
+    Writes that are queued together run in one SQLite transaction, each in its own savepoint
+    (a failing one is rolled back alone), and commit together: their callers hear back only
+    after that COMMIT, so nobody is ever told of a write that is not durable.
+    """
 
     def __init__(self) -> None:
-        self._lanes: tuple[collections.deque[Any], collections.deque[Any]] = (
+        self._lanes: tuple[collections.deque[_Job], collections.deque[_Job]] = (
             collections.deque(),  # urgent
             collections.deque(),  # normal
         )
         self._ready = threading.Condition()
         self._streak = 0
         self._closing = False
+        # (begin, commit, rollback) of a write group; set once the store is open.
+        self.group: tuple[Callable[[], None], Callable[[], None], Callable[[], None]] | None = None
         self._thread = threading.Thread(target=self._work, name="lrs-embedded", daemon=True)
         self._thread.start()
 
-    def _next(self) -> Any:
+    def _pick(self, writes_only: bool) -> _Job | None:
+        """The next job by lane priority (caller holds the lock); with `writes_only`, None
+        unless that job is a write."""
+        urgent, normal = self._lanes
+        lane = urgent if urgent and (self._streak < _URGENT_STREAK or not normal) else normal
+        if not lane or (writes_only and not lane[0].write):
+            return None
+        self._streak = self._streak + 1 if lane is urgent else 0
+        return lane.popleft()
+
+    def _next(self) -> _Job | None:
         with self._ready:
             while True:
-                urgent, normal = self._lanes
-                if urgent and (self._streak < _URGENT_STREAK or not normal):
-                    self._streak += 1
-                    return urgent.popleft()
-                if normal:
-                    self._streak = 0
-                    return normal.popleft()
+                job = self._pick(writes_only=False)
+                if job is not None:
+                    return job
                 if self._closing:
                     return None
                 self._ready.wait()
 
     def _work(self) -> None:
         while (job := self._next()) is not None:
-            job()
-
-    def _submit(self, urgent: bool, fn: Callable[..., Any]) -> concurrent.futures.Future[Any]:
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-
-        def job() -> None:
-            if not future.set_running_or_notify_cancel():
-                return
+            if not job.write or self.group is None:
+                job.execute()
+                job.settle()
+                continue
+            begin, commit, rollback = self.group
+            jobs = [job]
+            begin()
+            job.execute()
+            while len(jobs) < _GROUP_MAX:
+                with self._ready:
+                    more = self._pick(writes_only=True)
+                if more is None:
+                    break
+                jobs.append(more)
+                more.execute()
             try:
-                future.set_result(fn())
+                commit()
             except BaseException as exc:
-                future.set_exception(exc)
+                rollback()
+                for failed in jobs:
+                    failed.outcome = (False, exc)
+            for done in jobs:
+                done.settle()
 
+    def _submit(self, urgent: bool, write: bool, fn: Callable[[], Any]) -> _Job:
+        job = _Job(fn, write)
         with self._ready:
             self._lanes[0 if urgent else 1].append(job)
             self._ready.notify()
-        return future
+        return job
 
-    async def run(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        future = self._submit(_urgent.get(), lambda: fn(*args, **kwargs))
-        return await asyncio.wrap_future(future)
+    async def run(self, write: bool, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        job = self._submit(_urgent.get(), write, lambda: fn(*args, **kwargs))
+        return await asyncio.wrap_future(job.future)
 
     def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        return self._submit(False, lambda: fn(*args, **kwargs)).result()
+        return self._submit(False, False, lambda: fn(*args, **kwargs)).future.result()
 
     def shutdown(self) -> None:
         with self._ready:  # the thread finishes what is queued, then stops
@@ -347,12 +487,34 @@ def open_embedded(data_dir: Any, name: str) -> Database:
         staging.rename(file)
         legacy.rename(path / f"{name}.before-upgrade")
         log.warning("imported %s from %s (kept as %s.before-upgrade)", counts, legacy, name)
-    store = thread.call(EmbeddedStore, str(file))
+    store: EmbeddedStore = thread.call(EmbeddedStore, str(file))
+    thread.group = (store.begin, store.commit, store.rollback)
+    ops: dict[str, EmbeddedOps] = {}
+
+    def ops_for(collection: str) -> EmbeddedOps:
+        # Only ever called on the store's thread (or before it serves anyone).
+        if collection not in ops:
+            ops[collection] = EmbeddedOps(store.collection(collection))
+        return ops[collection]
+
+    def execute(op: Op | StoredClock) -> Any:
+        if isinstance(op, StoredClock):
+            return store.next_stored_key()
+        return getattr(ops_for(op.collection), op.method)(*op.args, **op.kwargs)
+
+    def run_unit(work: Work[Any], write: bool) -> Any:
+        if not write:
+            return drive(work, execute)
+        with store.write():  # inside the thread's group: a savepoint
+            return drive(work, execute)
+
+    async def runner(work: Work[Any], write: bool) -> Any:
+        return await thread.run(write, run_unit, work, write)
+
     database = Database(
         "embedded",
-        lambda collection: EmbeddedCollectionAdapter(
-            thread.call(store.collection, collection), thread.run
-        ),
+        lambda collection: EmbeddedCollectionAdapter(thread.call(ops_for, collection), thread),
+        runner,
     )
 
     def close() -> None:

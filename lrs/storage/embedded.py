@@ -16,6 +16,7 @@ locking across processes, so the CLI can work on the data directory of a running
 from __future__ import annotations
 
 import datetime
+import functools
 import itertools
 import json
 import math
@@ -98,8 +99,8 @@ def _index_key(value: Any) -> tuple[int, Any]:
         return (_STRING, value)
     if isinstance(value, dict):
         return (_OBJECT, bson.encode(value))  # never planned on; the full filter decides
-    if isinstance(value, list):
-        return (_UNKEYED, repr(value))  # nested arrays: left to the full filter
+    if isinstance(value, list | tuple):
+        return (_UNKEYED, repr(list(value)))  # nested arrays: left to the full filter
     if isinstance(value, ObjectId):
         return (_OID, value.binary)
     if isinstance(value, datetime.datetime):
@@ -193,7 +194,7 @@ def _path_values(doc: Any, parts: Sequence[str]) -> list[Any]:
         if parts[0] not in doc:
             return [MISSING]
         return _path_values(doc[parts[0]], parts[1:])
-    if isinstance(doc, list):
+    if isinstance(doc, list | tuple):  # a tuple is stored (BSON) as an array
         found: list[Any] = []
         for element in doc:
             if isinstance(element, dict):
@@ -325,16 +326,18 @@ def _unset_path(doc: dict[str, Any], path: str) -> None:
 
 
 def apply_update(
-    doc: dict[str, Any], update: Mapping[str, Any], *, inserting: bool
+    doc: dict[str, Any], update: Mapping[str, Any], *, inserting: bool, shallow: bool = False
 ) -> dict[str, Any]:
-    """The document after an update (operators) or a replacement (a plain document)."""
+    """The document after an update (operators) or a replacement (a plain document). With
+    `shallow` (only top-level fields change, see `_shallow_fields`) the copy is shallow."""
     if not _is_operator_dict(update):
         # _id is immutable: the existing (or upsert-seeded) one, else the replacement's.
         source = doc if "_id" in doc else update
         replaced = {"_id": source["_id"]} if "_id" in source else {}
         replaced.update({k: v for k, v in update.items() if k != "_id"})
         return replaced
-    new = bson.decode(bson.encode(doc), codec_options=_CODEC)  # a deep copy of BSON types
+    # Otherwise a deep copy of BSON types: nested values may be changed in place below.
+    new = dict(doc) if shallow else bson.decode(bson.encode(doc), codec_options=_CODEC)
     for op, fields in update.items():
         for path, value in fields.items():
             if op == "$set" or (op == "$setOnInsert" and inserting):
@@ -402,6 +405,11 @@ class _Index:
     table: str
     multikey: int  # bit i set: field i held an array in some document
 
+    @functools.cached_property
+    def roots(self) -> set[str]:
+        """The top-level fields the index reads."""
+        return {name.split(".", 1)[0] for name in self.fields}
+
     def is_multikey(self, position: int) -> bool:
         return bool(self.multikey >> position & 1)
 
@@ -416,7 +424,7 @@ class _Index:
             if len(values) > 1:
                 expanded |= 1 << len(per_field)
             for value in values:
-                if isinstance(value, list):
+                if isinstance(value, list | tuple):
                     expanded |= 1 << len(per_field)
                     keys.extend(_index_key(e) for e in value)
                     if not value:
@@ -586,8 +594,12 @@ class EmbeddedStore:
             "CREATE TABLE IF NOT EXISTS indexes (collection TEXT, name TEXT, fields TEXT,"
             " uniq INTEGER, tbl TEXT, multikey INTEGER, PRIMARY KEY (collection, name))"
         )
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS clock (name TEXT PRIMARY KEY, value INTEGER NOT NULL)"
+        )
         self._collections: dict[str, EmbeddedCollection] = {}
         self._seen_version: int | None = None
+        self._depth = 0  # open write transaction (1) and savepoints in it
 
     def collection(self, name: str) -> EmbeddedCollection:
         if name not in self._collections:
@@ -606,7 +618,32 @@ class EmbeddedStore:
             self.reload_metadata()
 
     def write(self) -> _WriteTransaction:
+        """A write transaction, or, inside one (a group commit), a savepoint of it."""
         return _WriteTransaction(self)
+
+    # A group of writes (lrs.storage.database commits queued writes together): begin() opens
+    # the transaction, each write inside it is a savepoint, commit() makes them all durable.
+    def begin(self) -> None:
+        _WriteTransaction(self).__enter__()
+
+    def commit(self) -> None:
+        _WriteTransaction(self).__exit__(None, None, None)
+
+    def rollback(self) -> None:
+        error = RuntimeError("group rolled back")
+        _WriteTransaction(self).__exit__(RuntimeError, error, None)
+
+    def next_stored_key(self) -> int:
+        """A `stored` key for a batch written in the current transaction: the clock in
+        microseconds, but always above every key handed out before, by any process. Taken
+        under the write lock, so keys grow in commit order: whatever commits later has a
+        larger key, which makes X-Experience-API-Consistent-Through simply "now"."""
+        assert self._depth > 0, "stored keys are taken inside a write transaction"
+        row = self._db.execute("SELECT value FROM clock WHERE name = 'stored'").fetchone()
+        now = time.time_ns() // 1000
+        key = max(now, row[0] + 1) if row else now
+        self._db.execute("INSERT OR REPLACE INTO clock VALUES ('stored', ?)", (key,))
+        return key
 
     def reload_metadata(self) -> None:
         for collection in self._collections.values():
@@ -615,15 +652,20 @@ class EmbeddedStore:
 
 class _WriteTransaction:
     # BEGIN IMMEDIATE takes the write lock up front: a read-modify-write is never interleaved
-    # with another process's write.
+    # with another process's write. Nested inside an open transaction, a savepoint.
     def __init__(self, store: EmbeddedStore) -> None:
         self._store = store
         self._db = store._db
 
     def __enter__(self) -> sqlite3.Connection:
-        self._begin()
-        # Under the lock: an index another process created since our last look is written too.
-        self._store.refresh_if_changed()
+        depth = self._store._depth
+        if depth == 0:
+            self._begin()
+            # Under the lock: an index another process created since our last look is written.
+            self._store.refresh_if_changed()
+        else:
+            self._db.execute(f"SAVEPOINT w{depth}")
+        self._store._depth = depth + 1
         return self._db
 
     def _begin(self) -> None:
@@ -646,10 +688,16 @@ class _WriteTransaction:
             self._db.execute(f"PRAGMA busy_timeout={_LOCK_WAIT_SECONDS * 1000}")
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        depth = self._store._depth - 1
+        self._store._depth = depth
         if exc_type is None:
-            self._db.execute("COMMIT")
+            self._db.execute("COMMIT" if depth == 0 else f"RELEASE w{depth}")
             return
-        self._db.execute("ROLLBACK")
+        if depth == 0:
+            self._db.execute("ROLLBACK")
+        else:
+            self._db.execute(f"ROLLBACK TO w{depth}")
+            self._db.execute(f"RELEASE w{depth}")
         # The in-memory metadata may describe tables, indexes or flags that were rolled back.
         self._store.reload_metadata()
 
@@ -711,10 +759,31 @@ class EmbeddedCollection:
             for rid, blob in db.execute(f"SELECT rid, doc FROM {self.table}").fetchall():
                 self._insert_entries(db, index, rid, bson.decode(blob, codec_options=_CODEC))
 
+    def drop_index(self, fields: list[str]) -> bool:
+        """Drop the index on exactly these fields, if there is one (an index an earlier
+        version declared and this one no longer uses); True if one was dropped."""
+        with self._store.write() as db:
+            self._ensure_table(db)
+            index = next((i for i in self.indexes if i.fields == fields), None)
+            if index is None or index.name == "_id_":
+                return False
+            db.execute(f"DROP TABLE {index.table}")
+            db.execute(
+                "DELETE FROM indexes WHERE collection = ? AND name = ?", (self.name, index.name)
+            )
+            self.indexes.remove(index)
+            return True
+
     def _add_index(
         self, db: sqlite3.Connection, name: str, fields: list[str], unique: bool
     ) -> _Index:
-        number = db.execute("SELECT count(*) FROM indexes").fetchone()[0] + 1
+        # Above every table in use (an index may have been dropped: counting would reuse one).
+        number = (
+            db.execute(
+                "SELECT coalesce(max(CAST(substr(tbl, 2) AS INTEGER)), 0) FROM indexes"
+            ).fetchone()[0]
+            + 1
+        )
         table = f"x{number}"
         key_columns = ", ".join(f"t{i}, v{i}" for i in range(len(fields)))
         # The entries are the B-tree itself (WITHOUT ROWID): no second copy in a separate index.
@@ -770,19 +839,32 @@ class EmbeddedCollection:
         cursor = db.execute(f"INSERT INTO {self.table} (doc) VALUES (?)", (blob,))
         rid = cursor.lastrowid
         assert rid is not None
-        stored = bson.decode(blob, codec_options=_CODEC)  # index what is stored (e.g. ms dates)
+        # Keys of the document as given equal those of its stored (decoded) form: dates key by
+        # milliseconds either way, tuples as arrays; so no decoding here.
         for index in self.indexes:
-            self._insert_entries(db, index, rid, stored)
+            self._insert_entries(db, index, rid, doc)
 
-    def _replace(self, db: sqlite3.Connection, rid: int, old: dict[str, Any], blob: bytes) -> None:
+    def _replace(
+        self,
+        db: sqlite3.Connection,
+        rid: int,
+        old: dict[str, Any],
+        new: dict[str, Any],
+        blob: bytes,
+        touched: set[str] | None = None,
+    ) -> None:
+        """Store `new` (encoded as `blob`) over `old`; only the index entries whose keys
+        changed are rewritten, and with `touched` (the top-level fields the update changed)
+        only the indexes over those fields are looked at."""
         db.execute(f"UPDATE {self.table} SET doc = ? WHERE rid = ?", (blob, rid))
-        new = bson.decode(blob, codec_options=_CODEC)  # index what is stored (e.g. ms dates)
         for index in self.indexes:
+            if touched is not None and not touched.intersection(index.roots):
+                continue
             before, _ = index.entries(old)
             after, expanded = index.entries(new)
             if before != after:
-                self._delete_entries(db, index, rid, before)
-                self._write_entries(db, index, rid, after, expanded)
+                self._delete_entries(db, index, rid, before - after)
+                self._write_entries(db, index, rid, after - before, expanded)
 
     def _delete_entries(
         self, db: sqlite3.Connection, index: _Index, rid: int, rows: set[tuple[Any, ...]]
@@ -1038,11 +1120,18 @@ class EmbeddedCollection:
             self._ensure_table(db)
             targets = self._matching(filter, None, 0 if many else 1)
             after: dict[str, Any] | None = None
+            shallow = _shallow_fields(update)
             for rid, doc in targets:
-                new = apply_update(doc, update, inserting=False)
-                blob = bson.encode(new)
-                if blob != bson.encode(doc):
-                    self._replace(db, rid, doc, blob)
+                if shallow is not None:
+                    # Top-level fields only: no deep copy, and only those fields compared.
+                    new = apply_update(doc, update, inserting=False, shallow=True)
+                    if any(_encoded(doc, name) != _encoded(new, name) for name in shallow):
+                        self._replace(db, rid, doc, new, bson.encode(new), shallow)
+                else:
+                    new = apply_update(doc, update, inserting=False)
+                    blob = bson.encode(new)
+                    if blob != bson.encode(doc):
+                        self._replace(db, rid, doc, new, blob)
                 after = after or new
             if targets or not upsert:
                 return len(targets), after
@@ -1060,6 +1149,20 @@ class EmbeddedCollection:
             found = self._matching(filter)
             self._delete(db, found)
         return len(found)
+
+
+def _shallow_fields(update: Mapping[str, Any]) -> set[str] | None:
+    """The top-level fields an update sets, unsets or increments, when that is all it does
+    (None: a replacement, a dotted path or another operator)."""
+    if not _is_operator_dict(update) or not set(update) <= {"$set", "$unset", "$inc"}:
+        return None
+    fields = {name for changes in update.values() for name in changes}
+    return None if any("." in name for name in fields) else fields
+
+
+def _encoded(doc: Mapping[str, Any], name: str) -> bytes | None:
+    """A field's value as BSON stores it (None when absent): BSON equality, not Python's."""
+    return bson.encode({"v": doc[name]}) if name in doc else None
 
 
 def _distinct_key(value: Any) -> tuple[int, Any]:

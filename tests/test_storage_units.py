@@ -1,0 +1,124 @@
+"""Units of work (lrs.storage.unit): one piece of storage logic, run atomically in one job on the
+embedded store and step by step elsewhere, with the same operation semantics on both."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from lrs.config import Settings
+from lrs.storage import unit
+from lrs.storage.database import Database, DuplicateKeys, open_database
+from lrs.storage.embedded import EmbeddedStore
+
+
+def _database(backend: str, tmp_path: Any) -> Database:
+    return open_database(Settings(storage=backend, data_dir=tmp_path, database="units"))
+
+
+@pytest.fixture(params=["memory", "embedded"])
+async def database(request: pytest.FixtureRequest, tmp_path: Any) -> Any:
+    db = _database(request.param, tmp_path)
+    await db["things"].create_index([("name", 1)], unique=True)
+    yield db
+    await db.close()
+
+
+def insert_then(names: list[str], fail: bool) -> unit.Work[list[str]]:
+    yield unit.insert_many("things", [{"name": n} for n in names])
+    found = yield unit.find("things", {"name": {"$in": names}}, sort=[("name", 1)])
+    if fail:
+        raise RuntimeError("changed my mind")
+    return [doc["name"] for doc in found]
+
+
+async def test_a_unit_sees_its_own_writes_and_returns_its_result(database: Database) -> None:
+    assert await database.run(insert_then(["a", "b"], fail=False)) == ["a", "b"]
+    assert await database["things"].count({}) == 2
+
+
+async def test_operations_raise_the_same_errors_into_the_unit(database: Database) -> None:
+    await database["things"].insert_one({"name": "taken"})
+
+    def clash() -> unit.Work[list[int]]:
+        try:
+            yield unit.insert_many("things", [{"name": "new"}, {"name": "taken"}])
+        except DuplicateKeys as exc:
+            return exc.indexes
+        return []
+
+    assert await database.run(clash()) == [1]
+    assert await database["things"].count({"name": "new"}) == 1
+
+
+async def test_a_failing_unit_leaves_nothing_on_the_embedded_store(tmp_path: Any) -> None:
+    database = _database("embedded", tmp_path)
+    try:
+        assert database.context.atomic
+        with pytest.raises(RuntimeError):
+            await database.run(insert_then(["x", "y"], fail=True))
+        assert await database["things"].count({}) == 0
+    finally:
+        await database.close()
+
+
+async def test_memory_and_mongodb_units_are_not_atomic(tmp_path: Any) -> None:
+    """What units that must be all-or-nothing are told, and why they carry their own protocol
+    there: a failure leaves earlier steps in place."""
+    database = _database("memory", tmp_path)
+    assert not database.context.atomic
+    with pytest.raises(RuntimeError):
+        await database.run(insert_then(["x"], fail=True))
+    assert await database["things"].count({}) == 1
+
+
+async def test_writes_queued_together_commit_together_and_fail_alone(tmp_path: Any) -> None:
+    """Group commit: many writes at once share transactions; one that fails is rolled back
+    alone, and every caller hears back only what is durable."""
+    database = _database("embedded", tmp_path)
+    try:
+        await database["things"].create_index([("name", 1)], unique=True)
+        results = await asyncio.gather(
+            *(database.run(insert_then([f"n{i}"], fail=i % 7 == 3)) for i in range(60)),
+            return_exceptions=True,
+        )
+        failed = {i for i, r in enumerate(results) if isinstance(r, Exception)}
+        assert failed == {i for i in range(60) if i % 7 == 3}
+        stored = {doc["name"] for doc in await database["things"].find({})}
+        assert stored == {f"n{i}" for i in range(60) if i not in failed}
+    finally:
+        await database.close()
+
+
+def test_stored_keys_grow_in_commit_order_across_processes(tmp_path: Any) -> None:
+    """Two connections on one file stand for two processes: every key taken is above every
+    key taken before it, whichever connection took it."""
+    path = str(tmp_path / "clock.sqlite3")
+    first, second = EmbeddedStore(path), EmbeddedStore(path)
+    keys = []
+    for store in [first, second] * 50:
+        with store.write():
+            keys.append(store.next_stored_key())
+    assert keys == sorted(keys) and len(set(keys)) == len(keys)
+    first.close()
+    second.close()
+
+
+async def test_a_dropped_index_is_gone_and_its_table_number_not_reused(tmp_path: Any) -> None:
+    database = _database("embedded", tmp_path)
+    try:
+        things = database["things"]
+        await things.create_index([("a", 1)])
+        await things.create_index([("b", 1)])
+        await things.insert_many([{"a": 1, "b": 2}, {"a": 2, "b": 2}])
+        assert await things.drop_index([("a", 1)])
+        assert not await things.drop_index([("a", 1)])
+        await things.create_index([("c", 1)])
+        assert await things.count({"b": 2}) == 2
+        await things.insert_one({"a": 3, "b": 3, "c": 1})
+        assert await things.count({"c": 1}) == 1
+        assert await things.count({"a": {"$gte": 1}}) == 3
+    finally:
+        await database.close()
