@@ -185,7 +185,7 @@ async def _run(config: SoakConfig, sender: LoopbackLRS, peer: LoopbackLRS) -> di
         last_report = 0.0
         while True:
             lag = await _lag(admin, destination_id)
-            unfanned = sender.run(sender.services.statements.unfanned(limit=1))
+            unfanned = sender.run(sender.services.statements.outbox.pending("forward", limit=1))
             if not unfanned and lag["pending"] == 0:
                 break
             if time.monotonic() - started > config.timeout:

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from lrs.api.errors import XAPIError
-from lrs.api.statements import store_statements
 from lrs.config import get_settings
+from lrs.ingestion import IngestionError
 from lrs.progress.catalogue import CourseStructureError, parse_cmi5_course
 from lrs.services import Services, build_services
 from lrs.storage.credentials import Credential
@@ -142,8 +142,8 @@ async def import_statements(path: Path, store: str, batch_size: int) -> int:
             try:
                 for first_line, batch in _batches(lines, batch_size):
                     try:
-                        await store_statements(services, credential, batch, version="1.0.3")
-                    except XAPIError as exc:
+                        await services.ingestion.store(credential, batch, version="1.0.3")
+                    except IngestionError as exc:
                         bar.close()
                         print(
                             f"{path}: batch starting at line {first_line}: {exc.message}",
@@ -159,11 +159,15 @@ async def import_statements(path: Path, store: str, batch_size: int) -> int:
         bar.close()
         # Derive what was imported before exiting (the embedded mode has no worker).
         changed = 0
-        pending = [
-            d["id"] for d in await services.statements.underived(limit=10**9) if d["store"] == store
-        ]
-        for start in range(0, len(pending), 200):
-            changed += await services.deriver.derive_statements(store, pending[start : start + 200])
+        while entries := [
+            entry
+            for entry in await services.statements.outbox.pending("derive", limit=200)
+            if entry["store"] == store
+        ]:
+            for entry in entries:
+                changed += await services.deriver.derive_statements(
+                    store, list(entry["ids"]), [entry["_id"]]
+                )
         print(f"imported {stored} statement(s); {changed} progress record(s) changed")
         return 0
     finally:

@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     # Base URL used in authority agents (account homePage) and absolute links.
     public_url: str = "http://localhost:8000"
 
+    # MongoDB: a statement batch must commit within this many seconds; a batch left pending
+    # longer (its writer died) is aborted by whoever needs its ids, and by the outbox sweep.
+    statement_write_lease: float = Field(default=30.0, gt=0)
+
     max_body_bytes: int = 20 * 1024 * 1024
     statement_page_size: int = 100
     max_statement_page_size: int = 1000

@@ -34,6 +34,10 @@ class EventBus:
     async def publish(self, store: str, event: dict[str, Any]) -> None:
         self.deliver(store, event)
 
+    async def publish_many(self, store: str, events: list[dict[str, Any]]) -> None:
+        for event in events:
+            self.deliver(store, event)
+
     def deliver(self, store: str, event: dict[str, Any]) -> None:
         for queue in list(self._subscribers):
             if queue.qsize() < 10_000:  # a stuck client must not grow memory without bound
@@ -80,6 +84,13 @@ class RedisEventBus(EventBus):
 
     async def publish(self, store: str, event: dict[str, Any]) -> None:
         await self._redis.publish(channel(store), json.dumps(event))
+
+    async def publish_many(self, store: str, events: list[dict[str, Any]]) -> None:
+        # One round trip for a derivation round's events, in order.
+        async with self._redis.pipeline(transaction=False) as pipeline:
+            for event in events:
+                pipeline.publish(channel(store), json.dumps(event))
+            await pipeline.execute()
 
     async def start(self) -> None:
         await super().start()

@@ -7,15 +7,13 @@ database or on a temporary embedded store.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from lrs.auth import Authenticator
 from lrs.config import Settings
 from lrs.events import EventBus, RedisEventBus
 from lrs.federation.service import Federation
+from lrs.ingestion import AfterStore, Ingestion
 from lrs.observability import Metrics
 from lrs.progress.deriver import Deriver
 from lrs.progress.dispatch import CeleryDispatcher, Dispatcher, InProcessDispatcher
@@ -26,9 +24,6 @@ from lrs.storage.database import Database, open_database
 from lrs.storage.documents import DocumentRepository
 from lrs.storage.progress import CatalogueRepository, ProgressRepository
 from lrs.storage.statements import StatementRepository
-
-# Called with (store, newly stored statements) after every successful statement write.
-StoredHook = Callable[[str, list[dict[str, Any]]], Awaitable[None]]
 
 log = logging.getLogger("lrs.services")
 
@@ -48,23 +43,18 @@ class Services:
     bus: EventBus
     deriver: Deriver
     dispatcher: Dispatcher
-    after_store: list[StoredHook] = field(default_factory=list)
+    # Told of every batch that stored something new (derivation, federation); see Ingestion.
+    after_store: list[AfterStore] = field(default_factory=list)
     metrics: Metrics = field(default_factory=Metrics)
-    # stored keys of writes in progress in this process, for X-Experience-API-Consistent-Through
-    writes_in_flight: set[int] = field(default_factory=set)
     # Forwarding and pulling (lrs.federation); set by build_services.
     federation: Federation = field(default=None)  # type: ignore[assignment]
-
-    def consistent_through_micros(self) -> int:
-        now = time.time_ns() // 1000
-        if self.writes_in_flight:
-            return min(min(self.writes_in_flight) - 1, now)
-        return now
+    ingestion: Ingestion = field(default=None)  # type: ignore[assignment]
 
     async def start(self, background: bool = True) -> None:
         """Prepare storage; with `background`, also the live-event listener and the outbox
         dispatcher (the API process; the CLI and the Celery workers need neither)."""
         await self.statements.ensure_indexes()
+        await self.statements.recover_batches()
         migrated = await self.statements.migrate()
         if migrated:
             log.warning("upgraded %d statements stored by an earlier version", migrated)
@@ -73,6 +63,7 @@ class Services:
         await self.activities.ensure_indexes()
         await self.catalogue.ensure_indexes()
         await self.progress.ensure_indexes()
+        await self.progress.migrate()
         await self.federation.ensure_indexes()
         if background:
             await self.bus.start()
@@ -96,25 +87,32 @@ class Services:
 def build_services(settings: Settings, database: Database | None = None) -> Services:
     database = database or open_database(settings)
     credentials = CredentialRepository(database, settings.public_url)
-    statements = StatementRepository(database)
+    statements = StatementRepository(database, settings.statement_write_lease)
     catalogue = CatalogueRepository(database)
     progress = ProgressRepository(database)
     profiles = load_profiles(settings.profiles_dir) if settings.profiles_dir else load_profiles()
     bus: EventBus = RedisEventBus(settings.redis_url) if settings.redis_url else EventBus()
-    deriver = Deriver(statements, catalogue, progress, profiles, bus)
+    deriver = Deriver(database, statements, catalogue, progress, profiles, bus)
     dispatcher: Dispatcher
     if settings.derivation_mode == "celery":
         dispatcher = CeleryDispatcher(
-            statements,
+            statements.outbox,
             catalogue,
             settings.sweep_interval,
             settings.outbox_grace,
             redis_url=settings.redis_url,
             requeue_after=settings.outbox_requeue_after,
             queue_cap=settings.outbox_queue_cap,
+            recover=statements.recover_batches,
         )
     else:
-        dispatcher = InProcessDispatcher(statements, catalogue, deriver, settings.sweep_interval)
+        dispatcher = InProcessDispatcher(
+            statements.outbox,
+            catalogue,
+            deriver,
+            settings.sweep_interval,
+            recover=statements.recover_batches,
+        )
     services = Services(
         settings=settings,
         database=database,
@@ -130,14 +128,12 @@ def build_services(settings: Settings, database: Database | None = None) -> Serv
         deriver=deriver,
         dispatcher=dispatcher,
     )
+    deriver.on_grown = dispatcher.grown
+    services.ingestion = Ingestion(
+        statements, services.activities, services.metrics, services.after_store
+    )
     services.after_store.append(dispatcher.after_store)
-
-    async def store_batch(credential: Any, batch: list[Any], version: str, parts: Any) -> Any:
-        # Pulled statements go through the same path as the API's, hooks included.
-        from lrs.api.statements import store_statements
-
-        return await store_statements(services, credential, batch, version=version, parts=parts)
-
-    services.federation = Federation(settings, database, statements, store_batch)
+    # Pulled statements go through the same path as the API's, hooks included.
+    services.federation = Federation(settings, database, statements, services.ingestion.store)
     services.after_store.append(services.federation.after_store)
     return services

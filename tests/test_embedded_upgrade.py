@@ -43,11 +43,13 @@ async def _documents_as_an_earlier_version_wrote_them(n: int) -> list[dict[str, 
         {**statement(), "id": str(uuid.uuid4()), "verb": {"id": VERB}, "stored": "x"}
         for _ in range(n)
     ]
-    await repository.insert_batch("default", batch, 1_700_000_000_000_000, statements_equivalent)
+    await repository.insert_batch("default", batch, statements_equivalent)
     docs = await repository.statements.find({})
     await database.close()
-    for doc in docs:
+    for number, doc in enumerate(docs):
         doc.pop("terms")
+        # Schema 2 kept the outbox as markers on each statement: the first one still owed both.
+        doc["derived"] = doc["fanned_out"] = number > 0
     return docs
 
 
@@ -94,8 +96,13 @@ async def test_statements_without_terms_are_upgraded_in_place(tmp_path: Path) ->
         assert (
             await services.statements.query("default", StatementQuery(verb=VERB))
         ).statements == []
-        assert await services.statements.migrate() == 3
+        assert await services.statements.migrate() == 3 + 2  # terms, and two outbox entries
         page = await services.statements.query("default", StatementQuery(verb=VERB))
         assert len(page.statements) == 3
+        # What the old markers owed is in the outbox now; what they did not owe is not.
+        outbox = services.statements.outbox
+        ids = [doc["id"] for doc in docs]
+        assert await outbox.owed("derive", "default", ids) == {docs[0]["id"]}
+        assert await outbox.owed("forward", "default", ids) == {docs[0]["id"]}
     finally:
         await services.close()

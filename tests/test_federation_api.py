@@ -112,7 +112,7 @@ async def _until_fanned_out(lrs: LRS) -> None:
     import asyncio
 
     for _ in range(200):
-        if not await lrs.services.statements.unfanned():
+        if not await lrs.services.statements.outbox.pending("forward", limit=1):
             return
         await asyncio.sleep(0.02)
     raise AssertionError("statements were not fanned out")

@@ -290,13 +290,13 @@ async def test_attachments_are_forwarded_with_their_data(sender: Sender, peer: P
 
 async def test_statements_left_unfanned_are_swept(sender: Sender, peer: Peer) -> None:
     """The API stored statements but never handed them over (Redis down, process killed):
-    the outbox marker makes the sweep forward them."""
+    the outbox entry makes the sweep forward them."""
     destination = await sender.create_destination(peer)
     driver = sender.services.federation.driver
     await driver.close()  # nothing runs: after_store hands nothing over
     sent = await sender.post([make_statement(i) for i in range(5)])
-    docs = await sender.services.statements.unfanned()
-    assert set(sent) <= {doc["id"] for doc in docs}
+    owed = await sender.services.statements.outbox.owed("forward", "default", sent)
+    assert owed == set(sent)
     await driver.start()
     await eventually(lambda: peer.ids() == set(sent), message="the sweep to forward them")
     await eventually(lambda: _all_delivered(sender, destination["id"]))
@@ -624,16 +624,24 @@ async def test_celery_sweep_fans_out_itself_and_enqueues_no_fan_out_tasks(
     ids = await sender.post([make_statement(n) for n in range(5)])
     enqueued: list[tuple[str, tuple[Any, ...]]] = []
 
-    async def fake_enqueue(task_name: str, *args: Any) -> bool:
-        enqueued.append((task_name, args))
-        return True
+    class Recorder:
+        def send(self, name: str, args: list[Any]) -> bool:
+            enqueued.append((name, tuple(args)))
+            return True
 
-    monkeypatch.setattr(dispatch, "enqueue", fake_enqueue)
-    sweeper = dispatch.CeleryFederation(federation, interval=1.0, grace=0.0)
+        def close(self, timeout: float = 5.0) -> None:
+            pass
+
+    sweeper = dispatch.CeleryFederation(
+        federation,
+        interval=1.0,
+        grace=0.0,
+        publisher=Recorder(),  # type: ignore[arg-type]
+    )
     for _ in range(3):
         await sweeper.sweep()
-    assert not await sender.services.statements.unfanned()
-    assert [name for name, _ in enqueued] == ["deliver"] * 3
+    assert not await sender.services.statements.outbox.pending("forward", limit=1)
+    assert [name for name, _ in enqueued] == ["lrs.federation.deliver"] * 3
     assert {args for _, args in enqueued} == {(destination["id"],)}
     await federation.forwarder.deliver(destination["id"])
     assert peer.ids() == set(ids)

@@ -1,4 +1,5 @@
-"""The in-process dispatcher merges submissions that queue up while it is busy."""
+"""The in-process dispatcher merges submissions that queue up while it is busy, and its sweep
+leaves alone what is already queued."""
 
 from __future__ import annotations
 
@@ -6,14 +7,15 @@ import asyncio
 from typing import Any
 
 from lrs.progress.dispatch import InProcessDispatcher, _coalesce
+from lrs.storage.outbox import Owed
 
 
 class RecordingDeriver:
     def __init__(self) -> None:
         self.calls: list[tuple[str, str, Any]] = []
 
-    async def derive_statements(self, store: str, ids: list[str]) -> int:
-        self.calls.append(("statements", store, list(ids)))
+    async def derive_statements(self, store: str, ids: list[str], entries: list[str]) -> int:
+        self.calls.append(("statements", store, (list(ids), list(entries))))
         await asyncio.sleep(0.01)  # busy long enough for later submissions to queue up
         return 0
 
@@ -21,18 +23,21 @@ class RecordingDeriver:
         self.calls.append(("course", store, course_id))
         return 0
 
+    def derived_ids(self) -> list[str]:
+        return [i for kind, _, call in self.calls if kind == "statements" for i in call[0]]
+
 
 def test_coalesce_merges_statements_per_store_and_keeps_courses() -> None:
     items = [
-        ("statements", "a", ["1"]),
+        ("statements", "a", Owed("a", ["1"], ["e1"])),
         ("course", "a", "c1"),
-        ("statements", "b", ["2"]),
-        ("statements", "a", ["3", "4"]),
+        ("statements", "b", Owed("b", ["2"], ["e2"])),
+        ("statements", "a", Owed("a", ["3", "4"], ["e3"])),
     ]
     assert _coalesce(items) == [
-        ("statements", "a", ["1", "3", "4"]),
+        ("statements", "a", Owed("a", ["1", "3", "4"], ["e1", "e3"])),
         ("course", "a", "c1"),
-        ("statements", "b", ["2"]),
+        ("statements", "b", Owed("b", ["2"], ["e2"])),
     ]
 
 
@@ -42,31 +47,37 @@ async def test_every_submitted_statement_is_derived_in_fewer_rounds() -> None:
     dispatcher._consumer = asyncio.create_task(dispatcher._consume())
     try:
         for n in range(40):
-            await dispatcher.submit("s", [f"id-{n}"])
+            dispatcher.submit(Owed("s", [f"id-{n}"], [f"entry-{n}"]))
         await dispatcher.idle(timeout=10)
         assert not dispatcher._in_flight  # nothing submitted is still waiting
     finally:
         dispatcher._consumer.cancel()
-    derived = [i for kind, _, ids in deriver.calls if kind == "statements" for i in ids]
-    assert sorted(derived) == sorted(f"id-{n}" for n in range(40))
+    assert sorted(deriver.derived_ids()) == sorted(f"id-{n}" for n in range(40))
+    entries = [e for kind, _, call in deriver.calls if kind == "statements" for e in call[1]]
+    assert sorted(entries) == sorted(f"entry-{n}" for n in range(40))
     assert len(deriver.calls) < 40
 
 
-class Underived:
-    """The outbox as the sweep reads it: every statement not derived yet, oldest first."""
+class Outbox:
+    """The outbox as the sweep reads it: an entry per statement until it is derived."""
 
     def __init__(self, deriver: RecordingDeriver, ids: list[str]) -> None:
         self.deriver = deriver
         self.ids = ids
 
-    async def underived(
-        self, older_than: int | None = None, limit: int = 1000, after: Any = None
+    async def pending(
+        self, kind: str, *, older_than: Any = None, limit: int = 1000, after: Any = None
     ) -> list[dict[str, Any]]:
-        derived = {i for kind, _, ids in self.deriver.calls if kind == "statements" for i in ids}
+        if kind != "derive":
+            return []
+        derived = set(self.deriver.derived_ids())
         waiting = [i for i in self.ids if i not in derived]
         if after is not None:
-            waiting = [i for i in waiting if i > after[1]]
-        return [{"store": "s", "id": i, "stored_key": 1} for i in waiting[:limit]]
+            waiting = [i for i in waiting if f"entry-{i}" > after[1]]
+        return [
+            {"_id": f"entry-{i}", "store": "s", "ids": [i], "stored_key": 1}
+            for i in waiting[:limit]
+        ]
 
 
 class NoCourses:
@@ -78,13 +89,13 @@ async def test_the_sweep_does_not_queue_again_what_is_already_queued() -> None:
     deriver = RecordingDeriver()
     ids = [f"id-{n:02d}" for n in range(10)]
     dispatcher = InProcessDispatcher(
-        Underived(deriver, ids),  # type: ignore[arg-type]
+        Outbox(deriver, ids),  # type: ignore[arg-type]
         NoCourses(),  # type: ignore[arg-type]
-        deriver,  # type: ignore[arg-type]
+        deriver,
         sweep_interval=3600,
     )
     for i in ids[:6]:
-        await dispatcher.submit("s", [i])  # queued behind a busy deriver, not derived yet
+        dispatcher.submit(Owed("s", [i], [f"entry-{i}"]))  # queued, not derived yet
     dispatcher._consumer = asyncio.create_task(dispatcher._consume())
     try:
         handed_over = await dispatcher.sweep()
@@ -92,6 +103,5 @@ async def test_the_sweep_does_not_queue_again_what_is_already_queued() -> None:
     finally:
         dispatcher._consumer.cancel()
     assert handed_over == 4  # only those nobody had queued
-    derived = [i for kind, _, batch in deriver.calls if kind == "statements" for i in batch]
-    assert sorted(derived) == ids  # each exactly once
+    assert sorted(deriver.derived_ids()) == ids  # each exactly once
     assert not dispatcher._in_flight

@@ -35,7 +35,8 @@ async def test_ready_reports_checks_and_backlog(lrs: LRS) -> None:
 async def store_thread_busy(lrs: LRS) -> AsyncIterator[None]:
     """Occupy the embedded store's one thread (as a long query or a burst of writes would)."""
     release = threading.Event()
-    busy = asyncio.ensure_future(lrs.services.credentials.collection._run(release.wait))
+    thread = lrs.services.credentials.collection._thread
+    busy = asyncio.ensure_future(thread.run(False, release.wait))
     try:
         yield
     finally:

@@ -5,6 +5,7 @@ private queue, no worker."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import uuid
@@ -17,9 +18,11 @@ import redis
 import test_progress_e2e as e2e
 from test_progress_e2e import celery_app_on, celery_broker, drop_queue
 
+from lrs import broker
 from lrs.progress import dispatch
-from lrs.progress.dispatch import CeleryDispatcher, enqueued_marker
+from lrs.progress.dispatch import CeleryDispatcher, marker
 from lrs.services import Services, build_services
+from lrs.storage.outbox import Owed
 from lrs.xapi.comparison import statements_equivalent
 from tests.conftest import make_settings, statement
 
@@ -65,10 +68,27 @@ def queued_statements(redis_url: str, queue: str) -> list[str]:
 
 
 async def stored_while_the_broker_was_down(services: Services, store: str, n: int) -> list[str]:
-    """Statements stored but never enqueued (what the sweep is for)."""
-    batch = [{**statement(), "id": str(uuid.uuid4()), "stored": "x"} for _ in range(n)]
-    await services.statements.insert_batch(store, batch, 1, statements_equivalent)
-    return sorted(s["id"] for s in batch)
+    """Statements stored (one batch, so one outbox entry, each) but never sent to the broker
+    (what the sweep is for)."""
+    ids = []
+    for _ in range(n):
+        batch = [{**statement(), "id": str(uuid.uuid4())}]
+        await services.statements.insert_batch(store, batch, statements_equivalent)
+        ids.append(batch[0]["id"])
+    return sorted(ids)
+
+
+async def sweep(dispatcher: CeleryDispatcher) -> int:
+    """One sweep round, once its messages are in the broker."""
+    handed_over = await dispatcher.sweep(grace=0)
+    assert isinstance(dispatcher.publisher, broker.TaskPublisher)
+    await asyncio.to_thread(dispatcher.publisher.flush)
+    return handed_over
+
+
+async def entry_of(services: Services, store: str, statement_id: str) -> str:
+    entries = await services.statements.outbox.pending("derive", limit=10_000)
+    return next(e["_id"] for e in entries if e["store"] == store and statement_id in e["ids"])
 
 
 async def test_a_sweep_round_does_not_enqueue_again_what_it_just_enqueued(
@@ -78,21 +98,22 @@ async def test_a_sweep_round_does_not_enqueue_again_what_it_just_enqueued(
     ids = await stored_while_the_broker_was_down(services, store, 3)
     dispatcher = services.dispatcher
     assert isinstance(dispatcher, CeleryDispatcher)
-    assert await dispatcher.sweep(grace=0) == 3
+    assert await sweep(dispatcher) == 3
     assert queued_statements(live_redis, queue) == ids
-    # No worker took them: the next rounds find them still underived, and leave them queued.
-    assert await dispatcher.sweep(grace=0) == 0
-    assert await dispatcher.sweep(grace=0) == 0
+    # No worker took them: the next rounds find them still owed, and leave them queued.
+    assert await sweep(dispatcher) == 0
+    assert await sweep(dispatcher) == 0
     assert queued_statements(live_redis, queue) == ids
     # Once the re-enqueue period has passed (the marker expired), a statement goes out again.
     client = redis.Redis.from_url(live_redis)
     try:
-        ttl = client.pttl(enqueued_marker(store, ids[0]))
+        key = marker("entry", store, await entry_of(services, store, ids[0]))
+        ttl = client.pttl(key)
         assert 0 < ttl <= services.settings.outbox_requeue_after * 1000
-        client.delete(enqueued_marker(store, ids[0]))
+        client.delete(key)
     finally:
         client.close()
-    assert await dispatcher.sweep(grace=0) == 1
+    assert await sweep(dispatcher) == 1
     assert queued_statements(live_redis, queue) == sorted([*ids, ids[0]])
 
 
@@ -104,14 +125,15 @@ async def test_a_sweep_round_adds_nothing_while_the_queue_is_backed_up(
     dispatcher = services.dispatcher
     assert isinstance(dispatcher, CeleryDispatcher)
     dispatcher.queue_cap = 2
-    await dispatcher.submit(store, ["already-queued-1"])
-    await dispatcher.submit(store, ["already-queued-2"])
+    dispatcher.submit(Owed(store, ["already-queued-1"]))
+    await asyncio.to_thread(dispatcher.publisher.flush)
+    dispatcher.submit(Owed("another-store", ["already-queued-2"]))
     ids = await stored_while_the_broker_was_down(services, store, 2)
-    assert await dispatcher.sweep(grace=0) == 0
+    assert await sweep(dispatcher) == 0
     assert queued_statements(live_redis, queue) == ["already-queued-1", "already-queued-2"]
     # A worker drains the queue: the next round hands the statements over.
     drop_queue(live_redis, queue)
-    assert await dispatcher.sweep(grace=0) == 2
+    assert await sweep(dispatcher) == 2
     assert queued_statements(live_redis, queue) == ids
 
 
@@ -125,8 +147,8 @@ async def test_a_sweep_pages_past_statements_it_enqueued_recently(
     dispatcher = services.dispatcher
     assert isinstance(dispatcher, CeleryDispatcher)
     older = await stored_while_the_broker_was_down(services, store, 4)
-    assert await dispatcher.sweep(grace=0) == 2  # a page's worth per round
-    assert await dispatcher.sweep(grace=0) == 2  # past the two enqueued: the other two
+    assert await sweep(dispatcher) == 2  # a page's worth per round
+    assert await sweep(dispatcher) == 2  # past the two enqueued: the other two
     newer = await stored_while_the_broker_was_down(services, store, 1)
-    assert await dispatcher.sweep(grace=0) == 1
+    assert await sweep(dispatcher) == 1
     assert queued_statements(live_redis, queue) == sorted(older + newer)

@@ -40,7 +40,9 @@ import httpx
 import pytest
 
 from lrs.config import Settings
-from lrs.storage.database import Database, open_embedded
+from lrs.storage.database import Database, open_database, open_embedded
+from lrs.storage.outbox import Outbox
+from tests.federation_support import eventually
 
 LOOPBACK = "127.0.0.1"
 EVENT_TIMEOUT = 15.0  # generous: a derivation takes milliseconds; only a broken chain waits
@@ -199,6 +201,16 @@ class TaskLog:
         }
 
 
+async def derived_flags(database: Any, store: str, ids: list[str]) -> dict[str, bool]:
+    """For each stored statement: whether nothing is owed for its derivation any more (its
+    outbox entry is gone), read from the store itself."""
+    owed = await Outbox(database).owed("derive", store, ids)
+    docs = await database["statements"].find(
+        {"store": store, "id": {"$in": ids}}, projection={"id": 1}
+    )
+    return {doc["id"]: doc["id"] not in owed for doc in docs}
+
+
 class Stack:
     """A running API plus Celery worker on a real Redis. See the module docstring."""
 
@@ -325,10 +337,7 @@ class ThreadStack(Stack):
         self.app.send_task(name)
 
     async def derived_flags(self, ids: list[str]) -> dict[str, bool]:
-        docs = await self.services.statements.statements.find(
-            {"store": self.store, "id": {"$in": ids}}, projection={"id": 1, "derived": 1}
-        )
-        return {doc["id"]: doc["derived"] for doc in docs}
+        return await derived_flags(self.services.database, self.store, ids)
 
     def close(self) -> None:
         try:
@@ -489,27 +498,15 @@ class ProcessStack(Stack):
             app.send_task(name)
 
     async def derived_flags(self, ids: list[str]) -> dict[str, bool]:
-        if not MONGODB_URL:
+        if MONGODB_URL:
+            settings = Settings(storage="mongodb", mongodb_url=MONGODB_URL, database=self.database)
+            database = open_database(settings)
+        else:
             database = open_embedded(self.workdir / "data", self.database)
-            try:
-                docs = await database["statements"].find(
-                    {"store": self.store, "id": {"$in": ids}}, projection={"id": 1, "derived": 1}
-                )
-            finally:
-                await database.close()
-            return {doc["id"]: doc["derived"] for doc in docs}
-        from pymongo import AsyncMongoClient
-
-        client: Any = AsyncMongoClient(MONGODB_URL)
         try:
-            docs = (
-                await client[self.database]["statements"]
-                .find({"store": self.store, "id": {"$in": ids}}, {"id": 1, "derived": 1})
-                .to_list(None)
-            )
+            return await derived_flags(database, self.store, ids)
         finally:
-            await client.close()
-        return {doc["id"]: doc["derived"] for doc in docs}
+            await database.close()
 
     def close(self) -> None:
         try:
@@ -802,8 +799,12 @@ async def test_statement_to_progress_to_sse_through_celery_and_redis(
         assert (await progress(client, ada, course.m2))["status"] == "not_started"
         assert all(e["record"]["module"] == course.m1 for e in stream.events)
     ids = first + rest
-    flags = await stack.derived_flags(ids)
-    assert flags == {i: True for i in ids}
+
+    async def all_derived() -> bool:
+        # The outbox entry goes after the record's event: "eventually derived", not "at once".
+        return await stack.derived_flags(ids) == {i: True for i in ids}
+
+    await eventually(all_derived, message="the outbox entries to be cleared")
     if isinstance(stack, ThreadStack):
         # The API process has no deriver on this path; the worker thread's tasks did it.
         assert type(stack.services.dispatcher).__name__ == "CeleryDispatcher"

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from lrs.progress.catalogue import CourseDefinition, Module
 from lrs.progress.profiles import load_profiles
 from lrs.progress.rules import Facts, derive_facts, fold, summarize
-from lrs.storage.statements import learner_key
+from lrs.storage.statement_docs import learner_key
 from tests.progress_reference import RESET_VERB, live_statements
 from tests.test_progress_properties import (
     COURSE,

@@ -304,8 +304,8 @@ async def quiet_services(
     services = build_services(settings_, database)
     new_ids: list[str] = []
 
-    async def collect(store: str, fresh: list[Statement]) -> None:
-        new_ids.extend(s["id"] for s in fresh)
+    def collect(store: str, ids: list[str], token: str) -> None:
+        new_ids.extend(ids)
 
     services.after_store[:] = [collect]
     await services.start(background=False)
@@ -533,22 +533,53 @@ _RACES = {
 }
 
 
+class _StallAfter:
+    """Wraps a collection: `method`, called from the task `slow`, stalls after answering until
+    `resume` is set."""
+
+    def __init__(self, inner: Any, method: str) -> None:
+        self._inner, self._method = inner, method
+        self.slow: asyncio.Task[Any] | None = None
+        self.reached, self.resume = asyncio.Event(), asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._inner, name)
+        if name != self._method:
+            return method
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            result = await method(*args, **kwargs)
+            if asyncio.current_task() is self.slow and not self.resume.is_set():
+                self.reached.set()
+                await self.resume.wait()
+            return result
+
+        return call
+
+
+def _wrap(services: Services, collection: str, wrapper: Any) -> None:
+    """Put a wrapper around one collection of the services' database, for every unit of work
+    and repository that reaches it through the database from now on."""
+    services.database._collections[collection] = wrapper
+
+
 @pytest.mark.parametrize(
-    ("race", "repository", "method"),
+    ("race", "collection", "method"),
     [
-        ("two views", "statements", "learner_statements"),
-        ("two views", "progress", "get"),
-        ("two views", "progress", "write"),
-        ("a view and its voiding", "statements", "learner_statements"),
-        ("a view and its voiding", "progress", "get"),
-        ("a view and its voiding", "progress", "write"),
-        ("a launch and a reset", "statements", "learner_statements"),
-        ("a launch and a reset", "progress", "get"),
-        ("a launch and a reset", "progress", "write"),
+        # the slow worker stalls after reading the statements, the records, or writing one
+        ("two views", "statements", "find"),
+        ("two views", "progress", "find"),
+        ("two views", "progress", "insert_many"),
+        ("a view and its voiding", "statements", "find"),
+        ("a view and its voiding", "progress", "find"),
+        ("a view and its voiding", "progress", "update_one"),
+        ("a launch and a reset", "statements", "find"),
+        ("a launch and a reset", "progress", "find"),
+        ("a launch and a reset", "progress", "insert_many"),
     ],
 )
 async def test_a_stalled_derivation_never_overwrites_a_newer_one(
-    race: str, repository: str, method: str
+    race: str, collection: str, method: str
 ) -> None:
     """Design 5: two workers deriving for the same learner and module never lose an update.
     A slow worker stalls right after one of its storage calls; meanwhile more statements are
@@ -560,30 +591,20 @@ async def test_a_stalled_derivation_never_overwrites_a_newer_one(
     settings_ = Settings(storage="memory", redis_url=None, derivation="inprocess")
     services, _ = await quiet_services(open_database(settings_), HTTP_DEFINITION)
     derive = services.deriver.derive_statements
-    target = getattr(services, repository)
-    original = getattr(target, method)
-    reached, resume = asyncio.Event(), asyncio.Event()
-    slow: asyncio.Task[int] | None = None
-
-    async def stalling(*args: Any, **kwargs: Any) -> Any:
-        result = await original(*args, **kwargs)
-        if asyncio.current_task() is slow and not resume.is_set():
-            reached.set()
-            await resume.wait()
-        return result
-
-    setattr(target, method, stalling)  # on this instance only
+    stall = _StallAfter(services.database[collection], method)
+    _wrap(services, collection, stall)
+    reached, resume = stall.reached, stall.resume
     try:
         if before:
             await store_statements(services, CREDENTIAL, before, version="1.0.3")
             await derive(STORE, [s["id"] for s in before])
         await store_statements(services, CREDENTIAL, slow_part, version="1.0.3")
-        slow = asyncio.create_task(derive(STORE, [s["id"] for s in slow_part]))
+        stall.slow = asyncio.create_task(derive(STORE, [s["id"] for s in slow_part]))
         await asyncio.wait_for(reached.wait(), 5)
         await store_statements(services, CREDENTIAL, fast_part, version="1.0.3")
         await derive(STORE, [s["id"] for s in fast_part])
         resume.set()
-        await asyncio.wait_for(slow, 5)
+        await asyncio.wait_for(stall.slow, 5)
         records = await services.progress.find(STORE)
         got = {(r["learner"], r["course"], r["module"]): r for r in records}
         every = [*before, *slow_part, *fast_part]
@@ -627,8 +648,8 @@ async def test_a_statement_and_its_voiding_stored_by_concurrent_requests() -> No
         "verb": {"id": VOID_VERB},
         "object": {"objectType": "StatementRef", "id": view["id"]},
     }
-    gate = _GateBefore(services.statements.statements, "insert_many")
-    services.statements.statements = gate  # type: ignore[assignment]
+    gate = _GateBefore(services.database["statements"], "insert_many")
+    _wrap(services, "statements", gate)
     try:
         gate.task = asyncio.create_task(
             store_statements(services, CREDENTIAL, [view], version="1.0.3")

@@ -63,7 +63,7 @@ async def test_embedded_store_survives_restart(tmp_path: Path) -> None:
     from lrs.xapi.comparison import statements_equivalent
 
     body = {**statement(), "id": "8d2b5a0e-61d4-4d2e-9a39-2ad6d4c1f001", "stored": "x"}
-    await services.statements.insert_batch("s", [body], 1, statements_equivalent)
+    await services.statements.insert_batch("s", [body], statements_equivalent)
     await services.close()
 
     reopened = build_services(settings)

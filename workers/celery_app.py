@@ -4,49 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import Celery
 from celery.signals import worker_ready, worker_shutdown
 
+from lrs.broker import FEDERATION_SWEEP, SWEEP_UNDERIVED, broker_url, celery_app
 from lrs.config import get_settings
 
-
-def broker_url(redis_url: str | None) -> str:
-    """Kombu names a Redis unix socket `redis+socket://`; redis-py (and LRS_REDIS_URL) `unix://`."""
-    if not redis_url:
-        return "memory://"
-    if redis_url.startswith("unix://"):
-        return "redis+socket://" + redis_url[len("unix://") :]
-    return redis_url
-
+__all__ = ["app", "broker_url"]
 
 settings = get_settings()
-app = Celery(
-    "lrs",
-    broker=broker_url(settings.redis_url),
-    include=["workers.tasks", "workers.federation_tasks"],
-)
+# The core's app (lrs.broker): the API sends tasks on it by name, the workers register them.
+app = celery_app()
+app.conf.include = ["workers.tasks", "workers.federation_tasks"]
 app.conf.update(
-    task_acks_late=True,
-    # A task whose worker died is redelivered, not dropped.
-    task_reject_on_worker_lost=True,
-    worker_prefetch_multiplier=4,
-    task_serializer="json",
-    accept_content=["json"],
-    broker_connection_retry_on_startup=True,
-    # Never let an API request hang on a broker that is down: publish fails fast, the outbox
-    # sweep re-enqueues later.
-    broker_transport_options={"socket_connect_timeout": 1, "socket_timeout": 2},
-    task_publish_retry=False,
     beat_schedule={
-        "sweep-underived": {
-            "task": "lrs.sweep_underived",
-            "schedule": settings.sweep_interval,
-        },
+        "sweep-underived": {"task": SWEEP_UNDERIVED, "schedule": settings.sweep_interval},
         # Federation: fan-outs left behind, deliveries whose retry is due, sources to poll.
-        "federation-sweep": {
-            "task": "lrs.federation.sweep",
-            "schedule": settings.federation_interval,
-        },
+        "federation-sweep": {"task": FEDERATION_SWEEP, "schedule": settings.federation_interval},
     },
 )
 

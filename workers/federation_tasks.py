@@ -22,9 +22,10 @@ def _enqueue(task_name: str, *args: object) -> None:
 
 
 @app.task(name="lrs.federation.fan_out", acks_late=True)
-def fan_out(store: str, ids: list[str]) -> int:
-    """Turn newly stored statements into delivery groups, then start delivering them."""
-    touched = run(lambda services: services.federation.forwarder.fan_out(store, ids))
+def fan_out(store: str, ids: list[str], entries: list[str] | None = None) -> int:
+    """Turn newly stored statements into delivery groups (clearing their outbox entries), then
+    start delivering them."""
+    touched = run(lambda services: services.federation.forwarder.fan_out(store, ids, entries or []))
     for destination_id in touched:
         _enqueue("lrs.federation.deliver", destination_id)
     return len(touched)
@@ -51,16 +52,18 @@ def pull(source_id: str) -> int:
 @app.task(name="lrs.federation.sweep", acks_late=True)
 def sweep() -> int:
     """Fan out what the API could not hand over, enqueue due deliveries and polls (beat)."""
+    from lrs.broker import DirectPublisher
     from lrs.federation.dispatch import CeleryFederation
 
     def sweep_all(services):  # noqa: ANN001, ANN202
-        federation = services.federation
-        driver = federation.driver
-        if not isinstance(driver, CeleryFederation):  # a worker always enqueues
-            settings = services.settings
-            driver = CeleryFederation(
-                federation, settings.federation_interval, settings.outbox_grace
-            )
+        settings = services.settings
+        # A worker always sends tasks, and sends them from here (no background publisher).
+        driver = CeleryFederation(
+            services.federation,
+            settings.federation_interval,
+            settings.outbox_grace,
+            publisher=DirectPublisher(),
+        )
         return driver.sweep()
 
     return run(sweep_all)

@@ -19,10 +19,10 @@ log = logging.getLogger("workers")
     max_retries=10,
     default_retry_delay=1,
 )
-def derive_statements(self, store: str, ids: list[str]) -> int:  # noqa: ANN001
-    """Derive progress for newly stored statements."""
+def derive_statements(self, store: str, ids: list[str], entries: list[str] | None = None) -> int:  # noqa: ANN001
+    """Derive progress for newly stored statements, then clear their outbox entries."""
     try:
-        return run(lambda services: services.deriver.derive_statements(store, ids))
+        return run(lambda services: services.deriver.derive_statements(store, ids, entries or []))
     except VersionConflict as exc:
         raise self.retry(exc=exc) from exc
 
@@ -33,15 +33,22 @@ def derive_course(store: str, course_id: str) -> int:
     return run(lambda services: services.deriver.derive_course(store, course_id))
 
 
+@app.task(name="lrs.resummarize", acks_late=True)
+def resummarize(store: str, course_id: str, module_id: str) -> int:
+    """A discovered module grew: summarize its learners' records against its new size."""
+    return run(lambda services: services.deriver.resummarize(store, course_id, module_id))
+
+
 @app.task(name="lrs.sweep_underived", acks_late=True)
 def sweep_underived() -> int:
     """Re-enqueue statements still underived after the grace period (the outbox sweep)."""
+    from lrs.broker import DirectPublisher
     from lrs.progress.dispatch import CeleryDispatcher
 
     def sweep(services):  # noqa: ANN001, ANN202
         settings = services.settings
         dispatcher = CeleryDispatcher(
-            services.statements,
+            services.statements.outbox,
             services.catalogue,
             grace=settings.outbox_grace,
             # Shared with the API's sweeps through Redis: a statement one of them enqueued
@@ -49,6 +56,8 @@ def sweep_underived() -> int:
             redis_url=settings.redis_url,
             requeue_after=settings.outbox_requeue_after,
             queue_cap=settings.outbox_queue_cap,
+            publisher=DirectPublisher(),
+            recover=services.statements.recover_batches,
         )
         return dispatcher.sweep()
 

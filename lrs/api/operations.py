@@ -114,15 +114,8 @@ async def _redis(url: str) -> dict[str, Any]:
 
 
 async def _backlog(services: Services) -> dict[str, Any]:
-    underived = await services.statements.count_underived()
-    oldest = await services.statements.underived(limit=1)
-    lag = 0.0
-    if oldest:
-        doc = await services.statements.statements.find_one(
-            {"store": oldest[0]["store"], "id": oldest[0]["id"]}, projection={"stored_key": 1}
-        )
-        if doc:
-            lag = max(0.0, time.time() - doc["stored_key"] / 1e6)
+    underived, oldest = await services.statements.outbox.backlog("derive")
+    lag = 0.0 if oldest is None else max(0.0, time.time() - oldest / 1e6)
     return {"underived": underived, "derivation_lag_seconds": round(lag, 3)}
 
 

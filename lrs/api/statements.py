@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import uuid
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -14,31 +13,22 @@ from fastapi.responses import JSONResponse
 from lrs.api.errors import XAPIError, bad_request
 from lrs.api.paths import single_params
 from lrs.auth import current_credential, has_scope, require_scope
+from lrs.ingestion import IngestionError
 from lrs.services import Services
 from lrs.storage.credentials import Credential
-from lrs.storage.statements import (
-    VOIDED_VERB,
-    StatementConflict,
-    StatementQuery,
-    is_voiding,
-)
+from lrs.storage.statements import StatementQuery
 from lrs.xapi.agents import agent_key
 from lrs.xapi.attachments import (
     AttachmentError,
     AttachmentPart,
     build_multipart_mixed,
-    match_attachments,
     parse_multipart_mixed,
-    require_file_urls,
 )
-from lrs.xapi.comparison import statements_equivalent
 from lrs.xapi.formats import FORMATS, format_statement, parse_accept_language
-from lrs.xapi.signature import verify_statement_signatures
 from lrs.xapi.timestamps import (
     TimestampError,
     format_timestamp,
     from_micros,
-    monotonic_now_micros,
     parse_timestamp,
     to_micros,
 )
@@ -48,7 +38,6 @@ from lrs.xapi.validation import (
     is_uuid,
     reject_duplicate_keys,
     validate_agent,
-    validate_statement,
 )
 
 router = APIRouter()
@@ -128,67 +117,6 @@ async def _read_statements(
     return [data], False, parts
 
 
-def _prepare(
-    statements: list[Any],
-    as_list: bool,
-    parts: list[AttachmentPart],
-    credential: Credential,
-    version: str,
-    stored_key: int,
-) -> list[dict[str, Any]]:
-    """Validate and complete every statement of a request; raises 400 on the first problem."""
-    for index, statement in enumerate(statements):
-        path = f"statements[{index}]" if as_list else "statement"
-        try:
-            validate_statement(statement, version=version, path=path)
-        except StatementValidationError as exc:
-            raise bad_request(str(exc)) from exc
-    try:
-        if parts:
-            by_sha2 = match_attachments(statements, parts)
-        else:
-            require_file_urls(statements)
-            by_sha2 = {}
-        for statement in statements:
-            verify_statement_signatures(statement, by_sha2, xapi_version=version)
-    except AttachmentError as exc:
-        raise bad_request(f"attachments: {exc}") from exc
-
-    stored = format_timestamp(from_micros(stored_key))
-    seen: set[str] = set()
-    prepared = []
-    for statement in statements:
-        statement = dict(statement)
-        statement_id = str(statement.get("id") or uuid.uuid4()).lower()
-        if statement_id in seen:
-            raise bad_request(f"the batch contains the statement id {statement_id} twice")
-        seen.add(statement_id)
-        statement["id"] = statement_id
-        statement.setdefault("timestamp", stored)
-        statement["stored"] = stored
-        statement["authority"] = credential.authority
-        statement.setdefault("version", "2.0.0" if version == "2.0.0" else "1.0.0")
-        prepared.append(statement)
-    return prepared
-
-
-async def _check_voiding(services: Services, store: str, statements: list[dict[str, Any]]) -> None:
-    """A voiding statement may not target another voiding statement (xAPI Data 2.3.2)."""
-    targets = {s["id"]: s["object"]["id"].lower() for s in statements if is_voiding(s)}
-    if not targets:
-        return
-    in_batch = {s["id"]: s for s in statements}
-    stored = await services.statements.find_by_ids(store, targets.values())
-    for voider, target in targets.items():
-        if (target in in_batch and is_voiding(in_batch[target])) or (
-            target in stored and stored[target]["voids"] is not None
-        ):
-            raise bad_request(
-                f"statement {voider} voids {target}, which is itself a voiding statement; "
-                "voiding statements cannot be voided"
-            )
-
-
 async def store_statements(
     services: Services,
     credential: Credential,
@@ -198,44 +126,14 @@ async def store_statements(
     as_list: bool = True,
     parts: list[AttachmentPart] | None = None,
 ) -> list[dict[str, Any]]:
-    """Validate, complete and store a batch all-or-nothing; then run the after-store hooks
-    (derivation outbox). Used by the Statements resource and by the progress API, which records
-    waivers and resets as statements."""
-    parts = parts or []
-    stored_key = monotonic_now_micros()
-    services.writes_in_flight.add(stored_key)
+    """The ingestion use case (lrs.ingestion), its refusals as xAPI errors."""
     try:
-        prepared = _prepare(statements, as_list, parts, credential, version, stored_key)
-        await _check_voiding(services, credential.store, prepared)
-        # Compare what the client sent, not what the LRS added (timestamp, stored, authority):
-        # differences the LRS itself caused are not conflicts (Data 2.3.1).
-        sent = {
-            p["id"]: {**original, "id": p["id"]}
-            for p, original in zip(prepared, statements, strict=True)
-        }
-
-        def equivalent(existing: dict[str, Any], candidate: dict[str, Any]) -> bool:
-            return statements_equivalent(existing, sent[candidate["id"]], xapi_version=version)
-
-        try:
-            fresh = await services.statements.insert_batch(
-                credential.store,
-                prepared,
-                stored_key,
-                equivalent,
-                [(p.sha2, p.content_type, p.data) for p in parts],
-            )
-        except StatementConflict as exc:
-            raise XAPIError(409, str(exc)) from exc
-    finally:
-        services.writes_in_flight.discard(stored_key)
-    services.metrics.statements_stored.inc(len(fresh))
-    await services.activities.record_from_statements(
-        credential.store, fresh, has_scope(credential, "define")
-    )
-    for hook in services.after_store:
-        await hook(credential.store, fresh)
-    return prepared
+        return await services.ingestion.store(
+            credential, statements, version=version, as_list=as_list, parts=parts
+        )
+    except IngestionError as exc:
+        headers = {"Retry-After": "1"} if exc.status == 503 else None
+        raise XAPIError(exc.status, exc.message, headers=headers) from exc
 
 
 async def _store(
@@ -255,9 +153,14 @@ async def _store(
     )
 
 
-def _statement_headers(services: Services, last_stored: str | None = None) -> dict[str, str]:
-    through = format_timestamp(from_micros(services.consistent_through_micros()))
-    headers = {"X-Experience-API-Consistent-Through": through}
+async def consistent_through(services: Services) -> str:
+    """X-Experience-API-Consistent-Through (Communication 2.1.3): truthful across processes,
+    see StatementRepository.consistent_through."""
+    return format_timestamp(from_micros(await services.statements.consistent_through()))
+
+
+async def _statement_headers(services: Services, last_stored: str | None = None) -> dict[str, str]:
+    headers = {"X-Experience-API-Consistent-Through": await consistent_through(services)}
     if last_stored:
         headers["Last-Modified"] = _http_date(last_stored)
     return headers
@@ -287,7 +190,7 @@ async def put_statement(
             raise bad_request("the statement's id does not match the statementId parameter")
         statement = {**statement, "id": statement_id}
     await _store(request, credential, [statement], False, parts)
-    return Response(status_code=204, headers=_statement_headers(services_of(request)))
+    return Response(status_code=204, headers=await _statement_headers(services_of(request)))
 
 
 @router.post("/xapi/statements")
@@ -300,7 +203,7 @@ async def post_statements(
     statements, as_list, parts = await _read_statements(request)
     prepared = await _store(request, credential, statements, as_list, parts)
     return JSONResponse(
-        [s["id"] for s in prepared], headers=_statement_headers(services_of(request))
+        [s["id"] for s in prepared], headers=await _statement_headers(services_of(request))
     )
 
 
@@ -385,7 +288,7 @@ async def get_statements(
         )
         if statement is None:
             raise XAPIError(404, f"no statement {statement_id}")
-        headers = _statement_headers(services, statement.get("stored"))
+        headers = await _statement_headers(services, statement.get("stored"))
         body = format_statement(statement, fmt, languages)
         return await _statement_response(
             request, credential, body, [statement], with_attachments, headers
@@ -426,7 +329,7 @@ async def get_statements(
             f"{k}={_quote(v)}" for k, v in next_params.items()
         )
     latest = max((s.get("stored", "") for s in page.statements), default=None)
-    headers = _statement_headers(services, latest or None)
+    headers = await _statement_headers(services, latest or None)
     body = {
         "statements": [format_statement(s, fmt, languages) for s in page.statements],
         "more": more,
@@ -473,4 +376,4 @@ def _all_attachments(statement: dict[str, Any]) -> list[dict[str, Any]]:
     return attachments
 
 
-__all__ = ["router", "parse_agent_param", "services_of", "VOIDED_VERB"]
+__all__ = ["router", "parse_agent_param", "services_of", "store_statements"]

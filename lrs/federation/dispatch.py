@@ -1,11 +1,11 @@
 """What drives federation: an asyncio loop inside the service (embedded mode), or Celery tasks
 (production), mirroring the progress outbox (lrs.progress.dispatch).
 
-Both only decide *when* work runs; *what* is durable lives in the database: the `fanned_out`
-marker of each statement, the delivery groups, the sources' checkpoints. So the in-process
-loop can stop at any point, and a Celery task can be lost with its broker, and a sweep finds
-the work again:
-- statements still not fanned out `grace` seconds after they were stored are fanned out;
+Both only decide *when* work runs; *what* is durable lives in the database: the `forward`
+outbox entry of each statement batch, the delivery groups, the sources' checkpoints. So the
+in-process loop can stop at any point, and a Celery task can be lost with its broker, and a
+sweep finds the work again:
+- batches whose entry is still there `grace` seconds after they were stored are fanned out;
 - destinations whose creation did not finish its catch-up are caught up;
 - destinations with due deliveries get a delivery pass, sources due for a poll a poll.
 """
@@ -18,10 +18,12 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from lrs import broker
 from lrs.periodic import Periodic
 from lrs.storage.federation import now_micros
+from lrs.storage.outbox import Owed
 
 if TYPE_CHECKING:
     from lrs.federation.service import Federation
@@ -37,7 +39,9 @@ class FederationDriver:
         self.interval = interval
         self.grace = grace
 
-    async def after_store(self, store: str, statements: list[dict[str, Any]]) -> None:
+    def after_store(self, store: str, ids: list[str], token: str) -> None:
+        """A batch committed (its outbox entry is `<token>:forward`): fan it out soon. Must not
+        wait on I/O (it runs before the request is answered)."""
         raise NotImplementedError
 
     async def wake_destination(self, destination_id: str) -> None:
@@ -53,13 +57,13 @@ class FederationDriver:
     async def close(self) -> None:
         raise NotImplementedError
 
-    async def _unfanned(self) -> dict[str, list[str]]:
+    async def _left_behind(self) -> list[Owed]:
+        """Fan-outs owed for longer than the grace period (one page, oldest first)."""
         older_than = now_micros() - int(self.grace * 1e6)
-        docs = await self.federation.statements.unfanned(older_than, limit=_SWEEP_PAGE)
-        by_store: dict[str, list[str]] = defaultdict(list)
-        for doc in docs:
-            by_store[doc["store"]].append(doc["id"])
-        return by_store
+        entries = await self.federation.statements.outbox.pending(
+            "forward", older_than=older_than, limit=_SWEEP_PAGE
+        )
+        return [Owed(e["store"], list(e["ids"]), [e["_id"]]) for e in entries]
 
     async def _catch_up(self) -> list[str]:
         """Finish the creation of destinations whose process died before it queued the
@@ -89,7 +93,7 @@ class InProcessFederation(FederationDriver):
     ) -> None:
         super().__init__(federation, interval, grace)
         self.concurrency = concurrency
-        self._queue: dict[str, list[str]] = defaultdict(list)
+        self._queue: list[Owed] = []
         self._wake: asyncio.Event | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
@@ -101,10 +105,10 @@ class InProcessFederation(FederationDriver):
     def started(self) -> bool:
         return self._loop_task is not None and not self._loop_task.done()
 
-    async def after_store(self, store: str, statements: list[dict[str, Any]]) -> None:
-        # Not started (the CLI, a worker): the marker stays, the next server's sweep finds it.
-        if statements and self.started and self._wake is not None:
-            self._queue[store].extend(s["id"] for s in statements)
+    def after_store(self, store: str, ids: list[str], token: str) -> None:
+        # Not started (the CLI, a worker): the entry stays, the next server's sweep finds it.
+        if ids and self.started and self._wake is not None:
+            self._queue.append(Owed(store, list(ids), [f"{token}:forward"]))
             self._wake.set()
 
     async def wake_destination(self, destination_id: str) -> None:
@@ -138,9 +142,9 @@ class InProcessFederation(FederationDriver):
         await self._fan_out_queued()
         if time.monotonic() - self._last_sweep >= self.interval:
             self._last_sweep = time.monotonic()
-            while by_store := await self._unfanned():
-                for store, ids in by_store.items():
-                    await self._fan_out(store, ids)
+            while left := await self._left_behind():
+                for owed in left:
+                    await self._fan_out(owed)
             await self._catch_up()  # its destinations are due: spawned below
         for destination_id in await self._due_destinations():
             self._spawn(("destination", destination_id))
@@ -148,18 +152,18 @@ class InProcessFederation(FederationDriver):
             self._spawn(("source", doc["_id"]))
 
     async def _fan_out_queued(self) -> None:
-        queued, self._queue = self._queue, defaultdict(list)
-        for store, ids in queued.items():
-            for start in range(0, len(ids), _SWEEP_PAGE):
-                try:
-                    await self._fan_out(store, ids[start : start + _SWEEP_PAGE])
-                except asyncio.CancelledError:
-                    raise
-                except Exception:  # still marked: the sweep fans them out after the grace
-                    log.exception("fan-out of %d statements failed", len(ids))
+        queued, self._queue = self._queue, []
+        for owed in _merged(queued):
+            try:
+                await self._fan_out(owed)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the entries stay: the sweep fans them out after the grace
+                log.exception("fan-out of %d statements failed", len(owed.ids))
 
-    async def _fan_out(self, store: str, ids: list[str]) -> None:
-        for destination_id in await self.federation.forwarder.fan_out(store, ids):
+    async def _fan_out(self, owed: Owed) -> None:
+        forwarder = self.federation.forwarder
+        for destination_id in await forwarder.fan_out(owed.store, owed.ids, owed.entries):
             self._spawn(("destination", destination_id))
 
     def _spawn(self, key: tuple[str, str]) -> None:
@@ -237,32 +241,39 @@ class CeleryFederation(FederationDriver):
     with due work and a poll for each due source. A broker outage is logged, never raised: the
     database still says what is due."""
 
-    def __init__(self, federation: Federation, interval: float, grace: float) -> None:
+    def __init__(
+        self,
+        federation: Federation,
+        interval: float,
+        grace: float,
+        publisher: broker.TaskPublisher | broker.DirectPublisher | None = None,
+    ) -> None:
         super().__init__(federation, interval, grace)
+        self.publisher = publisher or broker.TaskPublisher()
         self._sweeper = Periodic(self.sweep, interval, log, "federation sweep")
 
-    async def after_store(self, store: str, statements: list[dict[str, Any]]) -> None:
-        if statements:
-            await enqueue("fan_out", store, [s["id"] for s in statements])
+    def after_store(self, store: str, ids: list[str], token: str) -> None:
+        if ids:
+            self.publisher.send(broker.FAN_OUT, [store, list(ids), [f"{token}:forward"]])
 
     async def wake_destination(self, destination_id: str) -> None:
-        await enqueue("deliver", destination_id)
+        self.publisher.send(broker.DELIVER, [destination_id])
 
     async def wake_source(self, source_id: str) -> None:
-        await enqueue("pull", source_id)
+        self.publisher.send(broker.PULL, [source_id])
 
     async def sweep(self) -> int:
         """Fan out what was left marked, enqueue what is due; returns the number of tasks
         enqueued."""
         enqueued = 0
-        for store, ids in (await self._unfanned()).items():
-            await self.federation.forwarder.fan_out(store, ids)
+        for owed in await self._left_behind():
+            await self.federation.forwarder.fan_out(owed.store, owed.ids, owed.entries)
         await self._catch_up()  # database work too; the deliveries are enqueued below
         for destination_id in await self._due_destinations():
             if await self.federation.forwarder.has_due(destination_id):
-                enqueued += await enqueue("deliver", destination_id)
+                enqueued += self.publisher.send(broker.DELIVER, [destination_id])
         for doc in await self.federation.sources.due(now_micros()):
-            enqueued += await enqueue("pull", doc["_id"])
+            enqueued += self.publisher.send(broker.PULL, [doc["_id"]])
         return enqueued
 
     async def start(self) -> None:
@@ -270,18 +281,22 @@ class CeleryFederation(FederationDriver):
 
     async def close(self) -> None:
         await self._sweeper.stop()
+        await asyncio.to_thread(self.publisher.close)
 
 
-async def enqueue(task_name: str, *args: Any) -> bool:
-    """Send a federation task to the broker without blocking the caller for long."""
-    from workers import federation_tasks
-
-    task = getattr(federation_tasks, task_name)
-    try:
-        await asyncio.wait_for(
-            asyncio.to_thread(task.apply_async, args=list(args), retry=False), timeout=2.0
-        )
-    except Exception as exc:  # the database still marks the work: a later sweep enqueues it
-        log.warning("could not enqueue federation task %s (%s)", task_name, exc)
-        return False
-    return True
+def _merged(owed: list[Owed]) -> list[Owed]:
+    """Queued fan-outs of one store together, in pages of at most `_SWEEP_PAGE` statements."""
+    by_store: dict[str, list[Owed]] = defaultdict(list)
+    for item in owed:
+        by_store[item.store].append(item)
+    merged: list[Owed] = []
+    for store, items in by_store.items():
+        page = Owed(store, [], [])
+        for item in items:
+            if page.ids and len(page.ids) + len(item.ids) > _SWEEP_PAGE:
+                merged.append(page)
+                page = Owed(store, [], [])
+            page.ids.extend(item.ids)
+            page.entries.extend(item.entries)
+        merged.append(page)
+    return merged

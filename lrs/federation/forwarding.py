@@ -3,10 +3,10 @@ is delivered to it at least once, in `stored` order where possible.
 
 Two durable steps, each safe to repeat:
 
-1. Fan-out. Every statement is stored with `fanned_out: false` (the outbox marker, written with
-   the statement). Fan-out turns a set of statements into delivery groups, one per destination
-   that wants them, then clears the marker. A crash in between repeats the fan-out, which
-   inserts nothing twice (group ids derive from their content).
+1. Fan-out. Every committed statement batch leaves a `forward` entry in the outbox
+   (lrs.storage.outbox). Fan-out turns a set of statements into delivery groups, one per
+   destination that wants them, then deletes the entry. A crash in between repeats the fan-out,
+   which inserts nothing twice (group ids derive from their content).
 2. Delivery. Whoever holds a destination's lease sends its oldest due groups, POSTing a batch
    where the peer takes it and falling back to one PUT per statement when the batch is refused,
    so one bad statement cannot hold back the others. Outcomes:
@@ -153,14 +153,14 @@ class Forwarder:
 
     # --- fan-out -----------------------------------------------------------------------------
 
-    async def fan_out(self, store: str, ids: list[str]) -> list[str]:
-        """Create the delivery groups of these statements and clear their outbox marker.
-        Returns the destinations that got new work."""
-        if not ids:
-            return []
-        destinations = await self.destinations.of_store(store)
+    async def fan_out(
+        self, store: str, ids: list[str], entries: list[str] | tuple[str, ...] = ()
+    ) -> list[str]:
+        """Create the delivery groups of these statements, then delete the outbox entries
+        that owed them. Returns the destinations that got new work."""
+        destinations = await self.destinations.of_store(store) if ids else []
         touched = await self._queue(store, ids, destinations) if destinations else []
-        await self.statements.mark_fanned_out(store, ids)
+        await self.statements.outbox.done(list(entries))
         return touched
 
     async def catch_up(self, destination: dict[str, Any]) -> bool:

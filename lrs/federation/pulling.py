@@ -36,6 +36,7 @@ import httpx
 from lrs.federation.client import PeerClient, PeerConfig, PeerError, is_2x, parts_for
 from lrs.federation.peers import peer_config
 from lrs.federation.secrets import SecretKeys
+from lrs.ingestion import IngestionError
 from lrs.storage.credentials import Credential
 from lrs.storage.federation import SourceRepository, now_micros
 from lrs.xapi.attachments import AttachmentPart
@@ -47,7 +48,9 @@ log = logging.getLogger("lrs.federation")
 _OVERLAP_MICROS = 1000
 
 # (credential, statements, xAPI version, attachment parts) -> stored; raises XAPIError (400/409)
-StoreBatch = Callable[[Credential, list[Any], str, list[AttachmentPart]], Awaitable[Any]]
+# lrs.ingestion.Ingestion.store: (credential, statements, *, version, parts).
+StoreBatch = Callable[..., Awaitable[Any]]
+_REFUSED = (400, 409)  # the statement itself is refused (invalid, conflicting): recorded
 # (store, ids) -> the ids among them already stored
 KnownIds = Callable[[str, list[str]], Awaitable[set[str]]]
 
@@ -228,8 +231,6 @@ class Puller:
         self, source: dict[str, Any], statements: list[dict[str, Any]], parts: list[AttachmentPart]
     ) -> tuple[int, int]:
         """Store a page; returns (new statements, rejected statements)."""
-        from lrs.api.errors import XAPIError  # the API layer imports the services, and they us
-
         if not statements:
             return 0, 0
         store = source["store"]
@@ -240,16 +241,25 @@ class Puller:
         rejected: set[str] = set()
         for version, run in _runs(statements):
             try:
-                await self.store_batch(credential, run, version, parts_for(run, by_sha2))
+                await self.store_batch(
+                    credential, run, version=version, parts=parts_for(run, by_sha2)
+                )
                 continue
-            except XAPIError:
-                pass  # one of them is refused: store the others one by one
+            except IngestionError as exc:
+                if exc.status not in _REFUSED:
+                    raise  # nothing stored, the checkpoint stays: the next poll tries again
+            # One of them is refused: store the others one by one.
             for statement in run:
                 try:
                     await self.store_batch(
-                        credential, [statement], version, parts_for([statement], by_sha2)
+                        credential,
+                        [statement],
+                        version=version,
+                        parts=parts_for([statement], by_sha2),
                     )
-                except XAPIError as exc:
+                except IngestionError as exc:
+                    if exc.status not in _REFUSED:
+                        raise
                     statement_id = str(statement.get("id", "")).lower()
                     rejected.add(statement_id)
                     await self.sources.record_error(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import httpx
 
 from lrs.config import Settings
@@ -80,8 +78,8 @@ class Federation:
         await self.deliveries.ensure_indexes()
         await self.sources.ensure_indexes()
 
-    async def after_store(self, store: str, statements: list[dict[str, Any]]) -> None:
-        await self.driver.after_store(store, statements)
+    def after_store(self, store: str, ids: list[str], token: str) -> None:
+        self.driver.after_store(store, ids, token)
 
     async def start(self) -> None:
         await self.driver.start()

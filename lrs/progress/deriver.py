@@ -1,6 +1,15 @@
-"""Applies the rules: from stored statements to progress records, with an optimistic version
-check, then a live event per changed record (design notes sections 1, 5, 6).
+"""Applies the rules: from stored statements to progress records (design notes 1, 5, 6).
 
+Incremental: each progress record keeps the facts its statements established (lrs.progress.rules:
+per-item first view, first pass, attempts, ...), and a new statement is folded into them, so
+deriving it costs the same however long the learner's history is. The statements are read again
+only when folding cannot be trusted: a voided statement (its contribution must go), a reset
+that moves the barrier, a record from an earlier version (no facts yet), a catalogue change, or
+another writer's concurrent update (optimistic version check).
+
+A round of statements is one unit of work (lrs.storage.unit): on the embedded store one
+transaction in which the records, the change-sequence numbers and the outbox entries are
+written together; on MongoDB step by step, every record write checked against the version read.
 Used by the Celery tasks in production and in-process in the embedded mode: the same code.
 """
 
@@ -8,27 +17,67 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from lrs.events import EventBus
 from lrs.progress.catalogue import Module
 from lrs.progress.profiles import Profiles
-from lrs.progress.rules import derive_facts, learner_name, summarize
-from lrs.storage.progress import PROGRESS_FIELDS, CatalogueRepository, ProgressRepository
-from lrs.storage.statements import StatementRepository, learner_key
+from lrs.progress.rules import Facts, derive_facts, fold, learner_name, summarize
+from lrs.storage.database import Database
+from lrs.storage.outbox import COLLECTION as OUTBOX
+from lrs.storage.progress import (
+    COURSES,
+    PROGRESS_FIELDS,
+    CatalogueRepository,
+    ProgressRepository,
+    insert_records_work,
+    module_from_doc,
+    module_records_work,
+    record_key,
+    records_work,
+    seq_block_work,
+    with_items,
+    write_record_work,
+)
+from lrs.storage.statements import StatementRepository
+from lrs.storage.unit import Work, delete_many, find, find_one, update_one
+from lrs.xapi.timestamps import monotonic_now_micros
 
 log = logging.getLogger("lrs.progress")
 
 _MAX_ATTEMPTS = 20
+# Fields of a record that say what it is (a change to any of them is written); `seq` and
+# friends say when it was written.
+_CONTENT = (*PROGRESS_FIELDS, "learner_name", "facts")
+_PUBLIC_HIDDEN = ("_id", "store", "updated_key", "seq", "facts", "key")
+
+Pair = tuple[str, str, str, str | None]  # learner, course, module, registration
+ModuleKey = tuple[str, str]  # course, module
 
 
 class VersionConflict(RuntimeError):
     pass
 
 
+@dataclass
+class Round:
+    """What a unit of derivation did: the records whose public fields changed (to publish),
+    and the discovered modules that grew (course, module) -> their new item count."""
+
+    changed: list[dict[str, Any]] = field(default_factory=list)
+    grown: dict[ModuleKey, int] = field(default_factory=dict)
+
+
 def _context_ids(statement: dict[str, Any], kind: str) -> list[str]:
     value = ((statement.get("context") or {}).get("contextActivities") or {}).get(kind) or []
-    return [a["id"] for a in (value if isinstance(value, list) else [value]) if "id" in a]
+    return [
+        a["id"]
+        for a in (value if isinstance(value, list) else [value])
+        if isinstance(a, dict) and "id" in a
+    ]
 
 
 def _object_id(statement: dict[str, Any]) -> str | None:
@@ -36,151 +85,68 @@ def _object_id(statement: dict[str, Any]) -> str | None:
     return obj.get("id") if obj.get("objectType", "Activity") == "Activity" else None
 
 
+def _touches_module(module: Module, object_id: str | None, parents: list[str]) -> bool:
+    return (object_id in module.activity_ids) or module.id in parents
+
+
+def _discovery_target(statement: dict[str, Any], object_id: str | None) -> tuple[str, str] | None:
+    """(course, module) a statement would be discovered into, if any."""
+    if object_id is None:
+        return None
+    parent = _context_ids(statement, "parent")
+    grouping = _context_ids(statement, "grouping")
+    module_id = (parent or grouping or [None])[0]
+    if module_id is None or module_id == object_id:
+        return None
+    course_id = next((g for g in grouping if g != module_id), module_id)
+    return course_id, module_id
+
+
+def _registration(module: Module, statement: dict[str, Any]) -> str | None:
+    """The registration a record is kept per: none (one record per learner and module)."""
+    return None
+
+
 class Deriver:
     def __init__(
         self,
+        database: Database,
         statements: StatementRepository,
         catalogue: CatalogueRepository,
         progress: ProgressRepository,
         profiles: Profiles,
         bus: EventBus,
     ) -> None:
+        self.database = database
         self.statements = statements
         self.catalogue = catalogue
         self.progress = progress
         self.profiles = profiles
         self.bus = bus
+        # Told of discovered modules that grew, to re-summarize their other learners soon
+        # (the dispatcher); the outbox keeps it durable meanwhile.
+        self.on_grown: Callable[[str, list[ModuleKey]], None] | None = None
 
-    async def derive_statements(self, store: str, ids: list[str]) -> int:
-        """Derive progress for every learner-module pair the statements touch, then mark them
-        derived. Idempotent: running it twice, or for statements already derived, is harmless.
-        Returns the number of records that changed."""
-        docs = await self.statements.raw_statements(store, ids)
-        pairs: dict[tuple[str, str, str], Module] = {}
-        grown: dict[tuple[str, str], Module] = {}
-        # Statements of one batch mostly share their activities: look each context up once.
-        touched: dict[str, list[Module]] = {}
-        for doc in docs:
-            statement = json.loads(doc["statement"])
-            affected = [statement]
-            if doc.get("voids"):
-                # Voiding retracts what the target contributed: re-derive the target's pairs.
-                targets = await self.statements.raw_statements(store, [doc["voids"]])
-                affected += [json.loads(t["statement"]) for t in targets]
-            for subject in affected:
-                learner = learner_key(subject)
-                if learner is None:
-                    continue
-                context = _context_key(subject)
-                if context not in touched:
-                    modules, discovered = await self._modules_for(store, subject)
-                    touched[context] = modules
-                    for module in discovered:
-                        grown[(module.course_id, module.id)] = module
-                modules = touched[context]
-                for module in modules:
-                    pairs[(learner, module.course_id, module.id)] = module
-        changed = 0
-        for (learner, course_id, module_id), module in sorted(pairs.items(), key=lambda kv: kv[0]):
-            if (course_id, module_id) in grown:
-                continue  # derive_module below recomputes every learner of that module
-            changed += await self.derive_pair(store, learner, module)
-        for module in grown.values():
-            # The discovered module's denominator grew: every learner's percent may change.
-            changed += await self.derive_module(store, module)
-        await self.statements.mark_derived(store, [doc["id"] for doc in docs])
-        return changed
+    # --- entry points --------------------------------------------------------------------------
 
-    async def _modules_for(
-        self, store: str, statement: dict[str, Any]
-    ) -> tuple[list[Module], list[Module]]:
-        """The modules the statement touches, and those whose discovered content grew."""
-        object_id = _object_id(statement)
-        parents = _context_ids(statement, "parent") + _context_ids(statement, "grouping")
-        candidates = ([object_id] if object_id else []) + parents
-        modules = await self.catalogue.modules_for(store, candidates)
-        modules = [m for m in modules if _touches_module(m, object_id, parents)]
-        target = _discovery_target(statement, object_id)
-        if target is None or any(not m.discovered for m in modules):
-            return modules, []
-        # Discovery (design notes 3.3): no definition covers this statement; its parent (or
-        # cmi5 grouping) is taken as the module, the first other grouping as the course.
-        course_id, module_id = target
-        if not await self.catalogue.discover(store, course_id, module_id, object_id):
-            return modules, []
-        modules = [
-            m
-            for m in await self.catalogue.modules_for(store, candidates)
-            if _touches_module(m, object_id, parents)
-        ]
-        return modules, [m for m in modules if m.discovered and m.id == module_id]
-
-    async def derive_pair(self, store: str, learner: str, module: Module) -> int:
-        """Recompute one record from the stored statements; 1 if it changed."""
-        for _ in range(_MAX_ATTEMPTS):
-            # Read the version before the statements: a writer that read older statements than
-            # ours must then fail its version check instead of overwriting our newer result.
-            current = await self.progress.get(store, learner, module.course_id, module.id)
-            statements = await self.statements.learner_statements(
-                store, learner, module.activity_ids
-            )
-            result = await self._settle(store, learner, module, current, statements)
-            if result is not None:
-                return result
-        raise VersionConflict(f"could not write progress for {learner} in {module.id}")
-
-    async def _settle(
-        self,
-        store: str,
-        learner: str,
-        module: Module,
-        current: dict[str, Any] | None,
-        statements: list[dict[str, Any]],
-    ) -> int | None:
-        """Write what the statements say over `current`: 1 if the record changed, 0 if not,
-        None if another writer moved the version first (read again and retry)."""
-        profile = self.profiles.get(module.profile)
-        facts = derive_facts(module, profile, statements)
-        fields = summarize(module, profile, facts)
-        fields["learner_name"] = learner_name(facts)
-        version = current["version"] if current else None
-        unchanged = current is not None and all(
-            current.get(name) == fields[name] for name in (*PROGRESS_FIELDS, "learner_name")
-        )
-        if unchanged or (current is None and fields["status"] == "not_started"):
-            # Nothing to show, but the version must still move (a not_started record is
-            # created for it): a slower worker that read older statements before ours
-            # would otherwise pass the version check and overwrite this newer result.
-            claimed = await self.progress.claim(
-                store, learner, module.course_id, module.id, version, fields
-            )
-            return 0 if claimed else None
-        record = await self.progress.write(
-            store, learner, module.course_id, module.id, fields, version
-        )
-        if record is None:
-            return None
-        await self._publish(store, record)
-        return 1
+    async def derive_statements(
+        self, store: str, ids: list[str], entries: list[str] | tuple[str, ...] = ()
+    ) -> int:
+        """Fold these statements into the records of every learner-module pair they touch,
+        then delete the outbox entries that owed them. Idempotent: running it twice, or for
+        statements already derived, changes nothing. Returns the number of records changed."""
+        result = await self.database.run(self._statements_work(store, ids, list(entries)))
+        await self._publish(store, result.changed)
+        if result.grown and self.on_grown is not None:
+            self.on_grown(store, list(result.grown))
+        return len(result.changed)
 
     async def derive_module(self, store: str, module: Module) -> int:
-        """Recompute every learner's record of one module, reading the module's records and
-        statements in one go each (in that order, as `derive_pair` does)."""
-        records = {
-            record["learner"]: record
-            for record in await self.progress.module_records(store, module.course_id, module.id)
-        }
-        by_learner = await self.statements.statements_by_learner(store, module.activity_ids)
-        changed = 0
-        for learner in sorted(set(records) | set(by_learner)):
-            result = await self._settle(
-                store, learner, module, records.get(learner), by_learner.get(learner, [])
-            )
-            # Another writer got there first: redo this one learner from fresh reads.
-            changed += (
-                result if result is not None else await self.derive_pair(store, learner, module)
-            )
-        return changed
+        """Recompute every learner's record of one module from the statements (a catalogue
+        change)."""
+        result = await self.database.run(self._module_work(store, module))
+        await self._publish(store, result.changed)
+        return len(result.changed)
 
     async def derive_course(self, store: str, course_id: str) -> int:
         """After a catalogue change: re-derive every module, drop records of removed modules."""
@@ -200,29 +166,408 @@ class Deriver:
         await self.catalogue.mark_derived(store, course_id, course.extra.get("updated_key", 0))
         return changed
 
-    async def _publish(self, store: str, record: dict[str, Any]) -> None:
-        event = {"id": event_id(record), "record": public_record(record)}
+    async def resummarize(self, store: str, course_id: str, module_id: str) -> int:
+        """A discovered module grew: summarize its learners' records again from their stored
+        facts against its new size (no statement is read)."""
+        result = await self.database.run(self._resummarize_work(store, course_id, module_id))
+        await self._publish(store, result.changed)
+        return len(result.changed)
+
+    # --- one round of statements --------------------------------------------------------------
+
+    def _statements_work(self, store: str, ids: list[str], entries: list[str]) -> Work[Round]:
+        result = Round()
+        docs = yield find(
+            "statements",
+            {"store": store, "id": {"$in": ids}, "voided": {"$in": [False, True]}},
+            projection={"statement": 1, "voided": 1, "learner": 1, "voids": 1, "id": 1},
+        )
+        lookup = _RoundCatalogue(self.catalogue, store, result)
+        folds: dict[Pair, list[dict[str, Any]]] = {}
+        recompute: set[Pair] = set()
+        modules: dict[ModuleKey, Module] = {}
+        for doc in docs:
+            if doc.get("voids"):
+                # Voiding retracts what the target contributed: its pairs are recomputed.
+                target = yield find_one(
+                    "statements",
+                    {"store": store, "id": doc["voids"]},
+                    projection={"statement": 1, "learner": 1},
+                )
+                if target is not None and target.get("learner"):
+                    statement = json.loads(target["statement"])
+                    for module in (yield from lookup.modules(statement, discover=False)):
+                        modules.setdefault((module.course_id, module.id), module)
+                        recompute.add(self._pair(target["learner"], module, statement))
+                continue
+            if doc["voided"] or not doc.get("learner"):
+                continue  # voided: its voiding statement's round recomputes without it
+            statement = json.loads(doc["statement"])
+            for module in (yield from lookup.modules(statement, discover=True)):
+                modules[(module.course_id, module.id)] = _merged(
+                    modules.get((module.course_id, module.id)), module
+                )
+                pair = self._pair(doc["learner"], module, statement)
+                folds.setdefault(pair, []).append(statement)
+
+        pairs = sorted(set(folds) | recompute, key=lambda p: (p[0], p[1], p[2], p[3] or ""))
+        records = yield from records_work(store, [record_key(*p) for p in pairs])
+        if not self.database.context.atomic:
+            # Versions first, then whether the statements still count: a statement voided
+            # after our first read was recomputed away by its voiding statement's derivation,
+            # which moved the version we just read or will fail our version check.
+            yield from _drop_voided(store, folds)
+        planned: list[tuple[Pair, dict[str, Any], dict[str, Any] | None, bool]] = []
+        for pair in pairs:
+            learner, course_id, module_id, _ = pair
+            module = modules[(course_id, module_id)]
+            record = records.get(record_key(*pair))
+            facts: Facts | None = None
+            if pair not in recompute and (record is None or "facts" in record):
+                facts = Facts.from_doc(record["facts"]) if record is not None else Facts()
+                view = _view(module, facts)
+                profile = self.profiles.get(module.profile)
+                for statement in folds.get(pair, []):
+                    facts = fold(view, profile, facts, statement)
+                    if facts is None:
+                        break
+            fence = facts is None  # a recompute always moves the version (see `_write`)
+            if facts is None:
+                view = yield from lookup.complete(module)
+                facts = yield from self._facts_from_statements(store, pair, view)
+            new = self._record(store, pair, _view(view, facts), facts)
+            if (
+                record is not None
+                and not fence
+                and all(record.get(name) == new.get(name) for name in _CONTENT)
+            ):
+                continue  # e.g. a statement folded before: nothing to write
+            planned.append((pair, new, record, fence))
+
+        yield from self._write(store, planned, lookup, result)
+        if entries:
+            yield delete_many(OUTBOX, {"_id": {"$in": sorted(set(entries))}})
+        for (course_id, module_id), total in result.grown.items():
+            # Durable until the module's other learners are summarized again (resummarize).
+            yield update_one(
+                OUTBOX,
+                {"_id": _resummary_id(store, course_id, module_id)},
+                {
+                    "$set": {
+                        "kind": "resummarize",
+                        "store": store,
+                        "course": course_id,
+                        "module": module_id,
+                        "ids": [],
+                        "count": 0,
+                        "rev": total,
+                        "stored_key": monotonic_now_micros(),
+                    }
+                },
+                upsert=True,
+            )
+        return result
+
+    def _pair(self, learner: str, module: Module, statement: dict[str, Any]) -> Pair:
+        return (learner, module.course_id, module.id, _registration(module, statement))
+
+    def _record(self, store: str, pair: Pair, module: Module, facts: Facts) -> dict[str, Any]:
+        learner, course_id, module_id, registration = pair
+        fields = summarize(module, self.profiles.get(module.profile), facts)
+        return {
+            "store": store,
+            "key": record_key(*pair),
+            "learner": learner,
+            "course": course_id,
+            "module": module_id,
+            "registration": registration,
+            **fields,
+            "learner_name": learner_name(facts),
+            "facts": facts.to_doc(),
+        }
+
+    def _facts_from_statements(self, store: str, pair: Pair, module: Module) -> Work[Facts]:
+        learner, _, _, registration = pair
+        docs = yield find(
+            "statements",
+            {
+                "store": store,
+                "voided": False,
+                "terms": f"agents:{learner}",
+                "learner": learner,
+                "related_activities": {"$in": module.activity_ids},
+            },
+            projection={"statement": 1},
+        )
+        statements = [json.loads(doc["statement"]) for doc in docs]
+        if registration is not None:
+            statements = [s for s in statements if _registration(module, s) == registration]
+        return derive_facts(module, self.profiles.get(module.profile), statements)
+
+    def _write(
+        self,
+        store: str,
+        planned: list[tuple[Pair, dict[str, Any], dict[str, Any] | None, bool]],
+        lookup: _RoundCatalogue,
+        result: Round,
+    ) -> Work[None]:
+        """Write the planned records, each against the version read. A recompute ("fence")
+        always moves the version, even when it changes nothing visible: a slower writer that
+        read the version before it (and statements since voided) must then fail its check
+        instead of folding them back in. Writers that lost a race recompute (`_settle`)."""
+        if not planned:
+            return
+        first = yield from seq_block_work(store, len(planned))
+        inserts: list[tuple[Pair, dict[str, Any]]] = []
+        conflicts: list[Pair] = []
+        for number, (pair, new, record, _fence) in enumerate(planned):
+            seq = first + number
+            if record is None:
+                stamped = _stamped(new, seq, 1)
+                inserts.append((pair, stamped))
+                continue
+            written = yield from write_record_work(new, record["version"], seq)
+            if written is None:
+                conflicts.append(pair)
+            elif _visible_change(record, written):
+                result.changed.append(written)
+        refused = yield from insert_records_work([doc for _, doc in inserts])
+        for position, (pair, doc) in enumerate(inserts):
+            if position in refused:
+                conflicts.append(pair)
+            elif doc["status"] != "not_started":
+                result.changed.append(doc)
+        for pair in conflicts:
+            written = yield from self._settle(store, pair, lookup)
+            if written is not None:
+                result.changed.append(written)
+
+    def _settle(
+        self, store: str, pair: Pair, lookup: _RoundCatalogue
+    ) -> Work[dict[str, Any] | None]:
+        """Recompute one record from the statements until its version check passes (only
+        where writers are not serialised: MongoDB)."""
+        learner, course_id, module_id, _ = pair
+        for _ in range(_MAX_ATTEMPTS):
+            # Read the version before the statements: a writer that read older statements
+            # than ours must then fail its version check instead of overwriting us.
+            current = yield find_one("progress", {"store": store, "key": record_key(*pair)})
+            module = yield from lookup.module(course_id, module_id)
+            if module is None:
+                return None
+            facts = yield from self._facts_from_statements(store, pair, module)
+            new = self._record(store, pair, module, facts)
+            seq = yield from seq_block_work(store, 1)
+            written = yield from write_record_work(
+                new, current["version"] if current else None, seq
+            )
+            if written is not None:
+                visible = current is None or _visible_change(current, written)
+                return written if visible and written["status"] != "not_started" else None
+        raise VersionConflict(f"could not write progress for {learner} in {module_id}")
+
+    # --- whole modules --------------------------------------------------------------------------
+
+    def _module_work(self, store: str, module: Module) -> Work[Round]:
+        """Every learner's record of one (complete) module, recomputed from the statements."""
+        result = Round()
+        records = {
+            r["key"]: r
+            for r in (yield from module_records_work(store, module.course_id, module.id))
+        }
+        docs = yield find(
+            "statements",
+            {
+                "store": store,
+                "voided": False,
+                "terms": {"$in": [f"related_activities:{a}" for a in module.activity_ids]},
+                "related_activities": {"$in": module.activity_ids},
+            },
+            projection={"statement": 1, "learner": 1},
+        )
+        grouped: dict[Pair, list[dict[str, Any]]] = {}
+        for doc in docs:
+            if doc.get("learner"):
+                statement = json.loads(doc["statement"])
+                grouped.setdefault(self._pair(doc["learner"], module, statement), []).append(
+                    statement
+                )
+        for record in records.values():
+            pair = (
+                record["learner"],
+                record["course"],
+                record["module"],
+                record.get("registration"),
+            )
+            grouped.setdefault(pair, [])
+        profile = self.profiles.get(module.profile)
+        planned = []
+        for pair in sorted(grouped, key=lambda p: (p[0], p[1], p[2], p[3] or "")):
+            facts = derive_facts(module, profile, grouped[pair])
+            new = self._record(store, pair, module, facts)
+            planned.append((pair, new, records.get(record_key(*pair)), True))
+        yield from self._write(
+            store, planned, _RoundCatalogue(self.catalogue, store, result), result
+        )
+        return result
+
+    def _resummarize_work(self, store: str, course_id: str, module_id: str) -> Work[Round]:
+        result = Round()
+        lookup = _RoundCatalogue(self.catalogue, store, result)
+        module = yield from lookup.header(course_id, module_id)
+        entry_id = _resummary_id(store, course_id, module_id)
+        entry = yield find_one(OUTBOX, {"_id": entry_id})
+        if module is None or not module.discovered:
+            yield delete_many(OUTBOX, {"_id": entry_id})
+            return result
+        total = module.item_total or 0
+        planned = []
+        for record in (yield from module_records_work(store, course_id, module_id)):
+            if "facts" not in record:
+                continue  # from an earlier version: recomputed when its learner is next seen
+            facts = Facts.from_doc(record["facts"])
+            new = {
+                **record,
+                **summarize(_view(module, facts), self.profiles.get(module.profile), facts),
+            }
+            if any(record.get(name) != new.get(name) for name in PROGRESS_FIELDS):
+                pair = (record["learner"], course_id, module_id, record.get("registration"))
+                planned.append((pair, new, record, False))
+        yield from self._write(store, planned, lookup, result)
+        if entry is not None:
+            # Only if the module did not grow again meanwhile (a later round set a larger rev).
+            yield delete_many(OUTBOX, {"_id": entry_id, "rev": {"$lte": total}})
+        return result
+
+    async def _publish(self, store: str, records: list[dict[str, Any]]) -> None:
+        if not records:
+            return
+        events = [{"id": event_id(r), "record": public_record(r)} for r in records]
         try:
-            await self.bus.publish(store, event)
-        except Exception as exc:  # the record is stored; SSE clients catch up on reconnect
-            log.warning("could not publish progress event: %s", exc)
+            await self.bus.publish_many(store, events)
+        except Exception as exc:  # the records are stored; SSE clients catch up on reconnect
+            log.warning("could not publish %d progress events: %s", len(events), exc)
 
 
-def _discovery_target(statement: dict[str, Any], object_id: str | None) -> tuple[str, str] | None:
-    """(course, module) a statement would be discovered into, if any."""
-    if object_id is None:
-        return None
-    parent = _context_ids(statement, "parent")
-    grouping = _context_ids(statement, "grouping")
-    module_id = (parent or grouping or [None])[0]
-    if module_id is None or module_id == object_id:
-        return None
-    course_id = next((g for g in grouping if g != module_id), module_id)
-    return course_id, module_id
+class _RoundCatalogue:
+    """The catalogue as one unit of derivation sees it: modules looked up (and discovered)
+    once per statement context, course documents read once."""
+
+    def __init__(self, catalogue: CatalogueRepository, store: str, result: Round) -> None:
+        self.catalogue = catalogue
+        self.store = store
+        self.result = result
+        self.by_context: dict[str, list[Module]] = {}
+
+    def modules(self, statement: dict[str, Any], discover: bool) -> Work[list[Module]]:
+        """The modules the statement touches (discovering its module if no definition covers
+        it, design notes 3.3)."""
+        object_id = _object_id(statement)
+        parents = _context_ids(statement, "parent") + _context_ids(statement, "grouping")
+        target = _discovery_target(statement, object_id)
+        context = json.dumps([object_id, parents, target, discover])
+        if context in self.by_context:
+            return self.by_context[context]
+        candidates = ([object_id] if object_id else []) + parents
+        found = yield from self.catalogue.modules_for_work(self.store, candidates)
+        found = [m for m in found if _touches_module(m, object_id, parents)]
+        if (
+            discover
+            and target is not None
+            and object_id is not None
+            and all(m.discovered for m in found)
+        ):
+            course_id, module_id = target
+            total = yield from self.catalogue.discover_work(
+                self.store, course_id, module_id, object_id
+            )
+            if total is not None:
+                self.result.grown[(course_id, module_id)] = total
+                found = yield from self.catalogue.modules_for_work(self.store, candidates)
+                found = [m for m in found if _touches_module(m, object_id, parents)]
+        self.by_context[context] = found
+        return found
+
+    def header(self, course_id: str, module_id: str) -> Work[Module | None]:
+        """One module as its course document has it: complete when defined; when discovered,
+        its assessments only, with its item count (see `_view`)."""
+        doc = yield find_one(COURSES, {"store": self.store, "id": course_id})
+        module_doc = next((m for m in (doc or {}).get("modules", []) if m["id"] == module_id), None)
+        if module_doc is None:
+            return None
+        module = module_from_doc(module_doc)
+        if not module.discovered:
+            return module
+        total = yield from self.catalogue.item_total_work(self.store, course_id, module_id)
+        return with_items(module, (), total)
+
+    def module(self, course_id: str, module_id: str) -> Work[Module | None]:
+        """One module, complete (all items of a discovered one)."""
+        module = yield from self.header(course_id, module_id)
+        if module is None:
+            return None
+        return (yield from self.complete(module))
+
+    def complete(self, module: Module) -> Work[Module]:
+        if not module.discovered:
+            return module
+        rows = yield find(
+            "course_activities",
+            {"store": self.store, "course": module.course_id, "module": module.id},
+            projection={"activity": 1},
+        )
+        total = yield from self.catalogue.item_total_work(self.store, module.course_id, module.id)
+        members = {row["activity"] for row in rows} - {module.id}
+        return with_items(module, members, total)
 
 
-def _touches_module(module: Module, object_id: str | None, parents: list[str]) -> bool:
-    return (object_id in module.activity_ids) or module.id in parents
+def _drop_voided(store: str, folds: dict[Pair, list[dict[str, Any]]]) -> Work[None]:
+    """Take the statements that were voided since they were read out of `folds`."""
+    ids = sorted({s["id"] for statements in folds.values() for s in statements})
+    if not ids:
+        return
+    docs = yield find(
+        "statements", {"store": store, "id": {"$in": ids}, "voided": True}, projection={"id": 1}
+    )
+    gone = {doc["id"] for doc in docs}
+    if gone:
+        for pair, statements in folds.items():
+            folds[pair] = [s for s in statements if s["id"] not in gone]
+
+
+def _merged(known: Module | None, module: Module) -> Module:
+    """Two partial views of one discovered module (from different statements) as one."""
+    if known is None or not module.discovered:
+        return module
+    items = {item.id for item in known.items} | {item.id for item in module.items}
+    return with_items(module, items, max(known.item_total or 0, module.item_total or 0))
+
+
+def _view(module: Module, facts: Facts) -> Module:
+    """A discovered module as `summarize` needs it for these facts: its items the learner has
+    facts about are in it (they are its items: facts are only kept for a module's items)."""
+    if not module.discovered or module.item_total is None:
+        return module
+    return with_items(module, facts.items, module.item_total)
+
+
+def _stamped(doc: dict[str, Any], seq: int, version: int) -> dict[str, Any]:
+    updated_key = monotonic_now_micros()
+    return {
+        **doc,
+        "seq": seq,
+        "updated_key": updated_key,
+        "updated_at": datetime.fromtimestamp(updated_key / 1e6, UTC).isoformat(),
+        "version": version,
+    }
+
+
+def _visible_change(before: dict[str, Any], after: dict[str, Any]) -> bool:
+    return any(before.get(name) != after.get(name) for name in (*PROGRESS_FIELDS, "learner_name"))
+
+
+def _resummary_id(store: str, course_id: str, module_id: str) -> str:
+    return f"resummarize\x1f{store}\x1f{course_id}\x1f{module_id}"
 
 
 def event_id(record: dict[str, Any]) -> str:
@@ -234,20 +579,7 @@ def event_id(record: dict[str, Any]) -> str:
 
 def public_record(record: dict[str, Any]) -> dict[str, Any]:
     """A progress record as the API shows it."""
-    hidden = ("_id", "store", "updated_key", "seq")
-    shown = {k: v for k, v in record.items() if k not in hidden}
+    shown = {k: v for k, v in record.items() if k not in _PUBLIC_HIDDEN}
     # The SSE id of this version: a snapshot from GET /progress lines up with the stream.
     shown["event_id"] = event_id(record)
     return shown
-
-
-def _context_key(statement: dict[str, Any]) -> str:
-    """What `_modules_for` looks at in a statement: its object and its context activities."""
-    return json.dumps(
-        [
-            _object_id(statement),
-            _context_ids(statement, "parent"),
-            _context_ids(statement, "grouping"),
-            _discovery_target(statement, _object_id(statement)),
-        ]
-    )

@@ -1,15 +1,17 @@
 """Getting stored statements to the derivation: the outbox (design notes section 1).
 
-Every statement is stored with `derived: false`. After the write the API hands the new ids to a
-dispatcher; a periodic sweep hands over whatever is still underived after a grace period, so a
-statement stored while Redis or every worker was down is derived once they are back, and no
-request ever fails because of them.
+A committed statement batch leaves a `derive` entry in the outbox (lrs.storage.outbox). Right
+after the write the API hands it to a dispatcher, which never waits on I/O in the request path:
+in-process, onto a queue a background task drains; with Celery, onto the publisher's queue
+(lrs.broker). The deriver deletes the entry once the statements are derived. A periodic sweep
+hands over every entry still there after a grace period, so a batch stored while Redis or
+every worker was down is derived once they are back, and no request ever fails because of them.
 
-With Celery, a statement still underived may simply be waiting in the broker for a worker. So
-that the sweep does not add another copy of it at every round while no worker consumes (the
-queue would grow without bound), the sweep enqueues a statement (or course) again only once per
-`LRS_OUTBOX_REQUEUE_AFTER` seconds, remembered by an expiring marker key in Redis, and enqueues
-nothing while the broker's queue already holds `LRS_OUTBOX_QUEUE_CAP` messages no worker took.
+With Celery, an entry still there may simply be waiting in the broker for a worker. So that the
+sweep does not add another copy at every round while no worker consumes (the queue would grow
+without bound), it sends an entry (or course) again only once per `LRS_OUTBOX_REQUEUE_AFTER`
+seconds, remembered by an expiring marker key in Redis, and sends nothing while the broker's
+queue already holds `LRS_OUTBOX_QUEUE_CAP` messages no worker took.
 """
 
 from __future__ import annotations
@@ -19,50 +21,85 @@ import collections
 import contextlib
 import logging
 import time
-from collections import defaultdict
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
+from lrs import broker
 from lrs.periodic import Periodic
-from lrs.progress.deriver import Deriver
 from lrs.storage.database import urgent_storage_calls
+from lrs.storage.outbox import Outbox, Owed
 from lrs.storage.progress import CatalogueRepository
-from lrs.storage.statements import StatementRepository
 
 log = logging.getLogger("lrs.dispatch")
 
-
-_SWEEP_PAGE = 1000  # underived statements read per sweep page
+_SWEEP_PAGE = 1000  # outbox entries read per sweep page
+_RESUMMARY_DELAY = 1.0  # seconds a grown discovered module waits for more growth
 _SWEEP_MAX_PAGES = 100  # per round: a backlog beyond this waits for the next round
+
+
+class Deriving(Protocol):
+    async def derive_statements(self, store: str, ids: list[str], entries: list[str]) -> int: ...
+
+    async def derive_course(self, store: str, course_id: str) -> int: ...
+
+    async def resummarize(self, store: str, course_id: str, module_id: str) -> int: ...
 
 
 class Dispatcher:
     def __init__(
         self,
-        statements: StatementRepository,
+        outbox: Outbox,
         catalogue: CatalogueRepository,
         sweep_interval: float,
         grace: float,
+        recover: Callable[[], Awaitable[int]] | None = None,
     ) -> None:
-        self.statements = statements
+        self.outbox = outbox
         self.catalogue = catalogue
         self.sweep_interval = sweep_interval
         self.grace = grace
+        # Finishes statement batches whose writer died (MongoDB), so that their outbox entries
+        # exist before the sweep looks for them.
+        self.recover = recover
+        self._soon: set[tuple[str, str, str]] = set()  # resummaries scheduled
         self._sweeper = Periodic(self.sweep, sweep_interval, log, "outbox sweep")
 
-    async def submit(self, store: str, ids: list[str]) -> None:
+    def submit(self, owed: Owed) -> None:
+        """Hand statements over for derivation, without waiting."""
         raise NotImplementedError
 
     async def submit_course(self, store: str, course_id: str) -> None:
         """Re-derive a course after its definition changed."""
         raise NotImplementedError
 
-    async def after_store(self, store: str, statements: list[dict[str, Any]]) -> None:
-        if statements:
-            await self.submit(store, [s["id"] for s in statements])
+    def submit_resummary(self, store: str, course_id: str, module_id: str) -> None:
+        """Summarize a grown discovered module's records again."""
+        raise NotImplementedError
+
+    def grown(self, store: str, modules: list[tuple[str, str]]) -> None:
+        """Discovered modules grew (the deriver says so): their other learners' records are
+        summarized again, at most once per `_RESUMMARY_DELAY` per module, however fast the
+        module grows (its outbox entry keeps this durable meanwhile)."""
+        loop = asyncio.get_running_loop()
+        for course_id, module_id in modules:
+            key = (store, course_id, module_id)
+            if key not in self._soon:
+                self._soon.add(key)
+                loop.call_later(_RESUMMARY_DELAY, self._resummary_due, key)
+
+    def _resummary_due(self, key: tuple[str, str, str]) -> None:
+        self._soon.discard(key)
+        self.submit_resummary(*key)
+
+    def after_store(self, store: str, ids: list[str], token: str) -> None:
+        """A batch committed: derive it (its outbox entry is `<token>:derive`)."""
+        self.submit(Owed(store, list(ids), [f"{token}:derive"]))
 
     async def sweep(self, grace: float | None = None) -> int:
-        """Hand over every statement still underived `grace` seconds after it was stored (those
-        handed over recently excepted, see `_due`); returns how many were handed over."""
+        """Hand over every outbox entry still there `grace` seconds after its batch was stored
+        (those handed over recently excepted, see `_due`); returns the statements handed over."""
+        if self.recover is not None:
+            await self.recover()
         older_than = int((time.time() - (self.grace if grace is None else grace)) * 1e6)
         total = 0
         if not await self._room_for_more():
@@ -70,23 +107,28 @@ class Dispatcher:
         courses = await self.catalogue.pending(older_than)
         for store, course_id in await self._due("course", courses):
             await self.submit_course(store, course_id)
+        for entry in await self.outbox.pending("resummarize", older_than=older_than):
+            key = (entry["store"], entry["course"], entry["module"])
+            if key not in self._soon:
+                self.submit_resummary(*key)
         after: tuple[int, str] | None = None
         for _ in range(_SWEEP_MAX_PAGES):
-            docs = await self.statements.underived(
-                older_than=older_than, limit=_SWEEP_PAGE, after=after
+            entries = await self.outbox.pending(
+                "derive", older_than=older_than, after=after, limit=_SWEEP_PAGE
             )
-            if not docs:
+            if not entries:
                 return total
-            due = await self._due("statement", [(doc["store"], doc["id"]) for doc in docs])
-            by_store: dict[str, list[str]] = defaultdict(list)
-            for store, statement_id in due:
-                by_store[store].append(statement_id)
-            for store, ids in by_store.items():
-                await self._resubmit(store, ids)
-            total += len(due)
-            # Page on past statements handed over recently (still waiting in the broker), so
-            # older ones never hide newer ones that were never handed over.
-            after = (docs[-1]["stored_key"], docs[-1]["id"])
+            due = {
+                key
+                for _, key in await self._due("entry", [(e["store"], e["_id"]) for e in entries])
+            }
+            for entry in entries:
+                if entry["_id"] in due:
+                    self.submit(Owed(entry["store"], list(entry["ids"]), [entry["_id"]]))
+                    total += len(entry["ids"])
+            # Page on past entries handed over recently (still waiting in the broker), so older
+            # ones never hide newer ones that were never handed over.
+            after = (entries[-1]["stored_key"], entries[-1]["_id"])
             if not await self._sweep_makes_progress(total):
                 return total
         return total
@@ -95,11 +137,8 @@ class Dispatcher:
         return True
 
     async def _due(self, kind: str, keys: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        """The (store, id) pairs of a sweep page to hand over this round."""
+        """The (store, key) pairs of a sweep page to hand over this round."""
         return keys
-
-    async def _resubmit(self, store: str, ids: list[str]) -> None:
-        await self.submit(store, ids)
 
     async def _sweep_makes_progress(self, handed_over: int) -> bool:
         # With a broker, submitted work is derived later: a page's worth per round is enough.
@@ -117,37 +156,46 @@ class InProcessDispatcher(Dispatcher):
 
     def __init__(
         self,
-        statements: StatementRepository,
+        outbox: Outbox,
         catalogue: CatalogueRepository,
-        deriver: Deriver,
+        deriver: Deriving,
         sweep_interval: float = 30.0,
+        recover: Callable[[], Awaitable[int]] | None = None,
     ) -> None:
-        super().__init__(statements, catalogue, sweep_interval, grace=0.0)
+        super().__init__(outbox, catalogue, sweep_interval, grace=0.0, recover=recover)
         self.deriver = deriver
         self._queue: asyncio.Queue[tuple[str, str, Any]] = asyncio.Queue()
         self._consumer: asyncio.Task[None] | None = None
         # What is queued or being derived: the sweep leaves it alone (under a backlog it would
-        # otherwise queue every waiting statement a second time), and `idle` waits for it.
-        self._in_flight: collections.Counter[tuple[str, str, str]] = collections.Counter()
+        # otherwise queue every waiting batch a second time), and `idle` waits for it.
+        self._in_flight: collections.Counter[tuple[str, str]] = collections.Counter()
 
-    async def submit(self, store: str, ids: list[str]) -> None:
-        self._in_flight.update(("statement", store, i) for i in ids)
-        self._queue.put_nowait(("statements", store, ids))
+    def submit(self, owed: Owed) -> None:
+        self._in_flight.update(("entry", e) for e in owed.entries)
+        self._in_flight[("statements", owed.store)] += 1
+        self._queue.put_nowait(("statements", owed.store, owed))
 
     async def submit_course(self, store: str, course_id: str) -> None:
-        self._in_flight[("course", store, course_id)] += 1
+        self._in_flight[("course", f"{store}\0{course_id}")] += 1
         self._queue.put_nowait(("course", store, course_id))
 
+    def submit_resummary(self, store: str, course_id: str, module_id: str) -> None:
+        self._in_flight[("resummary", f"{store}\0{course_id}\0{module_id}")] += 1
+        self._queue.put_nowait(("resummary", store, (course_id, module_id)))
+
     async def _due(self, kind: str, keys: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        return [(store, key) for store, key in keys if (kind, store, key) not in self._in_flight]
+        if kind == "course":
+            return [(s, c) for s, c in keys if ("course", f"{s}\0{c}") not in self._in_flight]
+        return [(s, k) for s, k in keys if ("entry", k) not in self._in_flight]
 
     def _done(self, items: list[tuple[str, str, Any]]) -> None:
         for kind, store, payload in items:
-            keys = (
-                [("statement", store, i) for i in payload]
-                if kind == "statements"
-                else [("course", store, payload)]
-            )
+            if kind == "course":
+                keys = [("course", f"{store}\0{payload}")]
+            elif kind == "resummary":
+                keys = [("resummary", f"{store}\0{payload[0]}\0{payload[1]}")]
+            else:
+                keys = [("entry", e) for e in payload.entries] + [("statements", store)]
             self._in_flight.subtract(keys)
             for key in keys:
                 if self._in_flight[key] <= 0:
@@ -166,25 +214,27 @@ class InProcessDispatcher(Dispatcher):
         while True:
             items = [await self._queue.get()]
             # Under write load many small submissions queue up: derive them together, so a
-            # learner-module pair touched by several requests is recomputed once.
+            # learner-module pair touched by several requests is folded in one write.
             while not self._queue.empty() and _size(items) < _COALESCE_MAX:
                 items.append(self._queue.get_nowait())
             for kind, store, payload in _coalesce(items):
                 try:
                     if kind == "course":
                         await self.deriver.derive_course(store, payload)
+                    elif kind == "resummary":
+                        await self.deriver.resummarize(store, *payload)
                     else:
-                        await self.deriver.derive_statements(store, payload)
+                        await self.deriver.derive_statements(store, payload.ids, payload.entries)
                 except asyncio.CancelledError:
                     raise
-                except Exception:  # statements stay underived: the sweep retries them
+                except Exception:  # the outbox entries stay: the sweep retries them
                     log.exception("derivation failed (%s in %s)", kind, store)
             self._done(items)
 
     async def idle(self, timeout: float = 30.0) -> None:
         """Wait until everything submitted so far is derived (tests, benchmarks, shutdown)."""
         deadline = time.monotonic() + timeout
-        while self._in_flight and time.monotonic() < deadline:
+        while (self._in_flight or self._soon) and time.monotonic() < deadline:
             await asyncio.sleep(0.005)
 
     async def close(self) -> None:
@@ -197,40 +247,42 @@ class InProcessDispatcher(Dispatcher):
 
 
 # Statements merged into one derivation round: enough to share work between requests, few
-# enough that a round's statements and records stay small in memory.
-_COALESCE_MAX = 1000
+# enough that a round stays short (on the embedded store it is one transaction that requests
+# wait behind).
+_COALESCE_MAX = 500
 
 
 def _size(items: list[tuple[str, str, Any]]) -> int:
-    return sum(len(payload) if kind == "statements" else 1 for kind, _, payload in items)
+    return sum(len(payload.ids) if kind == "statements" else 1 for kind, _, payload in items)
 
 
 def _coalesce(items: list[tuple[str, str, Any]]) -> list[tuple[str, str, Any]]:
     """Merge statement submissions per store (in order of first appearance); courses stay."""
     merged: list[tuple[str, str, Any]] = []
-    statements: dict[str, list[str]] = {}
+    statements: dict[str, Owed] = {}
     for kind, store, payload in items:
         if kind != "statements":
             merged.append((kind, store, payload))
         elif store in statements:
-            statements[store].extend(payload)
+            statements[store].ids.extend(payload.ids)
+            statements[store].entries.extend(payload.entries)
         else:
-            statements[store] = list(payload)
+            statements[store] = Owed(store, list(payload.ids), list(payload.entries))
             merged.append((kind, store, statements[store]))
     return merged
 
 
 class CeleryDispatcher(Dispatcher):
-    """Production: enqueue a Celery task naming the new ids. A broker outage is logged, not
-    raised: the statements are stored and the sweep enqueues them again later.
+    """Production: send a Celery task naming the batch (never waiting for the broker: see
+    lrs.broker). A broker outage loses nothing: the outbox entries stay for the sweep.
 
-    The sweep's own enqueues are rationed (module docstring): each statement or course once
-    per `requeue_after` seconds (markers in the Redis at `redis_url`; without one, or with 0,
+    The sweep's own sends are rationed (module docstring): each entry or course once per
+    `requeue_after` seconds (markers in the Redis at `redis_url`; without one, or with 0,
     every round), and nothing while `queue_cap` messages already wait in the broker."""
 
     def __init__(
         self,
-        statements: StatementRepository,
+        outbox: Outbox,
         catalogue: CatalogueRepository,
         sweep_interval: float = 30.0,
         grace: float = 30.0,
@@ -238,46 +290,35 @@ class CeleryDispatcher(Dispatcher):
         redis_url: str | None = None,
         requeue_after: float = 300.0,
         queue_cap: int = 1000,
+        publisher: broker.TaskPublisher | broker.DirectPublisher | None = None,
+        recover: Callable[[], Awaitable[int]] | None = None,
     ) -> None:
-        super().__init__(statements, catalogue, sweep_interval, grace)
+        super().__init__(outbox, catalogue, sweep_interval, grace, recover)
         self.redis_url = redis_url
         self.requeue_after = requeue_after
         self.queue_cap = queue_cap
+        self.publisher = publisher or broker.TaskPublisher()
 
-    async def submit(self, store: str, ids: list[str]) -> None:
-        await self._enqueue_statements(store, ids)
+    def submit(self, owed: Owed) -> None:
+        self.publisher.send(broker.DERIVE_STATEMENTS, [owed.store, owed.ids, owed.entries])
 
-    async def _enqueue_statements(self, store: str, ids: list[str]) -> bool:
-        from workers.tasks import derive_statements
+    async def submit_course(self, store: str, course_id: str) -> None:
+        # The course keeps its marker until derived: if this is lost, the sweep sends it again.
+        self.publisher.send(broker.DERIVE_COURSE, [store, course_id])
 
-        try:
-            await asyncio.wait_for(
-                asyncio.to_thread(_enqueue, derive_statements, [store, ids]), timeout=2.0
-            )
-        except Exception as exc:
-            log.warning("could not enqueue derivation of %d statements (%r)", len(ids), exc)
-            return False
-        return True
-
-    async def _resubmit(self, store: str, ids: list[str]) -> None:
-        if not await self._enqueue_statements(store, ids) and self.redis_url:
-            # Not enqueued after all: let the next round try again.
-            markers = [enqueued_marker(store, statement_id) for statement_id in ids]
-            with contextlib.suppress(Exception):
-                await self._on_broker(_forget_markers, markers)
+    def submit_resummary(self, store: str, course_id: str, module_id: str) -> None:
+        self.publisher.send(broker.RESUMMARIZE, [store, course_id, module_id])
 
     async def _room_for_more(self) -> bool:
-        from workers.tasks import derive_statements
-
         try:
-            waiting = await self._on_broker(_waiting_messages, derive_statements)
-        except Exception as exc:  # the enqueues will tell whether the broker is there
+            waiting = await self._on_broker(_waiting_messages)
+        except Exception as exc:  # the sends will tell whether the broker is there
             log.debug("could not count the messages waiting in the broker (%r)", exc)
             return True
         if waiting >= self.queue_cap:
             log.warning(
                 "%d messages wait in the broker (workers are behind, or none runs: is "
-                "`lrs worker` running?): the outbox sweep enqueues nothing more this round",
+                "`lrs worker` running?): the outbox sweep sends nothing more this round",
                 waiting,
             )
             return False
@@ -286,11 +327,11 @@ class CeleryDispatcher(Dispatcher):
     async def _due(self, kind: str, keys: list[tuple[str, str]]) -> list[tuple[str, str]]:
         if not keys or not self.redis_url or self.requeue_after <= 0:
             return keys
-        markers = [_marker(kind, store, key) for store, key in keys]
+        markers = [marker(kind, store, key) for store, key in keys]
         try:
             fresh = await self._on_broker(_set_markers, markers, self.requeue_after)
-        except Exception as exc:  # no Redis: the enqueues fail too, and log it
-            log.debug("could not mark the sweep's enqueues (%r)", exc)
+        except Exception as exc:  # no Redis: the sends fail too, and say so
+            log.debug("could not mark the sweep's sends (%r)", exc)
             return keys
         return [key for key, new in zip(keys, fresh, strict=True) if new]
 
@@ -299,27 +340,17 @@ class CeleryDispatcher(Dispatcher):
             asyncio.to_thread(function, self.redis_url, *args), timeout=5.0
         )
 
-    async def submit_course(self, store: str, course_id: str) -> None:
-        from workers.tasks import derive_course
-
-        try:
-            await asyncio.wait_for(
-                asyncio.to_thread(_enqueue, derive_course, [store, course_id]), timeout=2.0
-            )
-        except Exception as exc:  # the course keeps its marker: the sweep enqueues it again
-            log.warning("could not enqueue re-derivation of %s (%r)", course_id, exc)
+    async def close(self) -> None:
+        await super().close()
+        await asyncio.to_thread(self.publisher.close)
 
 
 MARKER_PREFIX = "lrs:outbox:enqueued:"
 
 
-def _marker(kind: str, store: str, key: str) -> str:
+def marker(kind: str, store: str, key: str) -> str:
+    """The Redis key that says the sweep sent this entry (or course) recently (it expires)."""
     return f"{MARKER_PREFIX}{kind}:{store}:{key}"
-
-
-def enqueued_marker(store: str, statement_id: str) -> str:
-    """The Redis key that says the sweep enqueued this statement recently (it expires)."""
-    return _marker("statement", store, statement_id)
 
 
 def _redis(url: str) -> Any:
@@ -333,39 +364,22 @@ def _set_markers(url: str, markers: list[str], seconds: float) -> list[bool]:
     client = _redis(url)
     try:
         pipeline = client.pipeline(transaction=False)
-        for marker in markers:
-            pipeline.set(marker, b"1", nx=True, px=max(1, int(seconds * 1000)))
+        for name in markers:
+            pipeline.set(name, b"1", nx=True, px=max(1, int(seconds * 1000)))
         return [bool(answer) for answer in pipeline.execute()]
     finally:
         client.close()
 
 
-def _forget_markers(url: str, markers: list[str]) -> None:
-    client = _redis(url)
-    try:
-        client.delete(*markers)
-    finally:
-        client.close()
-
-
-def _waiting_messages(_: str | None, task: Any) -> int:
-    """Messages in the broker queue the task goes to that no worker has taken yet."""
+def _waiting_messages(_: str | None) -> int:
+    """Messages in the broker queue the derivation tasks go to that no worker has taken yet."""
     from kombu.exceptions import ChannelError
 
-    app = task.app
-    queue = app.amqp.router.route({}, task.name)["queue"]
+    app = broker.celery_app()
+    queue = app.amqp.router.route({}, broker.DERIVE_STATEMENTS)["queue"]
     options = {**(app.conf.broker_transport_options or {}), "max_retries": 0}
     with app.connection_for_read(transport_options=options) as connection:
         try:
             return int(queue(connection.default_channel).queue_declare(passive=True).message_count)
         except ChannelError:  # no such queue yet: nothing waits
             return 0
-
-
-def _enqueue(task: Any, args: list[Any]) -> None:
-    """Publish on a connection that does not retry: with the broker down the request goes on at
-    once (the outbox sweep re-enqueues later) instead of holding a thread for seconds."""
-    app = task.app
-    options = {**(app.conf.broker_transport_options or {}), "max_retries": 0}
-    with app.connection_for_write(transport_options=options) as connection:
-        task.apply_async(args=args, retry=False, connection=connection)

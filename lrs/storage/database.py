@@ -24,7 +24,7 @@ from pymongo import ReturnDocument
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from lrs.config import Settings
-from lrs.storage.unit import Context, Op, StoredClock, Work, drive, drive_async
+from lrs.storage.unit import Context, Op, Sleep, StoredClock, Work, drive, drive_async
 from lrs.xapi.timestamps import monotonic_now_micros
 
 log = logging.getLogger("lrs.storage")
@@ -293,9 +293,11 @@ class Database:
             return await self._runner(work, write)
         return await drive_async(work, self._execute)
 
-    async def _execute(self, op: Op | StoredClock) -> Any:
+    async def _execute(self, op: Op | StoredClock | Sleep) -> Any:
         if isinstance(op, StoredClock):
             return monotonic_now_micros()
+        if isinstance(op, Sleep):
+            return await asyncio.sleep(op.seconds)
         return await getattr(self[op.collection], op.method)(*op.args, **op.kwargs)
 
     async def close(self) -> None:
@@ -497,9 +499,12 @@ def open_embedded(data_dir: Any, name: str) -> Database:
             ops[collection] = EmbeddedOps(store.collection(collection))
         return ops[collection]
 
-    def execute(op: Op | StoredClock) -> Any:
+    def execute(op: Op | StoredClock | Sleep) -> Any:
         if isinstance(op, StoredClock):
             return store.next_stored_key()
+        if isinstance(op, Sleep):
+            # Units only wait for other writers where writes are not atomic: never here.
+            raise RuntimeError("a unit of work may not wait inside an embedded transaction")
         return getattr(ops_for(op.collection), op.method)(*op.args, **op.kwargs)
 
     def run_unit(work: Work[Any], write: bool) -> Any:

@@ -1,4 +1,9 @@
-"""Storage for the course catalogue and the derived progress records."""
+"""Storage for the course catalogue and the derived progress records.
+
+The derivation engine (lrs.progress.deriver) reads and writes these inside units of work
+(lrs.storage.unit): the generator functions here (`*_work`) are the steps it composes; the
+async methods serve the API and the CLI.
+"""
 
 from __future__ import annotations
 
@@ -9,49 +14,81 @@ from typing import Any
 
 from lrs.progress.catalogue import Course, Item, Module
 from lrs.storage.database import Collection, Database, DuplicateKeys
+from lrs.storage.unit import (
+    Work,
+    count,
+    find,
+    find_one,
+    find_one_and_update,
+    insert_many,
+    insert_one,
+    update_one,
+)
 from lrs.xapi.timestamps import monotonic_now_micros
+
+COURSES = "courses"
+ROWS = "course_activities"  # activity -> the (course, module) pairs it belongs to
+COUNTS = "module_counts"  # items of each discovered module, counted as they are discovered
+RECORDS = "progress"
+COUNTERS = "counters"
 
 
 def _module_doc(module: Module) -> dict[str, Any]:
     doc = asdict(module)
     doc["items"] = [asdict(item) for item in module.items]
+    doc.pop("item_total", None)
     return doc
 
 
-def _module_from(doc: dict[str, Any]) -> Module:
+def module_from_doc(doc: dict[str, Any], **changes: Any) -> Module:
     items = tuple(Item(**item) for item in doc["items"])
-    return Module(**{**doc, "items": items})
+    fields = {k: v for k, v in doc.items() if k != "item_total"}
+    return Module(**{**fields, "items": items, **changes})
 
 
-def _course_from(doc: dict[str, Any]) -> Course:
+def _course_from(doc: dict[str, Any], modules: tuple[Module, ...] | None = None) -> Course:
     return Course(
         id=doc["id"],
         title=doc.get("title", ""),
         profile=doc.get("profile", "generic"),
-        modules=tuple(_module_from(m) for m in doc["modules"]),
+        modules=modules
+        if modules is not None
+        else tuple(module_from_doc(m) for m in doc["modules"]),
         discovered=doc.get("discovered", False),
         source=doc.get("source", "definition"),
         extra={"definition": doc.get("definition"), "updated_key": doc.get("updated_key", 0)},
     )
 
 
+def _count_id(store: str, course: str, module: str) -> str:
+    return f"{store}\x1f{course}\x1f{module}"
+
+
 class CatalogueRepository:
     """Courses, plus an index from every activity id to the modules it belongs to, so that the
-    derivation finds the modules a statement touches with one query."""
+    derivation finds the modules a statement touches with one query.
+
+    A discovered module (design notes 3.3) can grow to many items, one statement at a time: its
+    items are kept only as index rows (one insert per new item) with a counter beside them, and
+    its course document lists just the module (and its assessments). So discovering an item
+    costs the same however large the module is."""
 
     def __init__(self, database: Database) -> None:
-        self.courses: Collection = database["courses"]
-        self.activities: Collection = database["course_activities"]
+        self.database = database
+        self.courses: Collection = database[COURSES]
+        self.activities: Collection = database[ROWS]
+        self.counts: Collection = database[COUNTS]
 
     async def ensure_indexes(self) -> None:
         await self.courses.create_index([("store", 1), ("id", 1)], unique=True)
         await self.activities.create_index(
             [("store", 1), ("activity", 1), ("course", 1), ("module", 1)], unique=True
         )
-        await self.activities.create_index([("store", 1), ("course", 1)])
+        await self.activities.create_index([("store", 1), ("course", 1), ("module", 1)])
+        await self.activities.drop_index([("store", 1), ("course", 1)])  # the line above serves
 
     async def put(self, store: str, course: Course, definition: Any = None) -> Course | None:
-        """Create or replace a course; returns the previous version, if any."""
+        """Create or replace a defined course; returns the previous version, if any."""
         previous = await self.get(store, course.id)
         doc = {
             "store": store,
@@ -76,6 +113,9 @@ class CatalogueRepository:
             (activity, module.id) for module in course.modules for activity in module.activity_ids
         }
         await self.activities.delete_many({"store": store, "course": course.id})
+        await self.counts.delete_many(
+            {"_id": {"$in": [_count_id(store, course.id, m.id) for m in course.modules]}}
+        )
         docs = [
             {"store": store, "activity": activity, "course": course.id, "module": module}
             for activity, module in sorted(rows)
@@ -85,12 +125,21 @@ class CatalogueRepository:
             await self.activities.insert_many(docs)
 
     async def get(self, store: str, course_id: str) -> Course | None:
+        """A course with every module complete (a discovered module with all its items)."""
         doc = await self.courses.find_one({"store": store, "id": course_id})
-        return _course_from(doc) if doc else None
+        if doc is None:
+            return None
+        if not doc.get("discovered"):
+            return _course_from(doc)
+        rows = await self.activities.find(
+            {"store": store, "course": course_id}, projection={"activity": 1, "module": 1}
+        )
+        return _course_from(doc, tuple(_complete(m, rows) for m in doc["modules"]))
 
     async def list(self, store: str) -> list[Course]:
-        docs = await self.courses.find({"store": store}, sort=[("id", 1)])
-        return [_course_from(doc) for doc in docs]
+        docs = await self.courses.find({"store": store}, sort=[("id", 1)], projection={"id": 1})
+        courses = [await self.get(store, doc["id"]) for doc in docs]
+        return [course for course in courses if course is not None]
 
     async def mark_derived(self, store: str, course_id: str, updated_key: int) -> None:
         """Clear the marker, unless the course changed again meanwhile."""
@@ -107,46 +156,143 @@ class CatalogueRepository:
         return [(doc["store"], doc["id"]) for doc in docs]
 
     async def delete(self, store: str, course_id: str) -> bool:
+        doc = await self.courses.find_one({"store": store, "id": course_id})
         deleted = await self.courses.delete_many({"store": store, "id": course_id})
         await self.activities.delete_many({"store": store, "course": course_id})
+        if doc is not None:
+            ids = [_count_id(store, course_id, m["id"]) for m in doc["modules"]]
+            await self.counts.delete_many({"_id": {"$in": ids}})
         return deleted > 0
 
     async def modules_for(self, store: str, activity_ids: list[str]) -> list[Module]:
-        """Modules that contain any of the activities (as module id or item)."""
+        """Modules that contain any of the activities (as module id or item); a discovered
+        module partly loaded (see `modules_for_work`)."""
+        return await self.database.run(self.modules_for_work(store, activity_ids), write=False)
+
+    # --- units of work for the derivation ---------------------------------------------------
+
+    def modules_for_work(self, store: str, activity_ids: list[str]) -> Work[list[Module]]:
+        """Modules that contain any of the activities. A discovered module comes partly loaded
+        (`Module.item_total` set): its assessments and those of `activity_ids` that are its
+        items; the caller adds what else it needs (`with_items`)."""
         if not activity_ids:
             return []
-        rows = await self.activities.find(
-            {"store": store, "activity": {"$in": sorted(set(activity_ids))}}
-        )
-        wanted = {(row["course"], row["module"]) for row in rows}
+        rows = yield find(ROWS, {"store": store, "activity": {"$in": sorted(set(activity_ids))}})
+        wanted: dict[tuple[str, str], set[str]] = {}
+        for row in rows:
+            members = wanted.setdefault((row["course"], row["module"]), set())
+            if row["activity"] != row["module"]:
+                members.add(row["activity"])
         modules: list[Module] = []
         for course_id in sorted({course for course, _ in wanted}):
-            course = await self.get(store, course_id)
-            if course is None:
+            doc = yield find_one(COURSES, {"store": store, "id": course_id})
+            if doc is None:
                 continue
-            modules += [m for m in course.modules if (course_id, m.id) in wanted]
+            for module_doc in doc["modules"]:
+                members = wanted.get((course_id, module_doc["id"]))
+                if members is None:
+                    continue
+                module = module_from_doc(module_doc)
+                if module.discovered:
+                    total = yield from self.item_total_work(store, course_id, module.id)
+                    module = with_items(module, members, total)
+                modules.append(module)
         return modules
 
-    async def discover(self, store: str, course_id: str, module_id: str, item_id: str) -> bool:
-        """Add an item to a discovered module (creating course and module as needed); True if
-        the module's content set grew. Defined courses are never changed by discovery."""
-        course = await self.get(store, course_id)
-        if course is not None and not course.discovered:
-            return False
-        modules = list(course.modules) if course else []
-        module = next((m for m in modules if m.id == module_id), None)
-        if module is not None and module.item(item_id):
-            return False
-        items = (*(module.items if module else ()), Item(item_id, "content", "Completed"))
-        updated = Module(course_id, module_id, "", items, "CompletedAndPassed", "generic", True)
-        modules = [updated if m.id == module_id else m for m in modules]
-        if module is None:
-            modules.append(updated)
-        await self.put(
-            store,
-            Course(course_id, "", "generic", tuple(modules), discovered=True, source="discovered"),
+    def item_total_work(self, store: str, course: str, module: str) -> Work[int]:
+        """How many items a discovered module has (counted once from its rows for a module an
+        earlier version discovered)."""
+        counter = yield find_one(COUNTS, {"_id": _count_id(store, course, module)})
+        if counter is not None:
+            return int(counter["n"])
+        n = yield count(
+            ROWS, {"store": store, "course": course, "module": module, "activity": {"$ne": module}}
         )
-        return True
+        with contextlib.suppress(DuplicateKeys):
+            yield insert_one(COUNTS, {"_id": _count_id(store, course, module), "n": n})
+        counter = yield find_one(COUNTS, {"_id": _count_id(store, course, module)})
+        return int(counter["n"]) if counter else n
+
+    def discover_work(
+        self, store: str, course_id: str, module_id: str, item_id: str
+    ) -> Work[int | None]:
+        """Add an item to a discovered module, creating course and module as needed. Returns
+        the module's new item count when it grew, else None. Defined courses are never changed
+        by discovery."""
+        doc = yield find_one(COURSES, {"store": store, "id": course_id})
+        if doc is not None and not doc.get("discovered"):
+            return None
+        if doc is None or not any(m["id"] == module_id for m in doc["modules"]):
+            module = Module(course_id, module_id, "", (), discovered=True)
+            try:
+                # $addToSet: two writers discovering the same new module add it once.
+                yield update_one(
+                    COURSES,
+                    {"store": store, "id": course_id, "discovered": True},
+                    {
+                        "$addToSet": {"modules": _module_doc(module)},
+                        "$setOnInsert": {
+                            "title": "",
+                            "profile": "generic",
+                            "source": "discovered",
+                            "definition": None,
+                            "updated": datetime.now(UTC).isoformat(),
+                            "updated_key": monotonic_now_micros(),
+                            "derivation_pending": False,
+                        },
+                    },
+                    upsert=True,
+                )
+            except DuplicateKeys:
+                return None  # defined meanwhile
+            with contextlib.suppress(DuplicateKeys):
+                yield insert_one(
+                    ROWS,
+                    {
+                        "store": store,
+                        "activity": module_id,
+                        "course": course_id,
+                        "module": module_id,
+                    },
+                )
+        total = yield from self.item_total_work(store, course_id, module_id)
+        try:
+            yield insert_one(
+                ROWS,
+                {"store": store, "activity": item_id, "course": course_id, "module": module_id},
+            )
+        except DuplicateKeys:
+            return None
+        counter = yield find_one_and_update(
+            COUNTS, {"_id": _count_id(store, course_id, module_id)}, {"$inc": {"n": 1}}, upsert=True
+        )
+        return int(counter["n"]) if counter else total + 1
+
+
+def with_items(module: Module, item_ids: set[str] | list[str], total: int) -> Module:
+    """A discovered module's view holding its assessments plus these items (content unless
+    they are assessments), with its real item count: what `summarize` needs."""
+    known = {item.id for item in module.items}
+    extra = tuple(Item(i, "content", "Completed") for i in sorted(set(item_ids) - known))
+    return Module(
+        module.course_id,
+        module.id,
+        module.title,
+        module.items + extra,
+        module.rule,
+        module.profile,
+        module.discovered,
+        item_total=total,
+    )
+
+
+def _complete(module_doc: dict[str, Any], rows: list[dict[str, Any]]) -> Module:
+    """A discovered module with every item its rows name."""
+    module = module_from_doc(module_doc)
+    members = {r["activity"] for r in rows if r["module"] == module.id} - {module.id}
+    known = {item.id for item in module.items}
+    extra = tuple(Item(i, "content", "Completed") for i in sorted(members - known))
+    return module_from_doc(module_doc, items=module.items + extra)
 
 
 PROGRESS_FIELDS = (
@@ -167,35 +313,59 @@ PROGRESS_FIELDS = (
 )
 
 
-class ProgressRepository:
-    """Progress records keyed by (store, learner, course, module), written with an optimistic
-    version check so that two workers can never overwrite each other's newer result.
+def record_key(learner: str, course: str, module: str, registration: str | None) -> str:
+    """The unique key of a progress record (its registration only for per-registration
+    courses; None otherwise)."""
+    return "\x1f".join((learner, course, module, registration or ""))
 
-    Every change also takes the next number of its store's change sequence (`seq`), allocated
-    in the database, not read from a clock: it is the SSE event id, and resuming a stream
-    replays the records whose `seq` is above the client's Last-Event-ID, whichever process
-    wrote them and whatever its clock said (design notes 1.5 and 6)."""
+
+def _sequence(store: str) -> str:
+    return f"progress:{store}"
+
+
+class ProgressRepository:
+    """Progress records keyed by (store, learner, course, module[, registration]), written with
+    an optimistic version check so that two writers can never overwrite each other's newer
+    result.
+
+    Every change also takes a number of its store's change sequence (`seq`), allocated in the
+    database, not read from a clock: it is the SSE event id, and resuming a stream replays the
+    records whose `seq` is above the client's Last-Event-ID, whichever process wrote them and
+    whatever its clock said (design notes 1.5 and 6). A derivation round takes the numbers it
+    needs in one block."""
 
     def __init__(self, database: Database) -> None:
-        self.records: Collection = database["progress"]
-        self.counters: Collection = database["counters"]
+        self.database = database
+        self.records: Collection = database[RECORDS]
+        self.counters: Collection = database[COUNTERS]
 
     async def ensure_indexes(self) -> None:
+        # Earlier versions keyed records by (store, learner, course, module), unique; records
+        # per registration share those, so the unique key is `key` now.
+        await self.records.drop_index([("store", 1), ("learner", 1), ("course", 1), ("module", 1)])
+        await self.records.create_index([("store", 1), ("key", 1)], unique=True)
         await self.records.create_index(
-            [("store", 1), ("learner", 1), ("course", 1), ("module", 1)], unique=True
+            [("store", 1), ("learner", 1), ("course", 1), ("module", 1), ("registration", 1)]
         )
         await self.records.create_index([("store", 1), ("course", 1), ("module", 1)])
         await self.records.create_index([("store", 1), ("updated_key", 1)])
         await self.records.create_index([("store", 1), ("seq", 1)])
 
-    async def next_seq(self, store: str) -> int:
-        """The next number of the store's change sequence: one atomic increment of a counter
-        document, so concurrent writers in any number of processes never share a number."""
-        counter = await self.counters.find_one_and_update(
-            {"_id": _sequence(store)}, {"$inc": {"seq": 1}}, upsert=True
+    async def migrate(self) -> int:
+        """Give records written by an earlier version their `key`; returns how many."""
+        docs = await self.records.find(
+            {"key": {"$exists": False}}, projection={"learner": 1, "course": 1, "module": 1}
         )
-        assert counter is not None  # an upserting find_one_and_update returns the document
-        return int(counter["seq"])
+        for doc in docs:
+            key = record_key(doc["learner"], doc["course"], doc["module"], None)
+            await self.records.update_one(
+                {"_id": doc["_id"]}, {"$set": {"key": key, "registration": None}}
+            )
+        return len(docs)
+
+    async def next_seq(self, store: str) -> int:
+        """The next number of the store's change sequence."""
+        return await self.database.run(seq_block_work(store, 1))
 
     async def last_seq(self, store: str) -> int:
         """The last number the store's sequence handed out (0: none yet)."""
@@ -203,75 +373,11 @@ class ProgressRepository:
         return int(counter["seq"]) if counter else 0
 
     async def get(
-        self, store: str, learner: str, course: str, module: str
+        self, store: str, learner: str, course: str, module: str, registration: str | None = None
     ) -> dict[str, Any] | None:
         return await self.records.find_one(
-            {"store": store, "learner": learner, "course": course, "module": module},
+            {"store": store, "key": record_key(learner, course, module, registration)},
             projection={"_id": 0},
-        )
-
-    async def write(
-        self,
-        store: str,
-        learner: str,
-        course: str,
-        module: str,
-        fields: dict[str, Any],
-        expected_version: int | None,
-    ) -> dict[str, Any] | None:
-        """Write the record if its version is still `expected_version` (None: must not exist).
-        Returns the new record, or None when another writer got there first."""
-        key = {"store": store, "learner": learner, "course": course, "module": module}
-        # Taken after the caller read `expected_version`: a write that succeeds on top of
-        # another's therefore always carries a higher number. A failed attempt leaves a gap in
-        # the sequence, which is harmless.
-        seq = await self.next_seq(store)
-        updated_key = monotonic_now_micros()
-        stamp = {
-            "seq": seq,
-            # The writer's clock: only for `updated_at` (and resuming from ids sent before the
-            # sequence existed), never for ordering.
-            "updated_key": updated_key,
-            "updated_at": datetime.fromtimestamp(updated_key / 1e6, UTC).isoformat(),
-        }
-        if expected_version is None:
-            doc = {**key, **fields, **stamp, "version": 1}
-            try:
-                await self.records.insert_one(dict(doc))
-            except DuplicateKeys:
-                return None
-            return doc
-        matched = await self.records.update_one(
-            {**key, "version": expected_version},
-            {"$set": {**fields, **stamp, "version": expected_version + 1}},
-        )
-        if not matched:
-            return None
-        return {**key, **fields, **stamp, "version": expected_version + 1}
-
-    async def claim(
-        self,
-        store: str,
-        learner: str,
-        course: str,
-        module: str,
-        expected_version: int | None,
-        fields: dict[str, Any],
-    ) -> bool:
-        """Move the version without changing what the record says (None: create the record
-        quietly, e.g. a not_started one). False when another writer got there first."""
-        key = {"store": store, "learner": learner, "course": course, "module": module}
-        if expected_version is None:
-            quiet = {"version": 1, "updated_key": 0, "updated_at": None}
-            try:
-                await self.records.insert_one({**key, **fields, **quiet})
-            except DuplicateKeys:
-                return False
-            return True
-        return bool(
-            await self.records.update_one(
-                {**key, "version": expected_version}, {"$set": {"version": expected_version + 1}}
-            )
         )
 
     async def delete_module(self, store: str, course: str, module: str) -> None:
@@ -279,12 +385,6 @@ class ProgressRepository:
 
     async def delete_course(self, store: str, course: str) -> None:
         await self.records.delete_many({"store": store, "course": course})
-
-    async def module_records(self, store: str, course: str, module: str) -> list[dict[str, Any]]:
-        """Every record of one module (not_started ones included), as `get` returns them."""
-        return await self.records.find(
-            {"store": store, "course": course, "module": module}, projection={"_id": 0}
-        )
 
     async def find(
         self,
@@ -327,7 +427,7 @@ class ProgressRepository:
             )
         return await self.records.find(
             {"$and": clauses},
-            projection={"_id": 0},
+            projection={"_id": 0, "facts": 0},
             sort=[("learner", 1), ("course", 1), ("module", 1)],
             limit=limit,
         )
@@ -347,17 +447,79 @@ class ProgressRepository:
         if event_id <= await self.last_seq(store):
             return await self.records.find(
                 {"store": store, "seq": {"$gt": event_id}},
-                projection={"_id": 0},
+                projection={"_id": 0, "facts": 0},
                 sort=[("seq", 1)],
                 limit=limit,
             )
         return await self.records.find(
             {"store": store, "updated_key": {"$gt": event_id}},
-            projection={"_id": 0},
+            projection={"_id": 0, "facts": 0},
             sort=[("updated_key", 1)],
             limit=limit,
         )
 
 
-def _sequence(store: str) -> str:
-    return f"progress:{store}"
+# --- units of work for the derivation -------------------------------------------------------
+
+
+def seq_block_work(store: str, n: int) -> Work[int]:
+    """Take `n` consecutive numbers of the store's change sequence in one increment; returns
+    the first."""
+    counter = yield find_one_and_update(
+        COUNTERS, {"_id": _sequence(store)}, {"$inc": {"seq": n}}, upsert=True
+    )
+    return int(counter["seq"]) - n + 1
+
+
+def records_work(store: str, keys: list[str]) -> Work[dict[str, dict[str, Any]]]:
+    if not keys:
+        return {}
+    docs = yield find(RECORDS, {"store": store, "key": {"$in": sorted(set(keys))}})
+    return {doc["key"]: doc for doc in docs}
+
+
+def module_records_work(store: str, course: str, module: str) -> Work[list[dict[str, Any]]]:
+    """Every record of one module (not_started ones included)."""
+    docs = yield find(RECORDS, {"store": store, "course": course, "module": module})
+    return docs
+
+
+def write_record_work(
+    record: dict[str, Any], expected_version: int | None, seq: int
+) -> Work[dict[str, Any] | None]:
+    """Write a record if its version is still `expected_version` (None: must not exist yet);
+    returns what was written, or None when another writer got there first."""
+    updated_key = monotonic_now_micros()
+    doc = {
+        **record,
+        "seq": seq,
+        # The writer's clock: only for `updated_at` (and resuming from ids sent before the
+        # sequence existed), never for ordering.
+        "updated_key": updated_key,
+        "updated_at": datetime.fromtimestamp(updated_key / 1e6, UTC).isoformat(),
+        "version": 1 if expected_version is None else expected_version + 1,
+    }
+    doc.pop("_id", None)
+    if expected_version is None:
+        try:
+            yield insert_one(RECORDS, dict(doc))
+        except DuplicateKeys:
+            return None
+        return doc
+    matched = yield update_one(
+        RECORDS,
+        {"store": doc["store"], "key": doc["key"], "version": expected_version},
+        {"$set": doc},
+    )
+    return doc if matched else None
+
+
+def insert_records_work(docs: list[dict[str, Any]]) -> Work[set[int]]:
+    """Insert new records (version 1); returns the positions another writer created first."""
+    if not docs:
+        return set()
+    try:
+        yield insert_many(RECORDS, docs)
+    except DuplicateKeys as exc:
+        return set(exc.indexes)
+    return set()

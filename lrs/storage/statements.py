@@ -1,39 +1,44 @@
-"""Statement storage: write-time indexing fields, all-or-nothing batches, voiding, queries.
+"""Statement storage: queries, and the entry points of the write path.
 
-Each statement is kept as its exact JSON text (`statement`) next to the fields the xAPI
-queries filter on. Keeping the text avoids MongoDB's restrictions on field names (extension
-keys are IRIs with dots, and may start with `$`) and returns statements byte-for-byte as stored.
+How a statement is kept: `lrs.storage.statement_docs`. How a batch is written all-or-nothing:
+`lrs.storage.statement_writes`. The work a stored batch still owes (derivation, forwarding):
+`lrs.storage.outbox`.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from bson import ObjectId
 
-from lrs.storage.database import Collection, Database, DuplicateKeys
-from lrs.xapi.agents import (
-    agent_key,
-    object_activity,
-    related_activities,
-    related_agents,
-    statement_agents,
+from lrs.storage import outbox
+from lrs.storage.database import Collection, Database
+from lrs.storage.statement_docs import TERM_FIELDS, term, terms
+from lrs.storage.statement_writes import (
+    BATCHES,
+    Committed,
+    Equivalence,
+    commit_batch,
+    oldest_batch,
+    recover_batches,
 )
 
-VOIDED_VERB = "http://adlnet.gov/expapi/verbs/voided"
-_SCHEMA = 2  # version of the statement document layout, see `StatementRepository.migrate`
-_MAX_REFERENCE_DEPTH = 16
-
-
-class StatementConflict(Exception):
-    """A statement id already exists with different content."""
-
-    def __init__(self, statement_id: str) -> None:
-        super().__init__(f"statement {statement_id} already exists with different content")
-        self.statement_id = statement_id
+# Version of the statement document layout, see `StatementRepository.migrate`: 2 added `terms`,
+# 3 moved the outbox markers (`derived`, `fanned_out`) into the outbox collection.
+_SCHEMA = 3
+# Indexes earlier versions declared that this one no longer uses (dropped at start-up: every
+# index costs every write).
+_OBSOLETE_INDEXES = (
+    [("derived", 1), ("stored_key", 1), ("id", 1)],
+    [("fanned_out", 1), ("stored_key", 1)],
+    [("store", 1), ("learner", 1), ("related_activities", 1)],
+    [("store", 1), ("related_activities", 1), ("learner", 1)],
+    [("store", 1), ("related_agents", 1)],
+)
 
 
 @dataclass(frozen=True)
@@ -58,72 +63,47 @@ class QueryPage:
     next_cursor: tuple[int, str] | None
 
 
-def _reference_target(statement: dict[str, Any]) -> str | None:
-    obj = statement.get("object")
-    if isinstance(obj, dict) and obj.get("objectType") == "StatementRef":
-        target = obj.get("id")
-        return target.lower() if isinstance(target, str) else None
-    return None
-
-
-def _match_fields(statement: dict[str, Any]) -> dict[str, Any]:
-    registration = (statement.get("context") or {}).get("registration")
-    return {
-        "agents": statement_agents(statement),
-        "related_agents": related_agents(statement),
-        "verb": (statement.get("verb") or {}).get("id"),
-        "activity": object_activity(statement),
-        "related_activities": related_activities(statement),
-        "registration": registration.lower() if isinstance(registration, str) else None,
-        "learner": learner_key(statement),
-    }
-
-
-def learner_key(statement: dict[str, Any]) -> str | None:
-    """The learner whose progress a statement counts for: an Agent actor only. An identified
-    Group counts for none of its members, and an anonymous Group's members are not inferred."""
-    actor = statement.get("actor")
-    if isinstance(actor, dict) and actor.get("objectType", "Agent") == "Agent":
-        return agent_key(actor)
-    return None
-
-
-def is_voiding(statement: dict[str, Any]) -> bool:
-    return (statement.get("verb") or {}).get("id") == VOIDED_VERB
-
-
 class StatementRepository:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, write_lease_seconds: float = 30.0) -> None:
+        self.database = database
         self.statements: Collection = database["statements"]
         self.attachments: Collection = database["attachments"]
+        self.batches: Collection = database[BATCHES]
+        self.outbox = outbox.Outbox(database)
         self.meta: Collection = database["meta"]
+        self.write_lease_micros = int(write_lease_seconds * 1e6)
 
     async def ensure_indexes(self) -> None:
         s = self.statements
         await s.create_index([("store", 1), ("id", 1)], unique=True, name="statement_id")
         await s.create_index([("store", 1), ("voided", 1), ("stored_key", -1), ("id", -1)])
-        # Filtered GETs: one multikey index over every filterable value of a statement and of
-        # the statements it references; the exact filter is applied on top.
+        # Filtered GETs (and the derivation's reads, and erasure): one multikey index over every
+        # filterable value of a statement and of the statements it references; the exact
+        # filter is applied on top.
         await s.create_index(
             [("store", 1), ("voided", 1), ("terms", 1), ("stored_key", -1), ("id", -1)]
         )
         await s.create_index([("store", 1), ("authority_key", 1), ("stored_key", -1)])
-        await s.create_index([("store", 1), ("related_agents", 1)])  # learner erasure
         await s.create_index([("store", 1), ("ref_target", 1)])
         await s.create_index([("store", 1), ("ref_chain_ids", 1)])
         await s.create_index([("store", 1), ("voids", 1)])
-        await s.create_index([("derived", 1), ("stored_key", 1), ("id", 1)])
-        await s.create_index([("fanned_out", 1), ("stored_key", 1)])
-        await s.create_index([("store", 1), ("learner", 1), ("related_activities", 1)])
-        await s.create_index([("store", 1), ("related_activities", 1), ("learner", 1)])
+        for keys in _OBSOLETE_INDEXES:
+            await s.drop_index(keys)
         await self.attachments.create_index([("store", 1), ("sha2", 1)], unique=True)
+        await self.batches.create_index([("stored_key", 1)])
+        await self.batches.create_index([("expires", 1)])
+        await self.outbox.ensure_indexes()
 
     async def migrate(self) -> int:
-        """Bring statements stored by an earlier version up to the current document schema
-        (schema 2 added `terms`, without which filtered GETs would not find them). Returns the
-        number of statements updated; a no-op once done, or on a new store."""
+        """Bring statements stored by an earlier version up to the current document schema.
+        Returns the number of statements updated; a no-op once done, or on a new store."""
         state = await self.meta.find_one({"_id": "statements"})
-        if state is not None and state.get("schema", 0) >= _SCHEMA:
+        schema = state.get("schema", 0) if state is not None else _SCHEMA
+        if state is None and await self.statements.find_one({}, projection={"_id": 1}):
+            schema = 0  # statements from before the schema marker existed
+        if schema >= _SCHEMA:
+            if state is None:
+                await self._set_schema()
             return 0
         updated = 0
         last: Any = ObjectId("0" * 24)
@@ -131,7 +111,16 @@ class StatementRepository:
             # Paged on _id (an ObjectId, indexed on every back end): each page is one seek.
             page = await self.statements.find(
                 {"_id": {"$gt": last}},
-                projection={"terms": 1, "ref_chain": 1, **{f: 1 for f in _TERM_FIELDS}},
+                projection={
+                    "terms": 1,
+                    "ref_chain": 1,
+                    "store": 1,
+                    "id": 1,
+                    "stored_key": 1,
+                    "derived": 1,
+                    "fanned_out": 1,
+                    **{f: 1 for f in TERM_FIELDS},
+                },
                 sort=[("_id", 1)],
                 limit=1000,
             )
@@ -139,25 +128,42 @@ class StatementRepository:
                 break
             for doc in page:
                 if "terms" not in doc:
-                    terms = _terms([doc, *(doc.get("ref_chain") or [])])
+                    new_terms = terms([doc, *(doc.get("ref_chain") or [])])
                     await self.statements.update_one(
-                        {"_id": doc["_id"]}, {"$set": {"terms": terms}}
+                        {"_id": doc["_id"]}, {"$set": {"terms": new_terms}}
                     )
                     updated += 1
+                # Schema 3: work the old markers still owed moves into the outbox (the old
+                # fields stay, unread; their indexes are dropped).
+                for kind, marker in (("derive", "derived"), ("forward", "fanned_out")):
+                    if doc.get(marker) is False:
+                        entry = outbox.entry(
+                            f"upgrade-{doc['_id']}", kind, doc["store"], [doc["id"]],
+                            doc["stored_key"],
+                        )  # fmt: skip
+                        await self.outbox.entries.replace_one(
+                            {"_id": entry["_id"]}, entry, upsert=True
+                        )
+                        updated += 1
             last = page[-1]["_id"]
+        await self._set_schema()
+        return updated
+
+    async def _set_schema(self) -> None:
         await self.meta.update_one(
             {"_id": "statements"}, {"$set": {"schema": _SCHEMA}}, upsert=True
         )
-        return updated
 
     # --- reads -----------------------------------------------------------------------------
 
     async def find_by_ids(self, store: str, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-        """Raw storage documents by statement id (voided or not)."""
+        """Storage documents by statement id (voided or not; not those still being written)."""
         wanted = list(ids)
         if not wanted:
             return {}
-        docs = await self.statements.find({"store": store, "id": {"$in": wanted}})
+        docs = await self.statements.find(
+            {"store": store, "id": {"$in": wanted}, "voided": {"$in": [False, True]}}
+        )
         return {doc["id"]: doc for doc in docs}
 
     async def get(
@@ -187,26 +193,26 @@ class StatementRepository:
     @staticmethod
     def _query_filter(store: str, query: StatementQuery) -> dict[str, Any]:
         match: dict[str, Any] = {}
-        terms: list[str] = []
+        wanted: list[str] = []
         if query.agent is not None:
             field = "related_agents" if query.related_agents else "agents"
             match[field] = query.agent
-            terms.append(_term(field, query.agent))
+            wanted.append(term(field, query.agent))
         if query.verb is not None:
             match["verb"] = query.verb
-            terms.append(_term("verb", query.verb))
+            wanted.append(term("verb", query.verb))
         if query.activity is not None:
             field = "related_activities" if query.related_activities else "activity"
             match[field] = query.activity
-            terms.append(_term(field, query.activity))
+            wanted.append(term(field, query.activity))
         if query.registration is not None:
             match["registration"] = query.registration.lower()
-            terms.append(_term("registration", query.registration.lower()))
+            wanted.append(term("registration", query.registration.lower()))
 
         clauses: list[dict[str, Any]] = [{"store": store, "voided": False}]
         # Each term narrows candidates through the index (the store's planner picks the most
         # selective); the $or below is the exact condition.
-        clauses.extend({"terms": term} for term in terms)
+        clauses.extend({"terms": t} for t in wanted)
         if match:
             # A statement that references a matching statement (StatementRef) matches too.
             clauses.append({"$or": [match, {"ref_chain": {"$elemMatch": match}}]})
@@ -229,6 +235,18 @@ class StatementRepository:
             )
         return clauses[0] if len(clauses) == 1 else {"$and": clauses}
 
+    async def consistent_through(self) -> int:
+        """X-Experience-API-Consistent-Through, in microseconds: every statement stored at or
+        before it is visible to a read that starts now, whichever process wrote it. Embedded:
+        stored keys are taken under the write lock, so anything committing later gets a later
+        key: now. Elsewhere: just below the oldest batch still being written (all processes
+        register their batches in the database)."""
+        now = time.time_ns() // 1000
+        if self.database.context.atomic:
+            return now
+        oldest = await self.database.run(oldest_batch(), write=False)
+        return now if oldest is None else min(now, oldest - 1)
+
     async def get_attachments(self, store: str, sha2s: Iterable[str]) -> list[dict[str, Any]]:
         wanted = sorted(set(sha2s))
         if not wanted:
@@ -241,104 +259,27 @@ class StatementRepository:
         self,
         store: str,
         statements: list[dict[str, Any]],
-        stored_key: int,
-        equivalent: Any,
+        equivalent: Equivalence,
         attachments: Iterable[tuple[str, str, bytes]] = (),
-    ) -> list[dict[str, Any]]:
-        """Store a validated batch (ids, stored, authority already set) all-or-nothing.
-
-        Statements whose id exists with equivalent content are skipped; one whose id exists with
-        different content raises StatementConflict and nothing of the batch stays stored.
-        Returns the statements that were newly stored.
-        """
-        existing = await self.find_by_ids(store, (s["id"] for s in statements))
-        fresh = self._drop_equivalent(statements, existing, equivalent)
-        if not fresh:
-            return []
-
-        voided_on_arrival = await self._already_voided(store, [s["id"] for s in fresh])
-        chains = await self._chains_for(store, fresh)
-        docs = [
-            self._document(store, s, stored_key, s["id"] in voided_on_arrival, chains[s["id"]])
-            for s in fresh
-        ]
-        for doc in docs:
-            doc["_id"] = ObjectId()
-        try:
-            await self.statements.insert_many(docs)
-        except DuplicateKeys as exc:
-            # Another request stored some of these ids between our check and our insert.
-            rejected = {docs[i]["id"] for i in exc.indexes}
-            inserted = [doc["_id"] for doc in docs if doc["id"] not in rejected]
-            racing = await self.find_by_ids(store, rejected)
-            try:
-                self._drop_equivalent([s for s in fresh if s["id"] in rejected], racing, equivalent)
-            except StatementConflict:
-                await self.statements.delete_many({"_id": {"$in": inserted}})
-                raise
-            fresh = [s for s in fresh if s["id"] not in rejected]
-
-        # A voiding statement stored by a concurrent request after our check above found
-        # nothing to flag; looking again now that ours are in closes that window.
-        late = await self._already_voided(
-            store, [s["id"] for s in fresh if s["id"] not in voided_on_arrival]
-        )
-        if late:
-            await self.statements.update_many(
-                {"store": store, "id": {"$in": sorted(late)}, "voids": None},
-                {"$set": {"voided": True}},
-            )
+    ) -> Committed:
+        """Store a validated batch all-or-nothing (lrs.storage.statement_writes): statements
+        whose id exists with equivalent content are skipped; one whose id exists with different
+        content raises StatementConflict and nothing of the batch is stored. The attachments go
+        first: content-addressed, so a batch that then fails leaves nothing visible, and its
+        retry finds them there."""
         await self._store_attachments(store, attachments)
-        await self._apply_voiding(store, fresh)
-        await self._refresh_referrers(store, [s["id"] for s in fresh])
-        return fresh
-
-    @staticmethod
-    def _drop_equivalent(
-        statements: list[dict[str, Any]], existing: dict[str, dict[str, Any]], equivalent: Any
-    ) -> list[dict[str, Any]]:
-        fresh = []
-        for statement in statements:
-            doc = existing.get(statement["id"])
-            if doc is None:
-                fresh.append(statement)
-            elif not equivalent(json.loads(doc["statement"]), statement):
-                raise StatementConflict(statement["id"])
-        return fresh
-
-    @staticmethod
-    def _document(
-        store: str,
-        statement: dict[str, Any],
-        stored_key: int,
-        voided: bool,
-        chain: list[dict[str, Any]],
-    ) -> dict[str, Any]:
-        target = _reference_target(statement)
-        fields = _match_fields(statement)
-        return {
-            "store": store,
-            "id": statement["id"],
-            "statement": json.dumps(statement, separators=(",", ":"), ensure_ascii=False),
-            "stored_key": stored_key,
-            "voided": voided,
-            "voids": target if is_voiding(statement) else None,
-            "ref_target": target,
-            "ref_chain": chain,
-            "ref_chain_ids": [link["id"] for link in chain],
-            "terms": _terms([fields, *chain]),
-            "authority_key": agent_key(statement.get("authority")),
-            "derived": False,
-            # The federation outbox: fanned out to the store's destinations (lrs.federation).
-            "fanned_out": False,
-            **fields,
-        }
-
-    async def _already_voided(self, store: str, ids: list[str]) -> set[str]:
-        voiders = await self.statements.find(
-            {"store": store, "voids": {"$in": ids}, "voided": False}, projection={"voids": 1}
+        return await self.database.run(
+            commit_batch(
+                self.database.context, store, statements, equivalent, self.write_lease_micros
+            )
         )
-        return {doc["voids"] for doc in voiders}
+
+    async def recover_batches(self) -> int:
+        """Finish or abort batches whose writer died (MongoDB protocol; nothing to do on the
+        embedded store, where a batch is one transaction)."""
+        if self.database.context.atomic:
+            return 0
+        return await self.database.run(recover_batches(time.time_ns() // 1000))
 
     async def _store_attachments(
         self, store: str, attachments: Iterable[tuple[str, str, bytes]]
@@ -350,75 +291,18 @@ class StatementRepository:
                 upsert=True,
             )
 
-    async def _apply_voiding(self, store: str, fresh: list[dict[str, Any]]) -> None:
-        targets = [_reference_target(s) for s in fresh if is_voiding(s)]
-        targets = [t for t in targets if t]
-        if not targets:
-            return
-        # A voiding statement is never voided itself (the API rejects such requests up front).
-        await self.statements.update_many(
-            {"store": store, "id": {"$in": targets}, "voids": None}, {"$set": {"voided": True}}
-        )
-        await self._refresh_referrers(store, targets)
-
-    # --- StatementRef chains ----------------------------------------------------------------
-    # A statement whose object is a StatementRef carries summaries of the statements it
-    # references (transitively), so "statements referencing a match" is one indexed query.
-
-    async def _chain(self, store: str, target: str | None) -> list[dict[str, Any]]:
-        chain: list[dict[str, Any]] = []
-        seen: set[str] = set()
-        while target and target not in seen and len(chain) < _MAX_REFERENCE_DEPTH:
-            seen.add(target)
-            doc = await self.statements.find_one({"store": store, "id": target})
-            if doc is None or doc["voided"]:
-                break
-            chain.append({"id": doc["id"], **{k: doc[k] for k in _SUMMARY_FIELDS}})
-            target = doc["ref_target"]
-        return chain
-
-    async def _chains_for(
-        self, store: str, statements: list[dict[str, Any]]
-    ) -> dict[str, list[dict[str, Any]]]:
-        return {s["id"]: await self._chain(store, _reference_target(s)) for s in statements}
-
-    async def _refresh_referrers(self, store: str, changed_ids: list[str]) -> None:
-        """Recompute the chains of statements that reference (directly or not) changed ones."""
-        if not changed_ids:
-            return
-        # Two simple indexed queries rather than one $or: the embedded store answers an $or
-        # (or a path into an array of subdocuments) by scanning every statement.
-        referrers: dict[Any, dict[str, Any]] = {}
-        for field in ("ref_target", "ref_chain_ids"):
-            for doc in await self.statements.find(
-                {"store": store, field: {"$in": changed_ids}},
-                projection={"id": 1, **{name: 1 for name in _SUMMARY_FIELDS}},
-            ):
-                referrers[doc["_id"]] = doc
-        for doc in referrers.values():
-            chain = await self._chain(store, doc["ref_target"])
-            await self.statements.update_one(
-                {"_id": doc["_id"]},
-                {
-                    "$set": {
-                        "ref_chain": chain,
-                        "ref_chain_ids": [link["id"] for link in chain],
-                        "terms": _terms([doc, *chain]),
-                    }
-                },
-            )
-
     # --- progress derivation ------------------------------------------------------------------
 
     async def learner_statements(
         self, store: str, learner: str, activity_ids: list[str]
     ) -> list[dict[str, Any]]:
-        """Every non-voided statement of a learner that relates to any of the activities."""
+        """Every visible statement of a learner that relates to any of the activities."""
         docs = await self.statements.find(
             {
                 "store": store,
-                "learner": learner,
                 "voided": False,
+                "terms": term("agents", learner),
+                "learner": learner,
                 "related_activities": {"$in": activity_ids},
             },
             projection={"statement": 1},
@@ -430,7 +314,12 @@ class StatementRepository:
     ) -> dict[str, list[dict[str, Any]]]:
         """`learner_statements` for every learner at once: one read for a whole module."""
         docs = await self.statements.find(
-            {"store": store, "voided": False, "related_activities": {"$in": activity_ids}},
+            {
+                "store": store,
+                "voided": False,
+                "terms": {"$in": [term("related_activities", a) for a in activity_ids]},
+                "related_activities": {"$in": activity_ids},
+            },
             projection={"statement": 1, "learner": 1},
         )
         found: dict[str, list[dict[str, Any]]] = {}
@@ -440,53 +329,18 @@ class StatementRepository:
         return found
 
     async def raw_statements(self, store: str, ids: list[str]) -> list[dict[str, Any]]:
-        """Statements by id with their storage flags: (statement, voided, learner)."""
-        docs = await self.statements.find(
-            {"store": store, "id": {"$in": ids}},
+        """Visible statements by id with their storage flags: (statement, voided, learner)."""
+        return await self.statements.find(
+            {"store": store, "id": {"$in": ids}, "voided": {"$in": [False, True]}},
             projection={"statement": 1, "voided": 1, "learner": 1, "voids": 1, "id": 1},
         )
-        return docs
 
-    # --- outbox (design notes section 1) -----------------------------------------------------
-
-    async def mark_derived(self, store: str, ids: list[str]) -> None:
-        await self.statements.update_many(
-            {"store": store, "id": {"$in": ids}}, {"$set": {"derived": True}}
-        )
-
-    async def underived(
-        self,
-        older_than: int | None = None,
-        limit: int = 1000,
-        after: tuple[int, str] | None = None,
-    ) -> list[dict]:
-        """Statements still waiting for derivation, oldest first: (store, id, stored_key);
-        `after` is the (stored_key, id) of the last one of the previous page."""
-        clauses: list[dict[str, Any]] = [{"derived": False}]
-        if older_than is not None:
-            clauses.append({"stored_key": {"$lt": older_than}})
-        if after is not None:
-            key, last_id = after
-            clauses.append({"stored_key": {"$gte": key}})
-            clauses.append(
-                {"$or": [{"stored_key": {"$gt": key}}, {"stored_key": key, "id": {"$gt": last_id}}]}
-            )
-        return await self.statements.find(
-            {"$and": clauses},
-            projection={"store": 1, "id": 1, "stored_key": 1},
-            sort=[("stored_key", 1), ("id", 1)],
-            limit=limit,
-        )
-
-    async def count_underived(self) -> int:
-        return await self.statements.count({"derived": False})
-
-    # --- federation outbox (lrs.federation.forwarding) ------------------------------------------
+    # --- federation (lrs.federation.forwarding) -------------------------------------------------
 
     async def routing_fields(self, store: str, ids: list[str]) -> list[dict[str, Any]]:
         """What a destination filter looks at, for statements by id (oldest first)."""
         return await self.statements.find(
-            {"store": store, "id": {"$in": ids}},
+            {"store": store, "id": {"$in": ids}, "voided": {"$in": [False, True]}},
             projection={
                 "id": 1,
                 "stored_key": 1,
@@ -498,45 +352,3 @@ class StatementRepository:
             },
             sort=[("stored_key", 1), ("id", 1)],
         )
-
-    async def mark_fanned_out(self, store: str, ids: list[str]) -> None:
-        await self.statements.update_many(
-            {"store": store, "id": {"$in": ids}}, {"$set": {"fanned_out": True}}
-        )
-
-    async def unfanned(self, older_than: int | None = None, limit: int = 1000) -> list[dict]:
-        """Statements not yet fanned out to destinations, oldest first: (store, id)."""
-        filter: dict[str, Any] = {"fanned_out": False}
-        if older_than is not None:
-            filter["stored_key"] = {"$lt": older_than}
-        return await self.statements.find(
-            filter, projection={"store": 1, "id": 1}, sort=[("stored_key", 1)], limit=limit
-        )
-
-
-_TERM_FIELDS = (
-    "agents",
-    "related_agents",
-    "verb",
-    "activity",
-    "related_activities",
-    "registration",
-)
-_SUMMARY_FIELDS = ("ref_target", *_TERM_FIELDS)
-
-
-def _term(field: str, value: str) -> str:
-    return f"{field}:{value}"
-
-
-def _terms(summaries: list[dict[str, Any]]) -> list[str]:
-    """Every filterable value of a statement and of the statements it references, one string
-    each, for the `terms` index."""
-    found: set[str] = set()
-    for summary in summaries:
-        for field in _TERM_FIELDS:
-            value = summary.get(field)
-            for item in value if isinstance(value, list) else [value]:
-                if isinstance(item, str):
-                    found.add(_term(field, item))
-    return sorted(found)

@@ -41,7 +41,14 @@ class StoredClock:
     keys grow in commit order across processes; elsewhere it is the process's clock."""
 
 
-Work = Generator["Op | StoredClock", Any, T]
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    """Wait a moment (a unit that waits for another writer; never inside a transaction)."""
+
+    seconds: float
+
+
+Work = Generator["Op | StoredClock | Sleep", Any, T]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,122 @@
+"""How a statement is kept: its storage document, built from the statement alone (pure).
+
+Each statement is kept as its exact JSON text (`statement`) next to the fields the xAPI queries
+filter on. Keeping the text avoids MongoDB's restrictions on field names (extension keys are
+IRIs with dots, and may start with `$`) and returns statements byte-for-byte as stored.
+
+`voided` has three values: False (visible), True (voided: only `voidedStatementId` finds it)
+and None: written but not committed yet (MongoDB's all-or-nothing protocol, see
+`lrs.storage.statement_writes`); every reader asks for False or True, so it sees nothing of a
+batch before it commits.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from lrs.xapi.agents import (
+    agent_key,
+    object_activity,
+    related_activities,
+    related_agents,
+    statement_agents,
+)
+
+VOIDED_VERB = "http://adlnet.gov/expapi/verbs/voided"
+MAX_REFERENCE_DEPTH = 16
+
+# The filterable values of a statement; a StatementRef also carries those of the statements it
+# references (`ref_chain`), so "statements that reference a match" is one indexed query.
+TERM_FIELDS = (
+    "agents",
+    "related_agents",
+    "verb",
+    "activity",
+    "related_activities",
+    "registration",
+)
+SUMMARY_FIELDS = ("ref_target", *TERM_FIELDS)
+
+
+def is_voiding(statement: dict[str, Any]) -> bool:
+    return (statement.get("verb") or {}).get("id") == VOIDED_VERB
+
+
+def reference_target(statement: dict[str, Any]) -> str | None:
+    """The id a StatementRef object points at (lower case), else None."""
+    obj = statement.get("object")
+    if isinstance(obj, dict) and obj.get("objectType") == "StatementRef":
+        target = obj.get("id")
+        return target.lower() if isinstance(target, str) else None
+    return None
+
+
+def learner_key(statement: dict[str, Any]) -> str | None:
+    """The learner whose progress a statement counts for: an Agent actor only. An identified
+    Group counts for none of its members, and an anonymous Group's members are not inferred."""
+    actor = statement.get("actor")
+    if isinstance(actor, dict) and actor.get("objectType", "Agent") == "Agent":
+        return agent_key(actor)
+    return None
+
+
+def match_fields(statement: dict[str, Any]) -> dict[str, Any]:
+    registration = (statement.get("context") or {}).get("registration")
+    return {
+        "agents": statement_agents(statement),
+        "related_agents": related_agents(statement),
+        "verb": (statement.get("verb") or {}).get("id"),
+        "activity": object_activity(statement),
+        "related_activities": related_activities(statement),
+        "registration": registration.lower() if isinstance(registration, str) else None,
+        "learner": learner_key(statement),
+    }
+
+
+def term(field: str, value: str) -> str:
+    return f"{field}:{value}"
+
+
+def terms(summaries: list[dict[str, Any]]) -> list[str]:
+    """Every filterable value of a statement and of the statements it references, one string
+    each, for the `terms` index."""
+    found: set[str] = set()
+    for summary in summaries:
+        for field in TERM_FIELDS:
+            value = summary.get(field)
+            for item in value if isinstance(value, list) else [value]:
+                if isinstance(item, str):
+                    found.add(term(field, item))
+    return sorted(found)
+
+
+def chain_link(doc: dict[str, Any]) -> dict[str, Any]:
+    """What a referring statement keeps of a statement it references."""
+    return {"id": doc["id"], **{k: doc.get(k) for k in SUMMARY_FIELDS}}
+
+
+def statement_document(
+    store: str,
+    statement: dict[str, Any],
+    stored_key: int,
+    voided: bool | None,
+    chain: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The storage document of a complete statement (id, stored, authority set)."""
+    target = reference_target(statement)
+    fields = match_fields(statement)
+    return {
+        "store": store,
+        "id": statement["id"],
+        "statement": json.dumps(statement, separators=(",", ":"), ensure_ascii=False),
+        "stored_key": stored_key,
+        "voided": voided,
+        "voids": target if is_voiding(statement) else None,
+        "ref_target": target,
+        "ref_chain": chain,
+        "ref_chain_ids": [link["id"] for link in chain],
+        "terms": terms([fields, *chain]),
+        "authority_key": agent_key(statement.get("authority")),
+        **fields,
+    }
