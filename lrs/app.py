@@ -74,7 +74,13 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     # FastAPI's own /docs and /redoc load their assets from a CDN: lrs.api.docs serves them
     # from the package instead.
     app = FastAPI(
-        title="LRS", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None
+        title="LRS",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        # operationId: the handler's (or route's) name, which each route keeps unique.
+        generate_unique_id_function=lambda route: route.name,
     )
     app.state.services = services
     docs.install(app)

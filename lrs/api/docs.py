@@ -50,6 +50,7 @@ LINKS = {
             "description": "Name, version and links",
             "content": openapi.json_content(openapi.INDEX_SCHEMA),
         },
+        errors=(),
     ),
 )
 async def index(request: Request) -> JSONResponse:

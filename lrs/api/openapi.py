@@ -16,6 +16,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
 
 from lrs.api.middleware import SUPPORTED_VERSIONS
 
@@ -165,6 +166,19 @@ COURSE_SCHEMA: dict[str, Any] = {
 
 # --- building blocks -------------------------------------------------------------------------
 
+# Schemas of the pydantic models request bodies are checked with, by name (components).
+_MODELS: dict[str, dict[str, Any]] = {}
+
+
+def model_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A reference to the JSON Schema of `model` (added to the components by `finish`): the
+    documentation follows the model the handler validates the body with."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, definition in schema.pop("$defs", {}).items():
+        _MODELS[name] = definition
+    _MODELS[model.__name__] = schema
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
 
 def query(
     name: str,
@@ -229,7 +243,7 @@ XAPI_VERSION = header(
     required=True,
 )
 
-_RESPONSE_VERSION_HEADER = {
+RESPONSE_VERSION_HEADER = {
     "X-Experience-API-Version": {
         "description": "The xAPI version this response follows",
         "schema": STRING,
@@ -316,7 +330,7 @@ def operation(
         codes[str(code)] = value
     if xapi:
         for value in codes.values():
-            value.setdefault("headers", {}).update(_RESPONSE_VERSION_HEADER)
+            value.setdefault("headers", {}).update(RESPONSE_VERSION_HEADER)
     declared["responses"] = dict(sorted(codes.items()))
     if scopes is None:
         extra["security"] = []
@@ -339,31 +353,30 @@ def operation(
 
 def finish(schema: dict[str, Any]) -> dict[str, Any]:
     """Apply the declarations of `operation()` to FastAPI's generated schema (in place)."""
-    moved: dict[str, dict[str, Any]] = {}
-    for route_path, item in list(schema.get("paths", {}).items()):
-        for method, op in list(item.items()):
+    paths: dict[str, dict[str, Any]] = {}
+    for route_path, item in schema.get("paths", {}).items():
+        for method, op in item.items():
             if not isinstance(op, dict) or "responses" not in op:
+                paths.setdefault(route_path, {})[method] = op
                 continue
+            target = route_path
             declared = op.pop(_KEY, None)
             if declared is None:
                 # Undeclared: at least never promise the 422 the API does not send.
                 op["responses"].pop("422", None)
-                continue
-            op["responses"] = declared["responses"]
-            target = declared.get("path")
-            if target and target != route_path:
-                # The raw-path parameter (`rest`) is the route's, not the client's.
-                op["parameters"] = [
-                    p
-                    for p in op.get("parameters", [])
-                    if not (p.get("in") == "path" and f"{{{p['name']}}}" not in target)
-                ]
-                moved.setdefault(target, {})[method] = op
-                del item[method]
-        if not item:
-            del schema["paths"][route_path]
-    for target, operations in moved.items():
-        schema["paths"].setdefault(target, {}).update(operations)
+            else:
+                op["responses"] = declared["responses"]
+                target = declared.get("path") or route_path
+            parameters: dict[tuple[str, str], dict[str, Any]] = {}
+            for parameter in op.get("parameters", []):
+                if parameter.get("in") == "path" and f"{{{parameter['name']}}}" not in target:
+                    continue  # the route's raw-path parameter (`rest`), not the client's
+                # A declared parameter (after FastAPI's own) replaces FastAPI's.
+                parameters[parameter["name"], parameter["in"]] = parameter
+            if parameters:
+                op["parameters"] = list(parameters.values())
+            paths.setdefault(target, {})[method] = op
+    schema["paths"] = paths
     components = schema.setdefault("components", {})
     components.setdefault("securitySchemes", {})[SECURITY_SCHEME] = {
         "type": "http",
@@ -372,7 +385,8 @@ def finish(schema: dict[str, Any]) -> dict[str, Any]:
         "credential belongs to one store (tenant) and has scopes; each operation names the "
         "scopes that grant it (`x-scopes`).",
     }
-    schemas = components.get("schemas", {})
+    schemas = components.setdefault("schemas", {})
+    schemas.update(_MODELS)
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
     if not schemas:
