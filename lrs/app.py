@@ -71,8 +71,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             if owns_services:
                 await services.close()
 
-    # FastAPI's own /docs and /redoc load their assets from a CDN: lrs.api.docs serves them
-    # from the package instead.
+    # FastAPI's own /docs and /redoc load their assets from a CDN: lrs.api.docs serves /docs
+    # from the package instead (ReDoc is left out: its bundle fetches a logo from a CDN).
     app = FastAPI(
         title="LRS",
         version=__version__,

@@ -1,9 +1,9 @@
 """The service's front door: `/` (an index of links), and the API documentation at `/docs`
-(Swagger UI) and `/redoc` (ReDoc), served with their scripts and styles from the installed
-package, so they work on a server without internet access.
+(Swagger UI), served with its scripts and styles from the installed package, so it works on a
+server without internet access.
 
-The assets come from the `fastapi-offline` distribution (Swagger UI and ReDoc bundles); the
-pages themselves are FastAPI's, pointed at those local files.
+The assets come from the `fastapi-offline` distribution (Swagger UI bundle); the page itself is
+FastAPI's, pointed at those local files. (No ReDoc: its bundle fetches its logo from a CDN.)
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import fastapi_offline
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.staticfiles import StaticFiles
 
@@ -29,7 +29,6 @@ LINKS = {
     "xapi": "/xapi/",
     "about": "/xapi/about",
     "docs": "/docs",
-    "redoc": "/redoc",
     "openapi": "/openapi.json",
     "dashboard": "/dashboard/",
     "health": "/health",
@@ -79,20 +78,9 @@ def _page_routes(app: FastAPI) -> None:
             swagger_ui_parameters={"persistAuthorization": True},
         )
 
-    @app.get("/redoc", include_in_schema=False)
-    async def redoc(request: Request) -> HTMLResponse:
-        root = request.scope.get("root_path", "")
-        return get_redoc_html(
-            openapi_url=f"{root}{app.openapi_url}",
-            title=f"{app.title} - API reference",
-            redoc_js_url=f"{root}{ASSETS_PATH}/redoc.standalone.js",
-            redoc_favicon_url=f"{root}{ASSETS_PATH}/favicon.png",
-            with_google_fonts=False,
-        )
-
 
 def install(app: FastAPI) -> None:
-    """Add `/`, `/docs`, `/redoc` and their assets to an app created with docs_url=None and
+    """Add `/`, `/docs` and its assets to an app created with docs_url=None and
     redoc_url=None (FastAPI's own pages load their assets from a CDN)."""
     app.mount(ASSETS_PATH, StaticFiles(directory=ASSETS), name="docs-assets")
     _page_routes(app)
