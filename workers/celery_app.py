@@ -37,6 +37,10 @@ app.conf.update(
     # sweep re-enqueues later.
     broker_transport_options={"socket_connect_timeout": 1, "socket_timeout": 2},
     task_publish_retry=False,
+    # Every task goes to this LRS's queue, which `lrs worker` consumes (by default, the
+    # worker takes the default queue): several LRSs can share a broker.
+    task_default_queue=settings.celery_queue,
+    beat_schedule_filename=str(settings.beat_schedule),
     beat_schedule={
         "sweep-underived": {
             "task": "lrs.sweep_underived",
