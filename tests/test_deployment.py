@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from tests.redis_hygiene import forget_and_check
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -497,15 +499,5 @@ def test_entry_points_run_unprivileged_in_a_read_only_working_directory(redis_ur
     finally:
         for entry in reversed(entries):
             entry.stop()
-        _drop_queue(redis_url, queue)
         shutil.rmtree(base, ignore_errors=True)
-
-
-def _drop_queue(redis_url: str, queue: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(redis_url, socket_connect_timeout=2)
-    try:
-        client.delete(queue, f"_kombu.binding.{queue}")
-    finally:
-        client.close()
+        forget_and_check(redis_url, queues=[queue], nodes=[f"{queue}@"])
