@@ -843,7 +843,11 @@ def test_lrs_worker_execs_a_celery_worker_on_the_broker(live_redis: str, tmp_pat
         "-n",
         f"{queue}@%h",
     )
-    env = child_env(LRS_REDIS_URL=celery_broker(live_redis), LRS_STORAGE="memory")
+    # The queue is the app's too (LRS_CELERY_QUEUE): the sweep the worker sends as it starts
+    # goes there, not to the default `celery` queue of the shared Redis.
+    env = child_env(
+        LRS_REDIS_URL=celery_broker(live_redis), LRS_STORAGE="memory", LRS_CELERY_QUEUE=queue
+    )
     worker = ChildProcess(command, env, tmp_path / "worker.log")
     try:
         worker.wait_for(lambda: " ready." in worker.text(), "lrs worker")
@@ -852,6 +856,7 @@ def test_lrs_worker_execs_a_celery_worker_on_the_broker(live_redis: str, tmp_pat
     finally:
         worker.stop()
         drop_queue(live_redis, queue)
+        forget_and_check(live_redis, queues=[queue], nodes=[f"{queue}@"])
     # The exec'd Celery itself handled SIGTERM: a warm shutdown, not a kill.
     assert worker.process.returncode == 0, worker.text()
 
