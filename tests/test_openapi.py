@@ -142,8 +142,9 @@ def test_status_codes_and_media_types_are_the_real_ones(spec: dict[str, Any]) ->
 # --- schemathesis ----------------------------------------------------------------------------
 
 
-# One app for every generated request (in RAM: nothing on disk), its lifespan (the services)
-# started by schemathesis's in-process client on first use.
+# One app for every generated request (in RAM: nothing on disk). Schemathesis starts its
+# lifespan (the services) when it loads the schema, at collection: the periodic sweeps are
+# slowed down so that it idles until the test runs.
 SCHEMA = schemathesis.openapi.from_asgi(
     "/openapi.json",
     create_app(
@@ -153,6 +154,8 @@ SCHEMA = schemathesis.openapi.from_asgi(
             redis_url=None,
             admin_key=ADMIN[0],
             admin_secret=ADMIN[1],
+            sweep_interval=3600.0,
+            federation_interval=3600.0,
         )
     ),
     # The live stream never ends by itself (tests/test_progress_api.py covers it).
