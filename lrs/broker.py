@@ -52,8 +52,12 @@ def celery_app() -> Any:
 
     from lrs.config import get_settings
 
-    app = Celery("lrs", broker=broker_url(get_settings().redis_url))
+    settings = get_settings()
+    app = Celery("lrs", broker=broker_url(settings.redis_url))
     app.conf.update(
+        # Every task goes to this LRS's queue, which its `lrs worker` consumes: several LRSs
+        # can share a broker.
+        task_default_queue=settings.celery_queue,
         task_acks_late=True,
         # A task whose worker died is redelivered, not dropped.
         task_reject_on_worker_lost=True,

@@ -31,6 +31,12 @@ class Settings(BaseSettings):
     outbox_requeue_after: float = 300.0
     outbox_queue_cap: int = 1000
     profiles_dir: Path | None = None
+    # The Celery queue this LRS's tasks go to and its workers take them from. Two LRSs on one
+    # Redis database need different queues (better: different databases, since the live
+    # events and the sweep's markers are named by store, not by LRS).
+    celery_queue: str = Field(default="celery", min_length=1)
+    # Where `lrs beat` keeps its schedule state (a file it rewrites): a writable path.
+    beat_schedule: Path = Path("celerybeat-schedule")
 
     host: str = "127.0.0.1"
     port: int = 8000

@@ -8,7 +8,7 @@ import logging
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -112,9 +112,18 @@ class RequestContextMiddleware:
     """Gives every request an id (the client's X-Request-ID if sane, else a new one), echoes it,
     logs one access line, and counts the request for /metrics by route template."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        routes: Callable[[], Sequence[Any]] = lambda: (),
+    ) -> None:
         self.app = app
         self.metrics = metrics
+        # The app's routes (read when needed: routes added later count too), for labelling requests
+        # that never reached the router: rejected by a middleware (413, a missing xAPI version
+        # header), or passed on as a copy of the scope (HEAD, the alternate request syntax).
+        self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -123,6 +132,14 @@ class RequestContextMiddleware:
         incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
         rid = incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else uuid.uuid4().hex
         token = request_id.set(rid)
+        # Routing rewrites the scope (a mount moves its prefix into root_path): keep what the
+        # route label is matched on.
+        request_line = {
+            "type": "http",
+            "method": scope["method"],
+            "path": scope["path"],
+            "root_path": scope.get("root_path", ""),
+        }
         started = time.perf_counter()
         status = 500
 
@@ -138,8 +155,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            template = route_template(scope, request_line, self.routes)
             self.metrics.requests.labels(template, scope["method"], str(status)).inc()
             self.metrics.latency.labels(template).observe(elapsed)
             access_log.info(
@@ -158,3 +174,22 @@ class RequestContextMiddleware:
                 },
             )
             request_id.reset(token)
+
+
+def route_template(scope: Scope, request_line: Scope, routes: Callable[[], Sequence[Any]]) -> str:
+    """The template of the route that served (or would serve) the request: its path with
+    placeholders, a mount's prefix (`/dashboard`), or `unmatched` for no route at all, so the
+    label never carries a raw path (unbounded, and it may hold a learner's address)."""
+    path = getattr(scope.get("route"), "path", None)
+    if path is not None:
+        return path or "/"
+    from starlette.routing import Match
+
+    partial = None
+    for route in routes():
+        match = route.matches(request_line)[0]
+        if match is Match.FULL:
+            return getattr(route, "path", None) or "/"
+        if match is Match.PARTIAL and partial is None:
+            partial = getattr(route, "path", None) or "/"
+    return partial or "unmatched"

@@ -25,6 +25,7 @@ from lrs.services import Services, build_services
 from lrs.storage.outbox import Owed
 from lrs.xapi.comparison import statements_equivalent
 from tests.conftest import make_settings, statement
+from tests.redis_hygiene import forget_and_check
 
 live_redis = e2e.live_redis
 
@@ -36,6 +37,14 @@ def queue(live_redis: str) -> Iterator[str]:
     with celery_app_on(celery_broker(live_redis), name):
         yield name
     drop_queue(live_redis, name)
+
+
+@pytest.fixture
+def store(live_redis: str) -> Iterator[str]:
+    """The test's store; the sweep's markers of it are removed from the shared Redis after."""
+    name = f"sweep-{uuid.uuid4().hex[:8]}"
+    yield name
+    forget_and_check(live_redis, stores=[name])
 
 
 @pytest.fixture
@@ -92,9 +101,8 @@ async def entry_of(services: Services, store: str, statement_id: str) -> str:
 
 
 async def test_a_sweep_round_does_not_enqueue_again_what_it_just_enqueued(
-    services: Services, live_redis: str, queue: str
+    services: Services, live_redis: str, queue: str, store: str
 ) -> None:
-    store = f"sweep-{uuid.uuid4().hex[:8]}"
     ids = await stored_while_the_broker_was_down(services, store, 3)
     dispatcher = services.dispatcher
     assert isinstance(dispatcher, CeleryDispatcher)
@@ -118,10 +126,9 @@ async def test_a_sweep_round_does_not_enqueue_again_what_it_just_enqueued(
 
 
 async def test_a_sweep_round_adds_nothing_while_the_queue_is_backed_up(
-    services: Services, live_redis: str, queue: str
+    services: Services, live_redis: str, queue: str, store: str
 ) -> None:
     """Messages waiting that no worker takes: more of them would only wait behind."""
-    store = f"sweep-{uuid.uuid4().hex[:8]}"
     dispatcher = services.dispatcher
     assert isinstance(dispatcher, CeleryDispatcher)
     dispatcher.queue_cap = 2
@@ -138,12 +145,15 @@ async def test_a_sweep_round_adds_nothing_while_the_queue_is_backed_up(
 
 
 async def test_a_sweep_pages_past_statements_it_enqueued_recently(
-    services: Services, live_redis: str, queue: str, monkeypatch: pytest.MonkeyPatch
+    services: Services,
+    live_redis: str,
+    queue: str,
+    store: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The oldest underived statements are already waiting in the broker: the round must reach
     the newer ones behind them, which nobody has enqueued yet."""
     monkeypatch.setattr(dispatch, "_SWEEP_PAGE", 2)
-    store = f"sweep-{uuid.uuid4().hex[:8]}"
     dispatcher = services.dispatcher
     assert isinstance(dispatcher, CeleryDispatcher)
     older = await stored_while_the_broker_was_down(services, store, 4)

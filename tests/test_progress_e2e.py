@@ -43,6 +43,7 @@ from lrs.config import Settings
 from lrs.storage.database import Database, open_database, open_embedded
 from lrs.storage.outbox import Outbox
 from tests.federation_support import eventually
+from tests.redis_hygiene import forget_and_check
 
 LOOPBACK = "127.0.0.1"
 EVENT_TIMEOUT = 15.0  # generous: a derivation takes milliseconds; only a broken chain waits
@@ -167,20 +168,18 @@ def celery_app_on(broker: str, queue: str) -> Iterator[Any]:
 
 
 def drop_queue(redis_url: str, queue: str) -> None:
+    """Delete the queue, its messages and kombu's bindings of it (tests/redis_hygiene.py)."""
     import gc
 
     import redis
 
+    from tests.redis_hygiene import forget
+
     # A stopped worker's channel hands its prefetched, unacknowledged messages back to the
     # queue when it is closed, which may wait for the garbage collector.
     gc.collect()
-    client = redis.Redis.from_url(redis_url, socket_connect_timeout=2)
-    try:
-        client.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
-    except redis.RedisError:
-        pass
-    finally:
-        client.close()
+    with contextlib.suppress(redis.RedisError):
+        forget(redis_url, queues=[queue])
 
 
 class TaskLog:
@@ -271,6 +270,8 @@ class ThreadStack(Stack):
         self.key = key or "e2e-" + secrets.token_hex(4)
         self.secret = secret or secrets.token_urlsafe(18)
         self.queue = f"lrs-test-{uuid.uuid4().hex[:10]}"
+        self.redis_url = redis_url
+        self.nodes: list[str] = []
         self.tasks = TaskLog()
         self._stack = contextlib.ExitStack()
         self._worker: contextlib.ExitStack | None = None
@@ -316,9 +317,11 @@ class ThreadStack(Stack):
 
         assert self._worker is None
         self._worker = contextlib.ExitStack()
+        self.nodes.append(f"{self.queue}-{len(self.nodes)}@{LOOPBACK}")
         self._worker.enter_context(
             start_worker(
                 self.app,
+                hostname=self.nodes[-1],
                 pool="solo",
                 concurrency=1,
                 perform_ping_check=False,
@@ -344,6 +347,8 @@ class ThreadStack(Stack):
             self.stop_worker()
         finally:
             self._stack.close()
+        # Nothing of this stack stays in the shared Redis.
+        forget_and_check(self.redis_url, queues=[self.queue], stores=[self.store], nodes=self.nodes)
 
 
 def _lrs(*args: str) -> list[str]:
@@ -442,6 +447,9 @@ class ProcessStack(Stack):
         self.store = store or f"e2e-{uuid.uuid4().hex[:10]}"
         self.key = key or "e2e-" + secrets.token_hex(4)
         self.secret = secret or secrets.token_urlsafe(18)
+        # A queue private to this stack: no other worker on this Redis takes its tasks.
+        self.queue = f"lrs-test-{uuid.uuid4().hex[:10]}"
+        self.nodes: list[str] = []
         # Without MongoDB both processes share the embedded store (SQLite locks it).
         storage = (
             {"LRS_STORAGE": "mongodb", "LRS_MONGODB_URL": MONGODB_URL}
@@ -453,6 +461,7 @@ class ProcessStack(Stack):
             LRS_DATABASE=self.database,
             LRS_REDIS_URL=redis_url,
             LRS_DERIVATION="celery",
+            LRS_CELERY_QUEUE=self.queue,
             LRS_SWEEP_INTERVAL=str(sweep_interval),
             LRS_OUTBOX_GRACE=str(outbox_grace),
             LRS_ADMIN_KEY=self.key,
@@ -476,7 +485,8 @@ class ProcessStack(Stack):
     def start_worker(self) -> None:
         assert self._worker is None
         self._workers += 1
-        name = f"e2e-{uuid.uuid4().hex[:8]}@%h"
+        name = f"{self.queue}-{self._workers}@{LOOPBACK}"
+        self.nodes.append(name)
         command = _lrs(
             "worker", "--pool", "solo", "--without-mingle", "--without-gossip", "-n", name
         )
@@ -494,7 +504,7 @@ class ProcessStack(Stack):
             worker.stop()
 
     def send_task(self, name: str) -> None:
-        with celery_app_on(celery_broker(self.redis_url), "celery") as app:
+        with celery_app_on(celery_broker(self.redis_url), self.queue) as app:
             app.send_task(name)
 
     async def derived_flags(self, ids: list[str]) -> dict[str, bool]:
@@ -513,6 +523,10 @@ class ProcessStack(Stack):
             self.stop_worker()
         finally:
             self.api.stop()
+            drop_queue(self.redis_url, self.queue)
+            forget_and_check(
+                self.redis_url, queues=[self.queue], stores=[self.store], nodes=self.nodes
+            )
             if MONGODB_URL:
                 from pymongo import MongoClient
 
@@ -830,7 +844,11 @@ def test_lrs_worker_execs_a_celery_worker_on_the_broker(live_redis: str, tmp_pat
         "-n",
         f"{queue}@%h",
     )
-    env = child_env(LRS_REDIS_URL=celery_broker(live_redis), LRS_STORAGE="memory")
+    # The queue is the app's too (LRS_CELERY_QUEUE): the sweep the worker sends as it starts
+    # goes there, not to the default `celery` queue of the shared Redis.
+    env = child_env(
+        LRS_REDIS_URL=celery_broker(live_redis), LRS_STORAGE="memory", LRS_CELERY_QUEUE=queue
+    )
     worker = ChildProcess(command, env, tmp_path / "worker.log")
     try:
         worker.wait_for(lambda: " ready." in worker.text(), "lrs worker")
@@ -839,6 +857,7 @@ def test_lrs_worker_execs_a_celery_worker_on_the_broker(live_redis: str, tmp_pat
     finally:
         worker.stop()
         drop_queue(live_redis, queue)
+        forget_and_check(live_redis, queues=[queue], nodes=[f"{queue}@"])
     # The exec'd Celery itself handled SIGTERM: a warm shutdown, not a kill.
     assert worker.process.returncode == 0, worker.text()
 

@@ -16,6 +16,7 @@ settings = get_settings()
 app = celery_app()
 app.conf.include = ["workers.tasks", "workers.federation_tasks"]
 app.conf.update(
+    beat_schedule_filename=str(settings.beat_schedule),
     beat_schedule={
         "sweep-underived": {"task": SWEEP_UNDERIVED, "schedule": settings.sweep_interval},
         # Federation: fan-outs left behind, deliveries whose retry is due, sources to poll.

@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 
+from lrs.api import openapi
 from lrs.api.documents import http_date, quoted, require_utf8
 from lrs.api.errors import bad_request
 from lrs.api.statements import parse_agent_param, services_of
@@ -66,7 +67,34 @@ def localise(definition: dict[str, Any], languages: list[str]) -> dict[str, Any]
     return result
 
 
-@router.get("/xapi/activities")
+_ETAG = {"ETag": {"description": "SHA-1 of the body, quoted", "schema": openapi.STRING}}
+
+
+@router.get(
+    "/xapi/activities",
+    tags=["xapi"],
+    summary="The canonical definition of an Activity",
+    **openapi.operation(
+        scopes=list(_ACTIVITY_READ_SCOPES),
+        xapi=True,
+        description="The Activity with the definition gathered from the statements (as the "
+        "credentials with `define` sent it), localised to Accept-Language.",
+        parameters=[openapi.query("activityId", "The activity's id", openapi.IRI, required=True)],
+        ok=openapi.response(
+            "The Activity (only its id when nothing defines it)",
+            {
+                "type": "object",
+                "properties": {
+                    "objectType": {"const": "Activity"},
+                    "id": openapi.IRI,
+                    "definition": {"type": "object"},
+                },
+                "required": ["objectType", "id"],
+            },
+            headers=_ETAG,
+        ),
+    ),
+)
 async def get_activity(
     request: Request, credential: Credential = Depends(current_credential)
 ) -> Response:
@@ -86,7 +114,34 @@ async def get_activity(
     return _json_response(activity, updated)
 
 
-@router.get("/xapi/agents")
+@router.get(
+    "/xapi/agents",
+    tags=["xapi"],
+    summary="The Person: every identifier and name an Agent is known by",
+    **openapi.operation(
+        scopes=list(_PERSON_READ_SCOPES),
+        xapi=True,
+        parameters=[
+            openapi.json_query("agent", "The Agent (JSON)", openapi.AGENT_SCHEMA, required=True)
+        ],
+        ok=openapi.response(
+            "A Person object: arrays of names and identifiers",
+            {
+                "type": "object",
+                "properties": {
+                    "objectType": {"const": "Person"},
+                    "name": {"type": "array", "items": openapi.STRING},
+                    "mbox": {"type": "array", "items": openapi.STRING},
+                    "mbox_sha1sum": {"type": "array", "items": openapi.STRING},
+                    "openid": {"type": "array", "items": openapi.STRING},
+                    "account": {"type": "array", "items": {"type": "object"}},
+                },
+                "required": ["objectType"],
+            },
+            headers=_ETAG,
+        ),
+    ),
+)
 async def get_person(
     request: Request, credential: Credential = Depends(current_credential)
 ) -> Response:

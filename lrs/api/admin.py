@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from lrs.api import openapi
 from lrs.api.errors import bad_request
 from lrs.api.learners import learner_key_of
 from lrs.auth import current_credential, require_scope
@@ -26,7 +27,28 @@ class ErasureRequest(BaseModel):
     dry_run: bool = True
 
 
-@router.post("/admin/erasure")
+@router.post(
+    "/admin/erasure",
+    tags=["admin"],
+    summary="Count, or erase, a learner's statements, documents and progress",
+    **openapi.operation(
+        scopes=["admin"],
+        body=openapi.json_body(openapi.model_schema(ErasureRequest)),
+        ok=openapi.response(
+            "What was (or, in a dry run, would be) erased, per kind",
+            {
+                "type": "object",
+                "properties": {
+                    "learner": openapi.STRING,
+                    "dry_run": {"type": "boolean"},
+                    "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+                },
+                "required": ["learner", "dry_run", "counts"],
+            },
+        ),
+        errors=(400, 401, 403, 413),
+    ),
+)
 async def erase(
     request: Request, credential: Credential = Depends(current_credential)
 ) -> JSONResponse:

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
+from lrs.api import openapi
 from lrs.api.errors import bad_request, not_found
 from lrs.api.paths import raw_segments
 from lrs.auth import current_credential, require_scope
@@ -64,7 +65,28 @@ async def save_course(services: Services, store: str, course: Course, definition
     await services.dispatcher.submit_course(store, course.id)
 
 
-@router.get("/courses")
+_READ_SCOPES = ["progress/read", "progress/write", "all/read"]
+_COURSE_ID = openapi.path("courseId", "The course's IRI, URL-encoded (`/` as %2F)", openapi.IRI)
+_COURSE_PATH = "/courses/{courseId}"
+_NO_COURSE = {404: openapi.error(404, "No such course")}
+
+
+@router.get(
+    "/courses",
+    tags=["courses"],
+    summary="Every course of the store, defined and discovered",
+    **openapi.operation(
+        scopes=_READ_SCOPES,
+        ok=openapi.response(
+            "The courses",
+            {
+                "type": "object",
+                "properties": {"courses": {"type": "array", "items": openapi.COURSE_SCHEMA}},
+                "required": ["courses"],
+            },
+        ),
+    ),
+)
 async def list_courses(
     request: Request, credential: Credential = Depends(current_credential)
 ) -> JSONResponse:
@@ -73,7 +95,30 @@ async def list_courses(
     return JSONResponse({"courses": [course_json(c) for c in courses]})
 
 
-@router.post("/courses/import")
+@router.post(
+    "/courses/import",
+    tags=["courses"],
+    summary="Import a cmi5 course structure (cmi5.xml)",
+    **openapi.operation(
+        scopes=["progress/write"],
+        status=201,
+        description="Blocks become modules, AUs their items (with `moveOn` and "
+        "`masteryScore`). Replaces a course with the same id.",
+        parameters=[
+            openapi.query(
+                "profile", "The progress profile of the course (default `cmi5`)", openapi.STRING
+            )
+        ],
+        body={
+            "required": True,
+            "content": {
+                "application/xml": {"schema": {"type": "string", "description": "cmi5.xml"}}
+            },
+        },
+        ok=openapi.response("The course as imported", openapi.COURSE_SCHEMA),
+        errors=(400, 401, 403, 413),
+    ),
+)
 async def import_cmi5(
     request: Request, credential: Credential = Depends(current_credential)
 ) -> JSONResponse:
@@ -90,7 +135,51 @@ async def import_cmi5(
     return JSONResponse(course_json(course), status_code=201)
 
 
-@router.api_route("/courses/{rest:path}", methods=["GET", "PUT", "DELETE"])
+@router.get(
+    "/courses/{rest:path}",
+    name="get_course",
+    tags=["courses"],
+    summary="One course",
+    **openapi.operation(
+        scopes=_READ_SCOPES,
+        documented_path=_COURSE_PATH,
+        parameters=[_COURSE_ID],
+        ok=openapi.response("The course", openapi.COURSE_SCHEMA),
+        responses=_NO_COURSE,
+    ),
+)
+@router.put(
+    "/courses/{rest:path}",
+    name="put_course",
+    tags=["courses"],
+    summary="Define (or redefine) a course: its modules, their content and assessment",
+    **openapi.operation(
+        scopes=["progress/write"],
+        documented_path=_COURSE_PATH,
+        description="A defined course fixes which activities each module requires, so "
+        "progress has a known denominator; without a definition, modules are discovered from "
+        "the statements' context activities. Progress is re-derived for the new definition.",
+        parameters=[_COURSE_ID],
+        body=openapi.json_body(openapi.model_schema(CourseDefinition)),
+        ok=openapi.response("Redefined", openapi.COURSE_SCHEMA),
+        errors=(400, 401, 403, 413),
+        responses={201: openapi.response("Defined (new)", openapi.COURSE_SCHEMA)},
+    ),
+)
+@router.delete(
+    "/courses/{rest:path}",
+    name="delete_course",
+    tags=["courses"],
+    summary="Delete a course and its progress records",
+    **openapi.operation(
+        scopes=["progress/write"],
+        status=204,
+        documented_path=_COURSE_PATH,
+        parameters=[_COURSE_ID],
+        ok=openapi.response("Deleted"),
+        responses=_NO_COURSE,
+    ),
+)
 async def course_resource(
     request: Request, rest: str, credential: Credential = Depends(current_credential)
 ) -> Response:

@@ -17,6 +17,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 
+from lrs.api import openapi
 from lrs.api.errors import XAPIError, bad_request
 from lrs.api.statements import parse_agent_param, services_of
 from lrs.auth import current_credential, require_scope
@@ -462,10 +463,114 @@ def _register(resource: Resource) -> None:
         return await _delete(request, credential, resource)
 
     name = resource.kind
-    router.add_api_route(resource.path, get, methods=["GET"], name=f"get_{name}")
-    router.add_api_route(resource.path, put, methods=["PUT"], name=f"put_{name}")
-    router.add_api_route(resource.path, post, methods=["POST"], name=f"post_{name}")
-    router.add_api_route(resource.path, delete, methods=["DELETE"], name=f"delete_{name}")
+    for method, endpoint in (("GET", get), ("PUT", put), ("POST", post), ("DELETE", delete)):
+        router.add_api_route(
+            resource.path,
+            endpoint,
+            methods=[method],
+            name=f"{method.lower()}_{name}",
+            tags=["xapi"],
+            summary=_SUMMARIES[method].format(name=resource.name),
+            **_openapi(resource, method),
+        )
+
+
+_SUMMARIES = {
+    "GET": "Get a {name} document, or the ids of the documents",
+    "PUT": "Store a {name} document",
+    "POST": "Merge JSON into a {name} document (or store it)",
+    "DELETE": "Delete a {name} document",
+}
+
+
+def _openapi(resource: Resource, method: str) -> dict[str, Any]:
+    """What one method of a document resource takes and answers (OpenAPI)."""
+    # The document id names one document; without it, GET lists ids and the State resource's
+    # DELETE deletes every document of the activity and agent (and registration).
+    id_required = method in ("PUT", "POST") or (method == "DELETE" and not resource.delete_many)
+    parameters = []
+    if resource.uses_activity:
+        parameters.append(
+            openapi.query("activityId", "The activity's id", openapi.IRI, required=True)
+        )
+    if resource.uses_agent:
+        parameters.append(
+            openapi.json_query("agent", "The agent (JSON)", openapi.AGENT_SCHEMA, required=True)
+        )
+    if resource.uses_registration:
+        parameters.append(openapi.query("registration", "The registration", openapi.UUID))
+    parameters.append(
+        openapi.query(
+            resource.id_param,
+            f"The document's id{'' if id_required else ' (omitted: every document)'}",
+            required=id_required,
+        )
+    )
+    if method == "GET":
+        parameters.append(
+            openapi.query(
+                "since",
+                "Without an id: only ids of documents updated after this time",
+                openapi.TIMESTAMP,
+            )
+        )
+    etag = {"ETag": {"description": "The document's SHA-1, quoted", "schema": openapi.STRING}}
+    last_modified = {
+        "Last-Modified": {"description": "When it last changed", "schema": openapi.STRING}
+    }
+    preconditions = [
+        openapi.header("If-Match", "Change only if the document has this ETag (or `*`)"),
+        openapi.header("If-None-Match", "`*`: change only if no such document exists"),
+    ]
+    scopes = [resource.scope, "all/read"] if method == "GET" else [resource.scope]
+    if method == "GET":
+        return openapi.operation(
+            scopes=scopes,
+            xapi=True,
+            parameters=parameters,
+            ok={
+                "description": "The document, with the Content-Type it was stored with; or, "
+                "without an id, a JSON array of document ids",
+                "content": {
+                    "application/json": {"schema": {}},
+                    "*/*": {"schema": {"type": "string", "format": "binary"}},
+                },
+                "headers": {**etag, **last_modified},
+            },
+            responses={404: openapi.error(404, "No such document")},
+        )
+    if method == "DELETE":
+        return openapi.operation(
+            scopes=scopes,
+            xapi=True,
+            status=204,
+            parameters=[*parameters, *preconditions],
+            ok=openapi.response("Deleted (or there was nothing to delete)"),
+            errors=(400, 401, 403, 409, 412),
+        )
+    conflict = (
+        "A precondition header is required: the document exists"
+        if resource.conflict_without_precondition and method == "PUT"
+        else "The document changed concurrently"
+    )
+    return openapi.operation(
+        scopes=scopes,
+        xapi=True,
+        status=204,
+        parameters=[*parameters, *preconditions],
+        body={
+            "required": True,
+            "description": "Any content; application/json is checked to be JSON"
+            + (" (an object, merged into a stored JSON object)" if method == "POST" else ""),
+            "content": {
+                "application/json": {"schema": {"type": "object"} if method == "POST" else {}},
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            },
+        },
+        ok=openapi.response("Stored", headers=etag),
+        errors=(400, 401, 403, 409, 412, 413),
+        responses={409: openapi.error(409, conflict)},
+    )
 
 
 for _resource in (STATE_RESOURCE, ACTIVITY_PROFILE_RESOURCE, AGENT_PROFILE_RESOURCE):

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from lrs.api import openapi
 from lrs.api.errors import XAPIError, bad_request, not_found
 from lrs.api.middleware import SUPPORTED_VERSIONS
 from lrs.auth import current_credential, require_scope
@@ -209,6 +210,119 @@ def _limit(request: Request, default: int = 100, most: int = 1000) -> int:
     return int(text)
 
 
+# --- what the routes take and answer (OpenAPI) -----------------------------------------------
+
+_TIME = {"type": ["string", "null"], "format": "date-time"}
+_ERROR_INFO = {
+    "type": ["object", "null"],
+    "properties": {"message": {}, "status": {}, "at": _TIME},
+}
+_PEER = {
+    "id": openapi.STRING,
+    "name": openapi.STRING,
+    "endpoint": openapi.STRING,
+    "username": {"type": ["string", "null"]},
+    "version": openapi.STRING,
+    "enabled": {"type": "boolean"},
+    "created": _TIME,
+    "updated": _TIME,
+}
+_DESTINATION = {
+    "type": "object",
+    "description": "A destination (its password and header values are never shown)",
+    "properties": {
+        **_PEER,
+        "filter": {"type": "object"},
+        "forward_voiding": {"type": "boolean"},
+        "batch_size": {"type": ["integer", "null"]},
+        "lag": {
+            "type": "object",
+            "properties": {
+                "pending": {"type": "integer"},
+                "oldest_pending_stored": _TIME,
+                "dead": {"type": "integer"},
+                "dead_letters_total": {"type": "integer"},
+                "delivered": {"type": "integer"},
+                "retries": {"type": "integer"},
+                "last_success": _TIME,
+                "last_error": _ERROR_INFO,
+                "next_attempt": _TIME,
+            },
+        },
+    },
+    "required": ["id", "endpoint", "enabled", "filter", "lag"],
+}
+_SOURCE = {
+    "type": "object",
+    "description": "A source (its password and header values are never shown)",
+    "properties": {
+        **_PEER,
+        "params": {"type": "object"},
+        "poll_interval": {"type": ["number", "null"]},
+        "checkpoint": _TIME,
+        "next_poll": _TIME,
+        "last_poll": _TIME,
+        "last_success": _TIME,
+        "last_error": _ERROR_INFO,
+        "pulled": {"type": "integer"},
+        "rejected": {"type": "integer"},
+        "pages": {"type": "integer"},
+    },
+    "required": ["id", "endpoint", "enabled", "params"],
+}
+_DESTINATION_ID = openapi.path("destination_id", "The destination's id")
+_SOURCE_ID = openapi.path("source_id", "The source's id")
+_NO_DESTINATION = {404: openapi.error(404, "No such destination in the caller's store")}
+_NO_SOURCE = {404: openapi.error(404, "No such source in the caller's store")}
+_LIMIT = openapi.query(
+    "limit", "Entries per page (default 100)", {"type": "integer", "minimum": 1, "maximum": 1000}
+)
+
+
+def _doc(
+    ok: dict[str, Any],
+    *,
+    status: int = 200,
+    parameters: list[dict[str, Any]] | None = None,
+    body: type[BaseModel] | None = None,
+    responses: dict[int, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Decorator arguments documenting one federation route (scope `admin`)."""
+    return {
+        "tags": ["federation"],
+        **openapi.operation(
+            scopes=["admin"],
+            status=status,
+            ok=ok,
+            parameters=parameters or [],
+            body=openapi.json_body(openapi.model_schema(body)) if body else None,
+            errors=(400, 401, 403, 413) if body else (400, 401, 403),
+            responses=responses,
+        ),
+    }
+
+
+def _one(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return openapi.response(description, schema)
+
+
+def _listing(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return openapi.response(
+        f"The {name}",
+        {
+            "type": "object",
+            "properties": {name: {"type": "array", "items": schema}},
+            "required": [name],
+        },
+    )
+
+
+_REPLAYED = openapi.response(
+    "How many dead letters were queued again",
+    {"type": "object", "properties": {"replayed": {"type": "integer"}}, "required": ["replayed"]},
+)
+
+
 # --- destinations -----------------------------------------------------------------------------
 
 
@@ -275,7 +389,11 @@ async def _peer_secrets(federation: Federation, body: PeerIn, given: set[str]) -
     )
 
 
-@router.post("/admin/destinations")
+@router.post(
+    "/admin/destinations",
+    summary="Add a destination: forward the statements stored from now on",
+    **_doc(_one(_DESTINATION, "The destination"), status=201, body=DestinationIn),
+)
 async def create_destination(
     request: Request, credential: Credential = Depends(_admin)
 ) -> JSONResponse:
@@ -322,7 +440,11 @@ async def create_destination(
     return JSONResponse(await _destination_json(federation, doc), status_code=201)
 
 
-@router.get("/admin/destinations")
+@router.get(
+    "/admin/destinations",
+    summary="Every destination of the store, with its lag",
+    **_doc(_listing("destinations", _DESTINATION)),
+)
 async def list_destinations(
     request: Request, credential: Credential = Depends(_admin)
 ) -> JSONResponse:
@@ -331,7 +453,15 @@ async def list_destinations(
     return JSONResponse({"destinations": [await _destination_json(federation, d) for d in docs]})
 
 
-@router.get("/admin/destinations/{destination_id}")
+@router.get(
+    "/admin/destinations/{destination_id}",
+    summary="One destination, with its lag",
+    **_doc(
+        _one(_DESTINATION, "The destination"),
+        parameters=[_DESTINATION_ID],
+        responses=_NO_DESTINATION,
+    ),
+)
 async def get_destination(
     destination_id: str, request: Request, credential: Credential = Depends(_admin)
 ) -> JSONResponse:
@@ -339,7 +469,16 @@ async def get_destination(
     return JSONResponse(await _destination_json(_federation(request), doc))
 
 
-@router.patch("/admin/destinations/{destination_id}")
+@router.patch(
+    "/admin/destinations/{destination_id}",
+    summary="Change some fields of a destination",
+    **_doc(
+        _one(_DESTINATION, "The destination"),
+        parameters=[_DESTINATION_ID],
+        body=DestinationIn,
+        responses=_NO_DESTINATION,
+    ),
+)
 async def update_destination(
     destination_id: str, request: Request, credential: Credential = Depends(_admin)
 ) -> JSONResponse:
@@ -381,7 +520,15 @@ async def _set_enabled(
     return JSONResponse(await _destination_json(federation, doc))
 
 
-@router.post("/admin/destinations/{destination_id}/disable")
+@router.post(
+    "/admin/destinations/{destination_id}/disable",
+    summary="Stop sending (statements still queue)",
+    **_doc(
+        _one(_DESTINATION, "The destination"),
+        parameters=[_DESTINATION_ID],
+        responses=_NO_DESTINATION,
+    ),
+)
 async def disable_destination(
     destination_id: str, request: Request, credential: Credential = Depends(_admin)
 ) -> JSONResponse:
@@ -389,14 +536,31 @@ async def disable_destination(
     return await _set_enabled(request, credential, destination_id, False)
 
 
-@router.post("/admin/destinations/{destination_id}/enable")
+@router.post(
+    "/admin/destinations/{destination_id}/enable",
+    summary="Send again, what waits first",
+    **_doc(
+        _one(_DESTINATION, "The destination"),
+        parameters=[_DESTINATION_ID],
+        responses=_NO_DESTINATION,
+    ),
+)
 async def enable_destination(
     destination_id: str, request: Request, credential: Credential = Depends(_admin)
 ) -> JSONResponse:
     return await _set_enabled(request, credential, destination_id, True)
 
 
-@router.delete("/admin/destinations/{destination_id}")
+@router.delete(
+    "/admin/destinations/{destination_id}",
+    summary="Delete a destination, its pending deliveries and dead letters",
+    **_doc(
+        openapi.response("Deleted"),
+        status=204,
+        parameters=[_DESTINATION_ID],
+        responses=_NO_DESTINATION,
+    ),
+)
 async def delete_destination(
     destination_id: str, request: Request, credential: Credential = Depends(_admin)
 ) -> Response:
@@ -424,7 +588,42 @@ def _decode_cursor(token: str) -> tuple[int, str]:
     return key, statement
 
 
-@router.get("/admin/destinations/{destination_id}/dead-letters")
+@router.get(
+    "/admin/destinations/{destination_id}/dead-letters",
+    summary="Statements that will not be retried until replayed",
+    **_doc(
+        openapi.response(
+            "Oldest first, with the peer's answer; `more` is the next page's URL",
+            {
+                "type": "object",
+                "properties": {
+                    "dead_letters": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "statement": openapi.STRING,
+                                "stored": _TIME,
+                                "attempts": {"type": ["integer", "null"]},
+                                "error": _ERROR_INFO,
+                                "dead_at": _TIME,
+                            },
+                            "required": ["statement"],
+                        },
+                    },
+                    "more": openapi.STRING,
+                },
+                "required": ["dead_letters", "more"],
+            },
+        ),
+        parameters=[
+            _DESTINATION_ID,
+            _LIMIT,
+            openapi.query("cursor", "The position of a page; part of the `more` link"),
+        ],
+        responses=_NO_DESTINATION,
+    ),
+)
 async def list_dead_letters(
     destination_id: str, request: Request, credential: Credential = Depends(_admin)
 ) -> JSONResponse:
@@ -454,7 +653,11 @@ async def list_dead_letters(
     return JSONResponse({"dead_letters": letters, "more": more})
 
 
-@router.post("/admin/destinations/{destination_id}/dead-letters/replay")
+@router.post(
+    "/admin/destinations/{destination_id}/dead-letters/replay",
+    summary="Queue every dead letter again",
+    **_doc(_REPLAYED, parameters=[_DESTINATION_ID], responses=_NO_DESTINATION),
+)
 async def replay_all(
     destination_id: str, request: Request, credential: Credential = Depends(_admin)
 ) -> JSONResponse:
@@ -465,7 +668,15 @@ async def replay_all(
     return JSONResponse({"replayed": replayed})
 
 
-@router.post("/admin/destinations/{destination_id}/dead-letters/{statement_id}/replay")
+@router.post(
+    "/admin/destinations/{destination_id}/dead-letters/{statement_id}/replay",
+    summary="Queue one dead letter again",
+    **_doc(
+        _REPLAYED,
+        parameters=[_DESTINATION_ID, openapi.path("statement_id", "The statement's id")],
+        responses={404: openapi.error(404, "No such destination, or no such dead letter")},
+    ),
+)
 async def replay_one(
     destination_id: str,
     statement_id: str,
@@ -538,7 +749,11 @@ async def _source(request: Request, credential: Credential, source_id: str) -> d
     return doc
 
 
-@router.post("/admin/sources")
+@router.post(
+    "/admin/sources",
+    summary="Add a source: poll another LRS for statements",
+    **_doc(_one(_SOURCE, "The source"), status=201, body=SourceIn),
+)
 async def create_source(request: Request, credential: Credential = Depends(_admin)) -> JSONResponse:
     """Poll a source LRS every poll_interval seconds, from `since` (default: its beginning)."""
     federation = _federation(request)
@@ -576,20 +791,37 @@ async def create_source(request: Request, credential: Credential = Depends(_admi
     return JSONResponse(_source_json(doc), status_code=201)
 
 
-@router.get("/admin/sources")
+@router.get(
+    "/admin/sources",
+    summary="Every source of the store",
+    **_doc(_listing("sources", _SOURCE)),
+)
 async def list_sources(request: Request, credential: Credential = Depends(_admin)) -> JSONResponse:
     docs = await _federation(request).sources.list(credential.store)
     return JSONResponse({"sources": [_source_json(doc) for doc in docs]})
 
 
-@router.get("/admin/sources/{source_id}")
+@router.get(
+    "/admin/sources/{source_id}",
+    summary="One source",
+    **_doc(_one(_SOURCE, "The source"), parameters=[_SOURCE_ID], responses=_NO_SOURCE),
+)
 async def get_source(
     source_id: str, request: Request, credential: Credential = Depends(_admin)
 ) -> JSONResponse:
     return JSONResponse(_source_json(await _source(request, credential, source_id)))
 
 
-@router.patch("/admin/sources/{source_id}")
+@router.patch(
+    "/admin/sources/{source_id}",
+    summary="Change some fields of a source",
+    **_doc(
+        _one(_SOURCE, "The source"),
+        parameters=[_SOURCE_ID],
+        body=SourceIn,
+        responses=_NO_SOURCE,
+    ),
+)
 async def update_source(
     source_id: str, request: Request, credential: Credential = Depends(_admin)
 ) -> JSONResponse:
@@ -617,7 +849,11 @@ async def update_source(
     return JSONResponse(_source_json(doc))
 
 
-@router.delete("/admin/sources/{source_id}")
+@router.delete(
+    "/admin/sources/{source_id}",
+    summary="Delete a source",
+    **_doc(openapi.response("Deleted"), status=204, parameters=[_SOURCE_ID], responses=_NO_SOURCE),
+)
 async def delete_source(
     source_id: str, request: Request, credential: Credential = Depends(_admin)
 ) -> Response:
@@ -626,7 +862,19 @@ async def delete_source(
     return Response(status_code=204)
 
 
-@router.post("/admin/sources/{source_id}/poll")
+@router.post(
+    "/admin/sources/{source_id}/poll",
+    summary="Poll now",
+    **_doc(
+        openapi.response(
+            "Scheduled",
+            {"type": "object", "properties": {"scheduled": {"type": "boolean"}}},
+        ),
+        status=202,
+        parameters=[_SOURCE_ID],
+        responses={**_NO_SOURCE, 409: openapi.error(409, "The source is disabled")},
+    ),
+)
 async def poll_source(
     source_id: str, request: Request, credential: Credential = Depends(_admin)
 ) -> JSONResponse:
@@ -641,7 +889,22 @@ async def poll_source(
     return JSONResponse({"scheduled": True}, status_code=202)
 
 
-@router.get("/admin/sources/{source_id}/errors")
+@router.get(
+    "/admin/sources/{source_id}/errors",
+    summary="Statements of the source that were not stored here, and why",
+    **_doc(
+        openapi.response(
+            "The errors",
+            {
+                "type": "object",
+                "properties": {"errors": {"type": "array", "items": {"type": "object"}}},
+                "required": ["errors"],
+            },
+        ),
+        parameters=[_SOURCE_ID, _LIMIT],
+        responses=_NO_SOURCE,
+    ),
+)
 async def source_errors(
     source_id: str, request: Request, credential: Credential = Depends(_admin)
 ) -> JSONResponse:

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from lrs.api import openapi
 from lrs.observability import Metrics
 from lrs.services import Services
 
@@ -28,7 +29,37 @@ PROBE_SECONDS = 2.0
 EMBEDDED_STALL_SECONDS = 30.0
 
 
-@router.get("/health")
+_READY_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "status": {"type": "string", "enum": ["ready", "not ready"]},
+        "checks": {
+            "type": "object",
+            "description": "per dependency: ok, its answer time (ms), details or the error",
+            "additionalProperties": {
+                "type": "object",
+                "properties": {"ok": {"type": "boolean"}, "ms": {"type": "number"}},
+                "required": ["ok"],
+            },
+        },
+    },
+    "required": ["status", "checks"],
+}
+
+
+@router.get(
+    "/health",
+    tags=["operations"],
+    summary="Liveness: the process answers",
+    **openapi.operation(
+        scopes=None,
+        ok=openapi.response(
+            "The process is alive",
+            {"type": "object", "properties": {"status": {"const": "ok"}}, "required": ["status"]},
+        ),
+        errors=(),
+    ),
+)
 async def health() -> dict[str, str]:
     """Liveness: the process answers. Dependencies are /ready's business."""
     return {"status": "ok"}
@@ -129,7 +160,17 @@ async def _workers(services: Services) -> dict[str, Any]:
     return {"mode": "celery", "workers": [b["name"] for b in fresh]}
 
 
-@router.get("/ready")
+@router.get(
+    "/ready",
+    tags=["operations"],
+    summary="Readiness: database, Redis, workers and backlogs",
+    **openapi.operation(
+        scopes=None,
+        ok=openapi.response("Ready to serve", _READY_SCHEMA),
+        errors=(),
+        responses={503: openapi.response("Not ready: a check failed", _READY_SCHEMA)},
+    ),
+)
 async def ready(request: Request) -> JSONResponse:
     """Ready when the database (and Redis, when configured) answer and a worker is alive."""
     services: Services = request.app.state.services
@@ -159,7 +200,21 @@ async def ready(request: Request) -> JSONResponse:
     )
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    tags=["operations"],
+    summary="Prometheus metrics",
+    **openapi.operation(
+        scopes=None,
+        ok=openapi.response(
+            "Requests by route and status, statements stored, derivation backlog and lag, "
+            "forwarding lag and dead letters, SSE clients (Prometheus text format)",
+            openapi.STRING,
+            media_type="text/plain",
+        ),
+        errors=(),
+    ),
+)
 async def metrics(request: Request) -> Response:
     services: Services = request.app.state.services
     registry: Metrics = services.metrics

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from lrs.api import openapi
 from lrs.api.errors import bad_request, not_found
 from lrs.api.learners import learner_agent, learner_key_of
 from lrs.api.paths import raw_segments, single_params
@@ -59,7 +60,48 @@ def _cursor(token: str) -> tuple[str, str, str]:
     return str(learner), str(course), str(module)
 
 
-@router.get("/progress")
+_READ_SCOPES = ["progress/read", "progress/write", "all/read"]
+_LEARNER_TEXT = (
+    "A learner: agent JSON, or a learner key (`mbox:mailto:a@b.c`, `mbox_sha1sum:<hex>`, "
+    "`openid:<uri>`, `account:<homePage>|<name>`)"
+)
+_RECORDS = {
+    "type": "object",
+    "properties": {
+        "records": {"type": "array", "items": openapi.PROGRESS_RECORD_SCHEMA},
+        "more": {"type": "string", "description": "the next page's URL; empty on the last"},
+    },
+    "required": ["records", "more"],
+}
+
+
+@router.get(
+    "/progress",
+    tags=["progress"],
+    summary="Progress records, filtered and paged",
+    **openapi.operation(
+        scopes=_READ_SCOPES,
+        description="One record per learner, course and module that statements touched. A "
+        "parameter given twice, or one not listed here, is a 400.",
+        parameters=[
+            openapi.query("learner", _LEARNER_TEXT),
+            openapi.query("course", "Only this course", openapi.IRI),
+            openapi.query("module", "Only this module", openapi.IRI),
+            openapi.query(
+                "status",
+                "Only records in this status",
+                {"type": "string", "enum": list(STATUSES)},
+            ),
+            openapi.query(
+                "limit",
+                "Records per page (default 100)",
+                {"type": "integer", "minimum": 1, "maximum": 1000},
+            ),
+            openapi.query("cursor", "The position of a page; part of the `more` link"),
+        ],
+        ok=openapi.response("A page of records", _RECORDS),
+    ),
+)
 async def list_progress(
     request: Request, credential: Credential = Depends(current_credential)
 ) -> JSONResponse:
@@ -93,7 +135,37 @@ async def list_progress(
     return JSONResponse({"records": [public_record(r) for r in records], "more": more})
 
 
-@router.get("/progress/learners/{rest:path}")
+@router.get(
+    "/progress/learners/{rest:path}",
+    tags=["progress"],
+    summary="One learner's progress in every module of a course, with the roll-up",
+    **openapi.operation(
+        scopes=_READ_SCOPES,
+        documented_path="/progress/learners/{learner}/courses/{courseId}",
+        parameters=[
+            openapi.path("learner", _LEARNER_TEXT + ", URL-encoded"),
+            openapi.path("courseId", "The course's IRI, URL-encoded", openapi.IRI),
+        ],
+        ok=openapi.response(
+            "Every module (not_started where nothing happened yet), and the course's counts",
+            {
+                "type": "object",
+                "properties": {
+                    "learner": openapi.STRING,
+                    "course": openapi.IRI,
+                    "title": openapi.STRING,
+                    "discovered": {"type": "boolean"},
+                    "modules": {"type": "array", "items": openapi.PROGRESS_RECORD_SCHEMA},
+                    "completed": {"type": "integer"},
+                    "total": {"type": "integer"},
+                    "percent": {"type": "integer"},
+                },
+                "required": ["learner", "course", "modules", "completed", "total", "percent"],
+            },
+        ),
+        responses={404: openapi.error(404, "No such course (or not this path's shape)")},
+    ),
+)
 async def learner_course_progress(
     request: Request, rest: str, credential: Credential = Depends(current_credential)
 ) -> JSONResponse:
@@ -146,7 +218,47 @@ async def learner_course_progress(
     )
 
 
-@router.get("/progress/courses/{rest:path}")
+@router.get(
+    "/progress/courses/{rest:path}",
+    tags=["progress"],
+    summary="Per module of a course: learners per status, completion rate, median time",
+    **openapi.operation(
+        scopes=_READ_SCOPES,
+        documented_path="/progress/courses/{courseId}/summary",
+        parameters=[openapi.path("courseId", "The course's IRI, URL-encoded", openapi.IRI)],
+        ok=openapi.response(
+            "The summary",
+            {
+                "type": "object",
+                "properties": {
+                    "course": openapi.IRI,
+                    "title": openapi.STRING,
+                    "learners": {"type": "integer"},
+                    "modules": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "module": openapi.IRI,
+                                "title": openapi.STRING,
+                                "counts": {
+                                    "type": "object",
+                                    "additionalProperties": {"type": "integer"},
+                                },
+                                "learners": {"type": "integer"},
+                                "completion_rate": {"type": "number"},
+                                "median_seconds_to_complete": {"type": ["number", "null"]},
+                            },
+                            "required": ["module", "counts", "learners", "completion_rate"],
+                        },
+                    },
+                },
+                "required": ["course", "learners", "modules"],
+            },
+        ),
+        responses={404: openapi.error(404, "No such course (or not this path's shape)")},
+    ),
+)
 async def course_summary(
     request: Request, rest: str, credential: Credential = Depends(current_credential)
 ) -> JSONResponse:
@@ -232,7 +344,20 @@ def _now() -> Any:
     return datetime.now(UTC)
 
 
-@router.post("/progress/waive")
+_ACTION = openapi.operation(
+    scopes=["progress/write"],
+    status=202,
+    body=openapi.json_body(openapi.model_schema(ModuleAction)),
+    ok=openapi.response(
+        "Recorded as a statement; progress follows once it is derived",
+        {"type": "object", "properties": {"statement": openapi.UUID}, "required": ["statement"]},
+    ),
+    errors=(400, 401, 403, 413),
+    responses={404: openapi.error(404, "No such module in that course")},
+)
+
+
+@router.post("/progress/waive", tags=["progress"], summary="Waive a module", **_ACTION)
 async def waive_module(
     request: Request, credential: Credential = Depends(current_credential)
 ) -> JSONResponse:
@@ -241,7 +366,7 @@ async def waive_module(
     return await _record_action(request, credential, WAIVED_VERB)
 
 
-@router.post("/progress/reset")
+@router.post("/progress/reset", tags=["progress"], summary="Reset a module", **_ACTION)
 async def reset_module(
     request: Request, credential: Credential = Depends(current_credential)
 ) -> JSONResponse:
@@ -249,7 +374,32 @@ async def reset_module(
     return await _record_action(request, credential, RESET_VERB)
 
 
-@router.get("/progress/stream")
+@router.get(
+    "/progress/stream",
+    tags=["progress"],
+    summary="Live progress changes (Server-Sent Events)",
+    **openapi.operation(
+        scopes=_READ_SCOPES,
+        description="`event: progress` with the record as `data` and its change sequence as "
+        "`id`; keep-alive comments. Reconnecting with Last-Event-ID (or `lastEventId`) first "
+        "sends what changed since.",
+        parameters=[
+            openapi.query("course", "Only this course", openapi.IRI),
+            openapi.query("learner", _LEARNER_TEXT),
+            openapi.query(
+                "lastEventId",
+                "Resume after this event id (as the Last-Event-ID header)",
+                {"type": "integer", "minimum": 0},
+            ),
+            openapi.header(
+                "Last-Event-ID", "Resume after this event id", {"type": "integer", "minimum": 0}
+            ),
+        ],
+        ok=openapi.response(
+            "The event stream (it stays open)", openapi.STRING, media_type="text/event-stream"
+        ),
+    ),
+)
 async def progress_stream(
     request: Request, credential: Credential = Depends(current_credential)
 ) -> Response:

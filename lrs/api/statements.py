@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
+from lrs.api import statements_openapi as doc
 from lrs.api.errors import XAPIError, bad_request
 from lrs.api.paths import single_params
 from lrs.auth import current_credential, has_scope, require_scope
@@ -170,7 +171,7 @@ def _http_date(timestamp: str) -> str:
     return parse_timestamp(timestamp).strftime("%a, %d %b %Y %H:%M:%S GMT")
 
 
-@router.put("/xapi/statements")
+@router.put("/xapi/statements", tags=["xapi"], **doc.PUT)
 async def put_statement(
     request: Request, credential: Credential = Depends(current_credential)
 ) -> Response:
@@ -193,7 +194,7 @@ async def put_statement(
     return Response(status_code=204, headers=await _statement_headers(services_of(request)))
 
 
-@router.post("/xapi/statements")
+@router.post("/xapi/statements", tags=["xapi"], **doc.POST)
 async def post_statements(
     request: Request, credential: Credential = Depends(current_credential)
 ) -> Response:
@@ -253,7 +254,7 @@ def _decode_cursor(token: str) -> tuple[int, str]:
     return key, last_id
 
 
-@router.get("/xapi/statements")
+@router.get("/xapi/statements", tags=["xapi"], **doc.GET)
 async def get_statements(
     request: Request, credential: Credential = Depends(current_credential)
 ) -> Response:
