@@ -252,12 +252,6 @@ def _async(check: Any) -> Any:
     return run
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="X-Experience-API-Consistent-Through is computed per API process from its own "
-    "writes in flight (issue 10/13): API A vouches for statements that API B has stamped but "
-    "not yet committed. Remove this mark once it is computed across processes.",
-)
 async def test_consistent_through_is_truthful_across_processes(scale_out: ScaleOut) -> None:
     stack = scale_out
     registration = str(uuid.uuid4())

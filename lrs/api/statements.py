@@ -160,8 +160,13 @@ async def consistent_through(services: Services) -> str:
     return format_timestamp(from_micros(await services.statements.consistent_through()))
 
 
-async def _statement_headers(services: Services, last_stored: str | None = None) -> dict[str, str]:
-    headers = {"X-Experience-API-Consistent-Through": await consistent_through(services)}
+async def _statement_headers(
+    services: Services, last_stored: str | None = None, through: str | None = None
+) -> dict[str, str]:
+    """`through`: Consistent-Through taken before the read the response answers (it must not
+    vouch for statements that committed while the read ran)."""
+    through = through or await consistent_through(services)
+    headers = {"X-Experience-API-Consistent-Through": through}
     if last_stored:
         headers["Last-Modified"] = _http_date(last_stored)
     return headers
@@ -259,6 +264,7 @@ async def get_statements(
     request: Request, credential: Credential = Depends(current_credential)
 ) -> Response:
     services = services_of(request)
+    through = await consistent_through(services)  # before any read: see _statement_headers
     mine_only = not has_scope(credential, "statements/read", "all/read")
     if mine_only:
         require_scope(credential, "statements/read/mine")
@@ -289,7 +295,7 @@ async def get_statements(
         )
         if statement is None:
             raise XAPIError(404, f"no statement {statement_id}")
-        headers = await _statement_headers(services, statement.get("stored"))
+        headers = await _statement_headers(services, statement.get("stored"), through)
         body = format_statement(statement, fmt, languages)
         return await _statement_response(
             request, credential, body, [statement], with_attachments, headers
@@ -330,7 +336,7 @@ async def get_statements(
             f"{k}={_quote(v)}" for k, v in next_params.items()
         )
     latest = max((s.get("stored", "") for s in page.statements), default=None)
-    headers = await _statement_headers(services, latest or None)
+    headers = await _statement_headers(services, latest or None, through)
     body = {
         "statements": [format_statement(s, fmt, languages) for s in page.statements],
         "more": more,

@@ -24,7 +24,16 @@ from pymongo import ReturnDocument
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from lrs.config import Settings
-from lrs.storage.unit import Context, Op, Sleep, StoredClock, Work, drive, drive_async
+from lrs.storage.unit import (
+    Context,
+    LastStoredKey,
+    Op,
+    Sleep,
+    StoredClock,
+    Work,
+    drive,
+    drive_async,
+)
 from lrs.xapi.timestamps import monotonic_now_micros
 
 log = logging.getLogger("lrs.storage")
@@ -293,9 +302,11 @@ class Database:
             return await self._runner(work, write)
         return await drive_async(work, self._execute)
 
-    async def _execute(self, op: Op | StoredClock | Sleep) -> Any:
+    async def _execute(self, op: Op | StoredClock | LastStoredKey | Sleep) -> Any:
         if isinstance(op, StoredClock):
             return monotonic_now_micros()
+        if isinstance(op, LastStoredKey):
+            raise RuntimeError("only the embedded store keeps stored keys in commit order")
         if isinstance(op, Sleep):
             return await asyncio.sleep(op.seconds)
         return await getattr(self[op.collection], op.method)(*op.args, **op.kwargs)
@@ -499,9 +510,11 @@ def open_embedded(data_dir: Any, name: str) -> Database:
             ops[collection] = EmbeddedOps(store.collection(collection))
         return ops[collection]
 
-    def execute(op: Op | StoredClock | Sleep) -> Any:
+    def execute(op: Op | StoredClock | LastStoredKey | Sleep) -> Any:
         if isinstance(op, StoredClock):
             return store.next_stored_key()
+        if isinstance(op, LastStoredKey):
+            return store.last_stored_key()
         if isinstance(op, Sleep):
             # Units only wait for other writers where writes are not atomic: never here.
             raise RuntimeError("a unit of work may not wait inside an embedded transaction")

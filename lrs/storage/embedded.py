@@ -597,6 +597,10 @@ class EmbeddedStore:
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS clock (name TEXT PRIMARY KEY, value INTEGER NOT NULL)"
         )
+        # Started at the clock: every stored key above it is a later write's.
+        self._db.execute(
+            "INSERT OR IGNORE INTO clock VALUES ('stored', ?)", (time.time_ns() // 1000,)
+        )
         self._collections: dict[str, EmbeddedCollection] = {}
         self._seen_version: int | None = None
         self._depth = 0  # open write transaction (1) and savepoints in it
@@ -644,6 +648,13 @@ class EmbeddedStore:
         key = max(now, row[0] + 1) if row else now
         self._db.execute("INSERT OR REPLACE INTO clock VALUES ('stored', ?)", (key,))
         return key
+
+    def last_stored_key(self) -> int:
+        """The stored key of the last batch committed (by any process). Keys are taken in
+        commit order under the write lock, so every statement whose key is at or below it is
+        visible to any read that starts after this one: X-Experience-API-Consistent-Through."""
+        row = self._db.execute("SELECT value FROM clock WHERE name = 'stored'").fetchone()
+        return int(row[0])
 
     def reload_metadata(self) -> None:
         for collection in self._collections.values():

@@ -26,6 +26,7 @@ from lrs.storage.statement_writes import (
     oldest_batch,
     recover_batches,
 )
+from lrs.storage.unit import LastStoredKey, Work
 
 # Version of the statement document layout, see `StatementRepository.migrate`: 2 added `terms`,
 # 3 moved the outbox markers (`derived`, `fanned_out`) into the outbox collection.
@@ -237,13 +238,14 @@ class StatementRepository:
 
     async def consistent_through(self) -> int:
         """X-Experience-API-Consistent-Through, in microseconds: every statement stored at or
-        before it is visible to a read that starts now, whichever process wrote it. Embedded:
-        stored keys are taken under the write lock, so anything committing later gets a later
-        key: now. Elsewhere: just below the oldest batch still being written (all processes
-        register their batches in the database)."""
-        now = time.time_ns() // 1000
+        before it is visible to any read that starts after this call, whichever process wrote
+        it (so take it before the read it goes with). Embedded: the key of the last batch
+        committed (keys are taken in commit order under the write lock). Elsewhere: now, or
+        just below the oldest batch still being written (every process registers its batches
+        in the database)."""
         if self.database.context.atomic:
-            return now
+            return await self.database.run(_last_stored_key(), write=False)
+        now = time.time_ns() // 1000
         oldest = await self.database.run(oldest_batch(), write=False)
         return now if oldest is None else min(now, oldest - 1)
 
@@ -352,3 +354,8 @@ class StatementRepository:
             },
             sort=[("stored_key", 1), ("id", 1)],
         )
+
+
+def _last_stored_key() -> Work[int]:
+    key = yield LastStoredKey()
+    return int(key)

@@ -42,13 +42,19 @@ class StoredClock:
 
 
 @dataclass(frozen=True, slots=True)
+class LastStoredKey:
+    """Asks for the largest stored key of a committed batch (embedded store only: there, every
+    statement at or below it is visible to any read that starts afterwards)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Sleep:
     """Wait a moment (a unit that waits for another writer; never inside a transaction)."""
 
     seconds: float
 
 
-Work = Generator["Op | StoredClock | Sleep", Any, T]
+Work = Generator["Op | StoredClock | LastStoredKey | Sleep", Any, T]
 
 
 @dataclass(frozen=True)
