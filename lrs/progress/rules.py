@@ -183,10 +183,11 @@ def fold(module: Module, profile: Profile, facts: Facts, statement: dict[str, An
     the statement cannot be folded (a reset that moves the barrier): recompute instead.
 
     A statement that touches the module is an access (unless its verb is ignored, or it is a
-    reset). Beyond the access, it gives signals only when the profile says it may (cmi5: the
-    cmi5 category): a waiver of the module itself; or, about one item (or the module's own
-    activity): an access of it, a view, an attempt with its score, a pass or a fail judged
-    against the mastery score, a waiver of the item."""
+    reset), and an access of the item it is about (or of the module's own activity). A waiver
+    of the module itself waives it. Beyond that, the statement gives signals only when the
+    profile says it may (cmi5: the cmi5 category): about its item (or the module's own
+    activity), a view, an attempt with its score, a pass or a fail judged against the mastery
+    score, a waiver of the item."""
     if not touches(module, statement):
         return facts
     verb = (statement.get("verb") or {}).get("id")
@@ -215,8 +216,6 @@ def fold(module: Module, profile: Profile, facts: Facts, statement: dict[str, An
         # by the progress API: it counts whatever the profile's defined category.
         facts.waived = _earliest(facts.waived, moment)
         return facts
-    if not profile.is_defined(statement):
-        return facts  # e.g. a cmi5 "allowed" statement: an access only (cmi5 7.1.3)
     item = item_for(module, profile, statement)
     if item is not None:
         state = _item_facts(facts, item)
@@ -224,7 +223,9 @@ def fold(module: Module, profile: Profile, facts: Facts, statement: dict[str, An
         state = facts.own
     else:
         return facts
-    _fold_signals(profile, item, state, statement, moment)
+    state.accessed = _earliest(state.accessed, moment)
+    if profile.is_defined(statement):  # else e.g. cmi5 "allowed": an access only (cmi5 7.1.3)
+        _fold_signals(profile, item, state, statement, moment)
     return facts
 
 
@@ -236,7 +237,6 @@ def _fold_signals(
     moment: Micros,
 ) -> None:
     """The signals of one statement about one item (`item` None: the module's own activity)."""
-    state.accessed = _earliest(state.accessed, moment)
     if profile.waived.matches(statement):
         state.waived = _earliest(state.waived, moment)
         return
