@@ -1,6 +1,8 @@
 """A deliberately naive reference implementation of the progress rules (design notes 2-5) for
-the `generic` profile, written from the design notes alone: it shares no code with
-`lrs/progress/rules.py` so that the property tests compare two independent readings.
+the `generic` profile, written from the design notes alone, and (second half, issue 11) of
+per-item status, cmi5 courses and discovered modules, written from issue 11 and the cmi5
+specification: it shares no code with `lrs/progress/` so that the property tests compare two
+independent readings.
 
 Brute force over cleverness: to find when a module's rule first became true, it replays the
 learner's statements in time order and re-evaluates the whole rule after every instant.
@@ -14,7 +16,7 @@ settled with the team):
 - a `waived` statement on the module meets the rule at the waiver's time;
 - a reset statement on the module makes every statement at or before it count for nothing; a
   reset is an instructor's action, not learner activity, so it is never an access itself;
-- waivers of single items are out of scope (the tests waive whole modules only);
+- waivers of single items: see the second half (cmi5 `waived`, issue 11);
 - `attempts` counts distinct statements about the assessment that are attempts (an attempt
   verb, or any result at all); `best_score` is the best scaled score among them.
 """
