@@ -148,3 +148,28 @@ def test_a_partly_loaded_module_summarizes_as_the_whole(data: st.DataObject) -> 
                 item_total=len(module.items),
             )
             assert summarize(partial, GENERIC, facts) == summarize(module, GENERIC, facts)
+
+
+@PROPERTY_SETTINGS
+@given(data=st.data())
+def test_facts_do_not_depend_on_roles_nor_on_other_items(data: st.DataObject) -> None:
+    """Issue 11: a discovered item can become the assessment, and a discovered module gains
+    items; neither may change a learner's facts, or stored facts would go stale. Facts of a
+    module whose roles are swapped, or from which other items are missing, are the same."""
+    definition = data.draw(course_definitions(), "course")
+    live = live_statements(data.draw(histories(definition), "statements"))
+    for module in _modules(definition):
+        swapped = replace(
+            module,
+            items=tuple(
+                replace(i, role="assessment" if i.role == "content" else "content")
+                for i in module.items
+            ),
+        )
+        for statements in _by_learner(live).values():
+            whole = derive_facts(module, GENERIC, statements).to_doc()
+            assert derive_facts(swapped, GENERIC, statements).to_doc() == whole
+            for item in module.items:
+                alone = replace(module, items=(item,))
+                facts = derive_facts(alone, GENERIC, statements).to_doc()
+                assert facts["items"].get(item.id) == whole["items"].get(item.id)
