@@ -5,12 +5,19 @@ predicts (tests/cmi5_support.py: derive_cmi5)."""
 
 from __future__ import annotations
 
+import json
 import uuid
+from dataclasses import asdict
 from typing import Any
 
 import pytest
 
-from lrs.progress.catalogue import CourseStructureError, parse_cmi5_course
+from lrs.progress.catalogue import (
+    CourseDefinition,
+    CourseStructureError,
+    Module,
+    parse_cmi5_course,
+)
 from lrs.progress.cmi5 import (
     BLOCK_TYPE,
     COURSE_TYPE,
@@ -34,6 +41,7 @@ from tests.cmi5_support import (
     derive_cmi5,
     launch_id,
     void,
+    with_launch_ids,
 )
 from tests.progress_reference import CMI5_CATEGORY, cmi5_xml
 
@@ -468,3 +476,23 @@ def test_rules_are_registration_agnostic() -> None:
     other["context"]["registration"] = str(uuid.uuid4())
     assert derive_progress(course.modules[0], CMI5, [other])["status"] == "completed"
     assert satisfied_units(course, {}) == {}
+
+
+def test_nested_blocks_and_launch_ids_survive_storage_as_json() -> None:
+    """The catalogue is stored as plain data (dataclasses.asdict, JSON) and rebuilt with
+    Module(**doc): tuples come back as lists and blocks as dicts."""
+    course = with_launch_ids(parse_cmi5_course(cmi5_xml(two_blocks())), {AU2: (launch_id(AU2),)})
+    for module in course.modules:
+        doc = json.loads(json.dumps(asdict(module)))
+        back = Module(**doc)
+        assert back == module and back.item(launch_id(AU2)) == module.item(launch_id(AU2))
+        assert back.activity_ids == module.activity_ids
+    assert NESTED in course.modules[1].activity_ids
+    assert launch_id(AU2) in course.modules[1].activity_ids
+
+
+def test_a_json_course_can_ask_for_satisfied_statements() -> None:
+    body = {"modules": [{"id": B1, "content": [AU1]}]}
+    assert CourseDefinition.model_validate(body).to_course(C).emit_satisfied is False
+    body["emit_satisfied"] = True
+    assert CourseDefinition.model_validate(body).to_course(C).emit_satisfied is True
