@@ -273,6 +273,7 @@ async def test_discovery_from_statements(lrs: LRS) -> None:
     assert regrown["status"] == "in_progress" and regrown["required"] == 2
 
 
+CMI5_CATEGORY = "https://w3id.org/xapi/cmi5/context/categories/cmi5"
 CMI5_XML = b"""<?xml version="1.0" encoding="utf-8"?>
 <courseStructure xmlns="https://w3id.org/xapi/profiles/cmi5/v1/CourseStructure.xsd">
   <course id="http://example.com/cmi5/course">
@@ -309,15 +310,27 @@ async def test_cmi5_import_and_cmi5_rules(lrs: LRS) -> None:
     assert [i["move_on"] for i in module["items"]] == ["Completed", "Passed"]
     block = "http://example.com/cmi5/block1"
     sat = "https://w3id.org/xapi/adl/verbs/satisfied"
-    await post(lrs, stmt(sat, block), stmt("completed", "http://example.com/cmi5/au1"))
+    # Issue 11: only cmi5 defined statements (the cmi5 category, cmi5 9.6.2.1) give signals;
+    # without it a statement is "cmi5 allowed" and counts as an access only (cmi5 7.1.3).
+    defined = {"contextActivities": {"category": [{"id": CMI5_CATEGORY}]}}
+    await post(lrs, stmt("completed", "http://example.com/cmi5/au1"))
+    assert (await record(lrs, block))["status"] == "started"
+    await post(
+        lrs,
+        stmt(sat, block),
+        {**stmt("completed", "http://example.com/cmi5/au1"), "context": defined},
+    )
     assert (await record(lrs, block))["status"] == "in_progress"
     await post(
         lrs,
-        stmt(
-            "passed",
-            "http://example.com/cmi5/au2",
-            result={"score": {"scaled": 0.75}, "success": True},
-        ),
+        {
+            **stmt(
+                "passed",
+                "http://example.com/cmi5/au2",
+                result={"score": {"scaled": 0.75}, "success": True},
+            ),
+            "context": defined,
+        },
     )
     assert (await record(lrs, block))["status"] == "completed"
 

@@ -6,6 +6,7 @@ statement that cannot be folded: `fold` says so, and the caller recomputes."""
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from typing import Any
 
 from hypothesis import given
@@ -131,20 +132,44 @@ def test_a_module_that_gains_items_keeps_every_fact() -> None:
 def test_a_partly_loaded_module_summarizes_as_the_whole(data: st.DataObject) -> None:
     """A module loaded with only its assessments and the items the learner has facts about,
     plus its `item_total`, gives the same record as the whole module (how the engine reads a
-    large discovered module)."""
+    large discovered module; only discovered modules are loaded so: their `items` list shows
+    the items the learner has facts about, and the assessments)."""
     definition = data.draw(course_definitions(), "course")
     live = live_statements(data.draw(histories(definition), "statements"))
-    for module in _modules(definition):
+    for defined in _modules(definition):
+        module = replace(defined, discovered=True)
         for statements in _by_learner(live).values():
             facts = derive_facts(module, GENERIC, statements)
-            partial = Module(
-                module.course_id,
-                module.id,
-                module.title,
-                tuple(i for i in module.items if i.role == "assessment" or i.id in facts.items),
-                module.rule,
-                module.profile,
-                module.discovered,
+            partial = replace(
+                module,
+                items=tuple(
+                    i for i in module.items if i.role == "assessment" or i.id in facts.items
+                ),
                 item_total=len(module.items),
             )
             assert summarize(partial, GENERIC, facts) == summarize(module, GENERIC, facts)
+
+
+@PROPERTY_SETTINGS
+@given(data=st.data())
+def test_facts_do_not_depend_on_roles_nor_on_other_items(data: st.DataObject) -> None:
+    """Issue 11: a discovered item can become the assessment, and a discovered module gains
+    items; neither may change a learner's facts, or stored facts would go stale. Facts of a
+    module whose roles are swapped, or from which other items are missing, are the same."""
+    definition = data.draw(course_definitions(), "course")
+    live = live_statements(data.draw(histories(definition), "statements"))
+    for module in _modules(definition):
+        swapped = replace(
+            module,
+            items=tuple(
+                replace(i, role="assessment" if i.role == "content" else "content")
+                for i in module.items
+            ),
+        )
+        for statements in _by_learner(live).values():
+            whole = derive_facts(module, GENERIC, statements).to_doc()
+            assert derive_facts(swapped, GENERIC, statements).to_doc() == whole
+            for item in module.items:
+                alone = replace(module, items=(item,))
+                facts = derive_facts(alone, GENERIC, statements).to_doc()
+                assert facts["items"].get(item.id) == whole["items"].get(item.id)

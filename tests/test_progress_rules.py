@@ -13,7 +13,15 @@ import pytest
 from lrs.progress.catalogue import CourseDefinition, Module
 from lrs.progress.profiles import RESET_VERB, WAIVED_VERB, load_profiles
 from lrs.progress.rules import derive_progress
-from tests.progress_reference import REFERENCE_FIELDS, live_statements, module_progress, modules_of
+from tests.progress_reference import (
+    RECORD_FIELDS,
+    REFERENCE_FIELDS,
+    live_statements,
+    module_progress,
+    modules_of,
+    plan_of,
+    record,
+)
 
 COURSE = "http://example.com/courses/rules"
 M = f"{COURSE}/m"
@@ -59,6 +67,10 @@ def derive(definition: dict[str, Any], statements: list[dict[str, Any]]) -> dict
     reference = modules_of(COURSE, definition)[0]
     want = module_progress(reference, LEARNER, live_statements(statements))
     assert {f: got[f] for f in REFERENCE_FIELDS} == want
+    # The reference's fuller reading (per item, percent) agrees with it and with the rules.
+    full = record(plan_of(reference), LEARNER, live_statements(statements))
+    assert {f: full[f] for f in REFERENCE_FIELDS} == want
+    assert {f: got[f] for f in RECORD_FIELDS} == full
     return got
 
 

@@ -1,10 +1,20 @@
 """The course catalogue: course definitions (JSON), cmi5 course structures (XML), and the
-normalised form the rules work on (design notes section 3)."""
+normalised form the rules work on (design notes section 3).
+
+A course holds modules; a module holds items (content or assessment). A module of an imported
+cmi5 course is one of its outermost blocks (or the course itself for the AUs placed directly
+under the course element); the blocks nested inside it are kept as `Module.blocks` and each
+item says which of them holds it (`Item.block`), so that the satisfaction of nested blocks and
+of the course can be computed (lrs.progress.cmi5) while records stay per outermost block.
+
+Items and modules are plain, JSON-friendly data: stored with `dataclasses.asdict` and rebuilt
+with `Item(**doc)` / `Module(**doc)`; lists read back from storage become tuples again."""
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -12,17 +22,46 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from lrs.xapi.validation import is_iri
 
 MoveOn = Literal["Completed", "Passed", "CompletedAndPassed", "CompletedOrPassed", "NotApplicable"]
+Role = Literal["content", "assessment"]
 MODULE_RULES = ("CompletedAndPassed", "Completed", "Passed", "CompletedOrPassed", "NotApplicable")
 
 
 @dataclass(frozen=True)
 class Item:
-    """Something inside a module the learner must satisfy: a content item or an assessment."""
+    """Something inside a module the learner must satisfy: a content item or an assessment.
+
+    `launch_ids`: for a cmi5 AU, the activity ids an LMS generated to launch it (cmi5 8.1: they
+    never equal the AU id, and every cmi5 defined statement has one as its object); statements
+    about one of them are about the AU. Changing them is a catalogue change (recompute).
+    `block`: for a cmi5 AU inside a nested block, the id of the block that directly holds it
+    (None: directly in the module).
+
+    The role of a discovered item can change from content to assessment (never back; see
+    lrs.progress.discovery). The facts the rules keep about an item do not depend on its role,
+    so a role change only needs the module's records to be summarized again; the engine may
+    also recompute them from the statements, which gives the same result."""
 
     id: str
-    role: Literal["content", "assessment"]
+    role: Role
     move_on: MoveOn
     mastery_score: float | None = None
+    launch_ids: tuple[str, ...] = ()
+    block: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.launch_ids, tuple):  # a list, read back from storage
+            object.__setattr__(self, "launch_ids", tuple(self.launch_ids))
+
+
+@dataclass(frozen=True)
+class Block:
+    """A cmi5 block nested inside a module (an outermost block): its id (the publisher id
+    from cmi5.xml), title, and the id of the block that holds it (the module's id for a block
+    directly inside the module)."""
+
+    id: str
+    title: str
+    parent: str
 
 
 @dataclass(frozen=True)
@@ -38,13 +77,46 @@ class Module:
     # assessments, and at least every item the learner has facts about); `item_total` is then
     # the number of items the module really has. None: `items` is complete.
     item_total: int | None = None
+    blocks: tuple[Block, ...] = ()  # nested cmi5 blocks, outermost first
+
+    def __post_init__(self) -> None:
+        # Read back from storage: lists of dicts instead of tuples of dataclasses.
+        items = tuple(i if isinstance(i, Item) else Item(**i) for i in self.items)
+        blocks = tuple(b if isinstance(b, Block) else Block(**b) for b in self.blocks)
+        object.__setattr__(self, "items", items)
+        object.__setattr__(self, "blocks", blocks)
 
     @property
     def activity_ids(self) -> list[str]:
-        return [self.id, *(item.id for item in self.items)]
+        """Every activity id whose statements may touch the module: the module, its nested
+        blocks, its items and their launch ids (what the catalogue index lists)."""
+        return [
+            self.id,
+            *(block.id for block in self.blocks),
+            *(item.id for item in self.items),
+            *(launch for item in self.items for launch in item.launch_ids),
+        ]
+
+    @cached_property
+    def _activity_set(self) -> frozenset[str]:
+        return frozenset(self.activity_ids)
+
+    @cached_property
+    def _by_id(self) -> dict[str, Item]:
+        index: dict[str, Item] = {}
+        for item in self.items:
+            for launch in item.launch_ids:
+                index.setdefault(launch, item)
+        for item in self.items:  # an item's own id wins over another item's launch id
+            index[item.id] = item
+        return index
+
+    def has_activity(self, activity_id: str) -> bool:
+        return activity_id in self._activity_set
 
     def item(self, activity_id: str) -> Item | None:
-        return next((item for item in self.items if item.id == activity_id), None)
+        """The item with this id, or whose launch ids hold it."""
+        return self._by_id.get(activity_id)
 
 
 @dataclass(frozen=True)
@@ -56,6 +128,9 @@ class Course:
     discovered: bool = False
     source: str = "definition"
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    # Issue 11: store a cmi5 `satisfied` statement when a block or the course becomes
+    # satisfied for a registration (lrs.progress.cmi5); on by default for imported cmi5.
+    emit_satisfied: bool = False
 
 
 def _iri(value: str, what: str) -> str:
@@ -102,6 +177,7 @@ class CourseDefinition(BaseModel):
     title: str = ""
     profile: str = "generic"
     modules: list[ModuleDefinition] = Field(min_length=1)
+    emit_satisfied: bool = False
 
     @model_validator(mode="after")
     def _unique_activities(self) -> CourseDefinition:
@@ -134,7 +210,13 @@ class CourseDefinition(BaseModel):
                     profile=definition.profile or self.profile,
                 )
             )
-        return Course(course_id, self.title, self.profile, tuple(modules))
+        return Course(
+            course_id,
+            self.title,
+            self.profile,
+            tuple(modules),
+            emit_satisfied=self.emit_satisfied,
+        )
 
 
 # --- cmi5 course structure (cmi5 spec section 13) ---------------------------------------------
@@ -163,9 +245,11 @@ def _title(element: ET.Element) -> str:
 
 
 def parse_cmi5_course(xml: bytes, profile: str = "cmi5") -> Course:
-    """A cmi5.xml course structure as a course: each block is a module (nested blocks are
-    flattened into the outermost one), AUs are items with their moveOn and masteryScore; AUs
-    directly under the course form one module named after the course."""
+    """A cmi5.xml course structure (cmi5 section 13) as a course: each outermost block is a
+    module, AUs are items with their moveOn and masteryScore; AUs directly under the course
+    form one module named after the course. Blocks nested in an outermost block are kept in
+    its `blocks`, each AU naming the block that directly holds it, so that nested blocks and
+    the course can be judged satisfied (cmi5 9.3.9, 13.1.4 moveOn "Usage")."""
     try:
         root = ET.fromstring(xml)
     except ET.ParseError as exc:
@@ -179,23 +263,30 @@ def parse_cmi5_course(xml: bytes, profile: str = "cmi5") -> Course:
     course_element = courses[0]
     course_id = _attribute_iri(course_element, "id")
     course_title = _title(course_element)
+    seen = {course_id}
 
     modules: list[Module] = []
     loose: list[Item] = []
     for child in root:
         name = _local(child.tag)
         if name == "au":
-            loose.append(_au_item(child))
+            loose.append(_au_item(child, None, seen))
         elif name == "block":
-            items = _block_items(child)
+            block_id = _unique(_attribute_iri(child, "id"), seen)
+            items: list[Item] = []
+            blocks: list[Block] = []
+            _block_contents(child, block_id, None, items, blocks, seen)
+            if not items:
+                raise CourseStructureError(f"block {block_id} contains no AU")
             modules.append(
                 Module(
                     course_id,
-                    _attribute_iri(child, "id"),
+                    block_id,
                     _title(child),
                     tuple(items),
                     "CompletedAndPassed",
                     profile,
+                    blocks=tuple(blocks),
                 )
             )
     if loose:
@@ -205,22 +296,44 @@ def parse_cmi5_course(xml: bytes, profile: str = "cmi5") -> Course:
         )
     if not modules:
         raise CourseStructureError("the course has no AU")
-    return Course(course_id, course_title, profile, tuple(modules), source="cmi5")
+    return Course(
+        course_id, course_title, profile, tuple(modules), source="cmi5", emit_satisfied=True
+    )
 
 
-def _block_items(block: ET.Element) -> list[Item]:
-    items: list[Item] = []
+def _unique(activity_id: str, seen: set[str]) -> str:
+    # cmi5 13.1: course, block and AU ids identify them in statements: one id, one thing.
+    if activity_id in seen:
+        raise CourseStructureError(f"id {activity_id} is used twice in the course structure")
+    seen.add(activity_id)
+    return activity_id
+
+
+def _block_contents(
+    block: ET.Element,
+    module_id: str,
+    nested_id: str | None,
+    items: list[Item],
+    blocks: list[Block],
+    seen: set[str],
+) -> None:
+    """Collect the AUs and nested blocks of `block` (the module itself when `nested_id` is
+    None, else the nested block `nested_id`)."""
     for child in block:
         name = _local(child.tag)
         if name == "au":
-            items.append(_au_item(child))
+            items.append(_au_item(child, nested_id, seen))
         elif name == "block":
-            items.extend(_block_items(child))
-    return items
+            child_id = _unique(_attribute_iri(child, "id"), seen)
+            blocks.append(Block(child_id, _title(child), nested_id or module_id))
+            before = len(items)
+            _block_contents(child, module_id, child_id, items, blocks, seen)
+            if len(items) == before:
+                raise CourseStructureError(f"block {child_id} contains no AU")
 
 
-def _au_item(au: ET.Element) -> Item:
-    au_id = _attribute_iri(au, "id")
+def _au_item(au: ET.Element, block: str | None, seen: set[str]) -> Item:
+    au_id = _unique(_attribute_iri(au, "id"), seen)
     move_on = au.get("moveOn", "NotApplicable")
     if move_on not in _MOVE_ON:
         raise CourseStructureError(f"AU {au_id}: moveOn {move_on!r} is not one of {_MOVE_ON}")
@@ -233,8 +346,8 @@ def _au_item(au: ET.Element) -> Item:
             raise CourseStructureError(f"AU {au_id}: masteryScore is not a number") from exc
         if not 0 <= mastery <= 1:
             raise CourseStructureError(f"AU {au_id}: masteryScore must be between 0 and 1")
-    role: Literal["content", "assessment"] = "assessment" if "Passed" in move_on else "content"
-    return Item(au_id, role, move_on, mastery)  # type: ignore[arg-type]
+    role: Role = "assessment" if "Passed" in move_on else "content"
+    return Item(au_id, role, move_on, mastery, block=block)  # type: ignore[arg-type]
 
 
 def _attribute_iri(element: ET.Element, name: str) -> str:

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from lrs.xapi.validation import is_iri
 
 
 def _builtin_profile_dir() -> Path:
@@ -61,6 +63,18 @@ class SignalRule(BaseModel):
 
 
 class Profile(BaseModel):
+    """Which statements mean which signal for one kind of content (design notes 4).
+
+    Besides the signals: `defined_category` (cmi5 7.1.3, 9.6.2.1): when set, only statements
+    whose context category holds this activity give signals; the others ("cmi5 allowed")
+    count as an access only. `grouping_names_item` (cmi5 9.6.2.3): a statement whose object is
+    not an item is about the item its context grouping names (the AU's publisher id).
+    `mastery_extension` (cmi5 9.6.3.2, 10): the context extension in which a judging
+    statement carries the mastery score the LMS gave the AU for the registration; it replaces
+    the catalogue's. `module_completed`: a statement on a discovered module's own activity
+    that means its content is done (design notes 3.3). `assessment_types`: activity definition
+    types that make a discovered item the module's assessment."""
+
     model_config = ConfigDict(extra="forbid")
 
     name: str
@@ -74,6 +88,52 @@ class Profile(BaseModel):
     failed: SignalRule
     waived: SignalRule
     reset: SignalRule = Field(default_factory=lambda: SignalRule(verbs=[RESET_VERB]))
+    module_completed: SignalRule = Field(default_factory=SignalRule)
+    defined_category: str | None = None
+    grouping_names_item: bool = False
+    mastery_extension: str | None = None
+    assessment_types: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _iris(self) -> Profile:
+        rules = (self.viewed, self.attempted, self.passed, self.failed, self.waived)
+        iris = [*self.ignored_verbs, *self.assessment_types]
+        for rule in (*rules, self.reset, self.module_completed):
+            iris += rule.verbs
+            if rule.extension is not None:
+                iris.append(rule.extension.iri)
+        iris += [v for v in (self.defined_category, self.mastery_extension) if v is not None]
+        for value in iris:
+            if not is_iri(value):
+                raise ValueError(f"{value!r} is not an IRI")
+        return self
+
+    def is_defined(self, statement: dict[str, Any]) -> bool:
+        """Does the statement give signals (not only an access)? Always, unless the profile
+        names a defined category the statement's context lacks."""
+        if self.defined_category is None:
+            return True
+        activities = (statement.get("context") or {}).get("contextActivities") or {}
+        category = activities.get("category") or []
+        listed = category if isinstance(category, list) else [category]
+        return any(isinstance(a, dict) and a.get("id") == self.defined_category for a in listed)
+
+    def mastery_of(self, statement: dict[str, Any], catalogue: float | None) -> float | None:
+        """The mastery score a judging statement is held to: the one the statement carries in
+        `mastery_extension` (a number from 0 to 1), else the catalogue's."""
+        if self.mastery_extension is None:
+            return catalogue
+        extensions = (statement.get("context") or {}).get("extensions") or {}
+        value = extensions.get(self.mastery_extension) if isinstance(extensions, dict) else None
+        if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1:
+            return float(value)
+        return catalogue
+
+    def judges(self, statement: dict[str, Any]) -> bool:
+        """Does the statement judge its object (pass or fail it)?"""
+        result = statement.get("result")
+        said = isinstance(result, dict) and isinstance(result.get("success"), bool)
+        return said or self.passed.matches(statement) or self.failed.matches(statement)
 
 
 # The verb the progress API records when an instructor resets a learner's module.

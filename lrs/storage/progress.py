@@ -310,6 +310,11 @@ PROGRESS_FIELDS = (
     "waived",
     "percent",
     "discovered",
+    # Issue 11 (lrs.progress.rules.summarize): the module waiver's moment and the per-item list.
+    "waived_at",
+    "items",
+    "items_total",
+    "items_satisfied",
 )
 
 
