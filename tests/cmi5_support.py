@@ -151,7 +151,7 @@ def derive_cmi5(
 
 
 def _learner(statement: dict[str, Any]) -> str | None:
-    from lrs.storage.statements import learner_key
+    from lrs.storage.statement_docs import learner_key
 
     return learner_key(statement)
 

@@ -12,7 +12,7 @@ from lrs.progress.catalogue import Item, Module
 from lrs.progress.discovery import Discovery, Known, discovery, grow, role_of
 from lrs.progress.linking import linked_ids
 from lrs.progress.rules import Facts, derive_facts, fold, summarize
-from lrs.storage.statements import learner_key
+from lrs.storage.statement_docs import learner_key
 from tests.cmi5_support import GENERIC, at, cmi5_statement, launch_id
 from tests.progress_reference import (
     ASSESSMENT_TYPE,

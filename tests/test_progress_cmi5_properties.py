@@ -19,7 +19,7 @@ from lrs.progress.catalogue import Module, parse_cmi5_course
 from lrs.progress.cmi5 import satisfied_units, unit_activity_id
 from lrs.progress.profiles import Profile
 from lrs.progress.rules import Facts, derive_facts, fold, summarize
-from lrs.storage.statements import learner_key
+from lrs.storage.statement_docs import learner_key
 from tests.cmi5_support import CMI5, GENERIC, MOVEON_CATEGORY, launch_id, with_launch_ids
 from tests.progress_reference import (
     ADL,
