@@ -354,3 +354,46 @@ async def test_agents_parameter_rules(lrs: LRS) -> None:
         "/xapi/agents", params={"agent": json.dumps(LEARNER), "activityId": ACTIVITY}
     )
     assert response.status_code == 400
+
+
+def test_adds_nothing_is_merge_definition_changing_nothing() -> None:
+    """The shortcut a batch takes for an Activity it recently made canonical: it must say
+    "nothing to merge" exactly when merging would change nothing."""
+    import random
+
+    from lrs.storage.activities import adds_nothing, merge_definition
+
+    rng = random.Random(3)
+
+    def definition() -> dict:
+        made: dict = {}
+        for key in rng.sample(
+            [
+                "name",
+                "description",
+                "extensions",
+                "type",
+                "moreInfo",
+                "choices",
+                "interactionType",
+                "correctResponsesPattern",
+            ],
+            rng.randint(0, 5),
+        ):
+            if key in ("name", "description", "extensions"):
+                made[key] = {rng.choice(["en", "fr", "de"]): rng.choice(["a", "b"])}
+            elif key == "choices":
+                made[key] = [
+                    {"id": rng.choice("xyz"), "description": {"en": rng.choice("pq")}}
+                    for _ in range(rng.randint(0, 2))
+                ]
+            else:
+                made[key] = rng.choice(["u", "v"])
+        return made
+
+    for _ in range(3000):
+        canonical = merge_definition({}, definition())
+        incoming = definition()
+        assert adds_nothing(canonical, incoming) == (
+            merge_definition(canonical, incoming) == canonical
+        ), (canonical, incoming)

@@ -40,3 +40,13 @@ def test_format_is_utc_with_microseconds() -> None:
     assert format_timestamp(parse_timestamp("2026-01-02T03:04:05.5+02:00")) == (
         "2026-01-02T01:04:05.500000Z"
     )
+
+
+def test_format_micros_is_format_timestamp_of_the_same_moment() -> None:
+    import random
+
+    from lrs.xapi.timestamps import format_micros, format_timestamp, from_micros
+
+    rng = random.Random(5)
+    for micros in [0, 1, 999_999, 86_399_999_999, *(rng.randrange(2**52) for _ in range(500))]:
+        assert format_micros(micros) == format_timestamp(from_micros(micros))

@@ -19,7 +19,6 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from lrs.events import EventBus
@@ -39,9 +38,11 @@ from lrs.storage.progress import (
     record_key,
     records_work,
     seq_block_work,
+    stamped,
     with_items,
     write_record_work,
 )
+from lrs.storage.statement_docs import narrowing_term, term
 from lrs.storage.statements import StatementRepository
 from lrs.storage.unit import Work, delete_many, find, find_one, update_one
 from lrs.xapi.timestamps import monotonic_now_micros
@@ -293,7 +294,7 @@ class Deriver:
             {
                 "store": store,
                 "voided": False,
-                "terms": f"agents:{learner}",
+                "terms": narrowing_term("agents", learner),
                 "learner": learner,
                 "related_activities": {"$in": module.activity_ids},
             },
@@ -323,10 +324,9 @@ class Deriver:
         for number, (pair, new, record, _fence) in enumerate(planned):
             seq = first + number
             if record is None:
-                stamped = _stamped(new, seq, 1)
-                inserts.append((pair, stamped))
+                inserts.append((pair, stamped(new, seq, 1)))
                 continue
-            written = yield from write_record_work(new, record["version"], seq)
+            written = yield from write_record_work(new, record, seq)
             if written is None:
                 conflicts.append(pair)
             elif _visible_change(record, written):
@@ -358,9 +358,7 @@ class Deriver:
             facts = yield from self._facts_from_statements(store, pair, module)
             new = self._record(store, pair, module, facts)
             seq = yield from seq_block_work(store, 1)
-            written = yield from write_record_work(
-                new, current["version"] if current else None, seq
-            )
+            written = yield from write_record_work(new, current, seq)
             if written is not None:
                 visible = current is None or _visible_change(current, written)
                 return written if visible and written["status"] != "not_started" else None
@@ -380,7 +378,7 @@ class Deriver:
             {
                 "store": store,
                 "voided": False,
-                "terms": {"$in": [f"related_activities:{a}" for a in module.activity_ids]},
+                "terms": {"$in": [term("related_activities", a) for a in module.activity_ids]},
                 "related_activities": {"$in": module.activity_ids},
             },
             projection={"statement": 1, "learner": 1},
@@ -471,10 +469,14 @@ class _RoundCatalogue:
         candidates = ([object_id] if object_id else []) + parents
         found = yield from self.catalogue.modules_for_work(self.store, candidates)
         found = [m for m in found if _touches_module(m, object_id, parents)]
+        known = target is not None and any(
+            m.id == target[1] and m.item(object_id or "") is not None for m in found
+        )
         if (
             discover
             and target is not None
             and object_id is not None
+            and not known  # already an item of the module it would be discovered into
             and all(m.discovered for m in found)
         ):
             course_id, module_id = target
@@ -548,18 +550,10 @@ def _view(module: Module, facts: Facts) -> Module:
     facts about are in it (they are its items: facts are only kept for a module's items)."""
     if not module.discovered or module.item_total is None:
         return module
-    return with_items(module, facts.items, module.item_total)
-
-
-def _stamped(doc: dict[str, Any], seq: int, version: int) -> dict[str, Any]:
-    updated_key = monotonic_now_micros()
-    return {
-        **doc,
-        "seq": seq,
-        "updated_key": updated_key,
-        "updated_at": datetime.fromtimestamp(updated_key / 1e6, UTC).isoformat(),
-        "version": version,
-    }
+    missing = [item_id for item_id in facts.items if module.item(item_id) is None]
+    if not missing:
+        return module
+    return with_items(module, [*(i.id for i in module.items), *missing], module.item_total)
 
 
 def _visible_change(before: dict[str, Any], after: dict[str, Any]) -> bool:

@@ -45,7 +45,7 @@ from typing import Any
 from lrs.progress.catalogue import Item, Module
 from lrs.progress.linking import item_for, object_id, touches
 from lrs.progress.profiles import Profile
-from lrs.xapi.timestamps import format_timestamp, from_micros, parse_timestamp, to_micros
+from lrs.xapi.timestamps import format_micros, parse_timestamp, to_micros
 
 __all__ = [
     "STATUSES",
@@ -362,7 +362,7 @@ def _rule_time(
 
 
 def _stamp(moment: Micros | None) -> str | None:
-    return format_timestamp(from_micros(moment)) if moment is not None else None
+    return format_micros(moment) if moment is not None else None
 
 
 def summarize(module: Module, profile: Profile, facts: Facts) -> dict[str, Any]:

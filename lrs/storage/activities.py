@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -71,6 +72,64 @@ def _merge_components(old: list[Any], new: list[Any]) -> list[Any]:
             base = description if isinstance(description, dict) else {}
             existing["description"] = {**base, **component["description"]}
     return result
+
+
+def adds_nothing(canonical: dict[str, Any], incoming: dict[str, Any]) -> bool:
+    """Whether `merge_definition(canonical, incoming) == canonical`, without copying."""
+    for key, value in incoming.items():
+        old = canonical.get(key)
+        if key in _LANGUAGE_MAPS + ("extensions",) and isinstance(value, dict):
+            if not isinstance(old, dict) or any(
+                k not in old or old[k] != v for k, v in value.items()
+            ):
+                return False
+        elif key in _COMPONENT_LISTS and isinstance(value, list) and isinstance(old, list):
+            by_id = {c.get("id"): c for c in old if isinstance(c, dict)}
+            # Descriptions as the merge would leave them (a component may come twice).
+            merged: dict[Any, dict[str, Any]] = {}
+            for component in value:
+                if not isinstance(component, dict):
+                    continue
+                existing = by_id.get(component.get("id"))
+                if existing is None:
+                    return False  # the merge appends it
+                description = component.get("description")
+                if isinstance(description, dict):
+                    known = existing.get("description")
+                    current = merged.get(id(existing), known if isinstance(known, dict) else {})
+                    merged[id(existing)] = {**current, **description}
+            for component in by_id.values():
+                if id(component) in merged and merged[id(component)] != component.get(
+                    "description"
+                ):
+                    return False
+        elif key in _FIXED and key in canonical:
+            continue
+        elif key not in canonical or old != value:
+            return False
+    return True
+
+
+class _Recent:
+    """What this process last knew (wrote or read) of some records, for a short while: lets a
+    batch skip the database when it would change nothing there. Another process's change is
+    seen once the entry is older than `seconds`."""
+
+    def __init__(self, seconds: float = 10.0, size: int = 20_000) -> None:
+        self.seconds = seconds
+        self.size = size
+        self._entries: dict[Any, tuple[float, Any]] = {}
+
+    def get(self, key: Any) -> Any:
+        found = self._entries.get(key)
+        if found is None or found[0] < time.monotonic():
+            return None
+        return found[1]
+
+    def put(self, key: Any, value: Any) -> None:
+        if len(self._entries) >= self.size:
+            self._entries.clear()  # rare: start afresh rather than track use
+        self._entries[key] = (time.monotonic() + self.seconds, value)
 
 
 def _activities_in(statement: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -132,6 +191,7 @@ class PersonRepository:
 
     def __init__(self, database: Database) -> None:
         self.agents: Collection = database["agents"]
+        self._known = _Recent()  # (store, key) -> names known to be recorded
 
     async def ensure_indexes(self) -> None:
         await self.agents.create_index([("store", 1), ("key", 1)], unique=True, name="agent_key")
@@ -148,6 +208,12 @@ class PersonRepository:
                     seen = names.setdefault(key, [])
                     if name not in seen:
                         seen.append(name)
+        names = {
+            key: found
+            for key, found in names.items()
+            if (known := self._known.get((store, key))) is None
+            or (can_define and not set(found) <= known)
+        }
         if not names:
             return
         try:
@@ -161,6 +227,7 @@ class PersonRepository:
             return
         for key, found in names.items():
             if key in known and (not can_define or set(found) <= set(known[key])):
+                self._known.put((store, key), set(known[key]))
                 continue
             if can_define:
                 update: dict[str, Any] = {"$addToSet": {"names": {"$each": found}}}
@@ -168,6 +235,7 @@ class PersonRepository:
                 update = {"$setOnInsert": {"names": found}}
             try:
                 await self.agents.update_one({"store": store, "key": key}, update, upsert=True)
+                self._known.put((store, key), set(found) | set(known.get(key, [])))
             except Exception:
                 # Best effort: the statements are stored already; a lost name is not worth
                 # failing the request over.
@@ -200,6 +268,7 @@ class ActivityRepository:
     def __init__(self, database: Database, people: PersonRepository | None = None) -> None:
         self.activities: Collection = database["activities"]
         self.people = people or PersonRepository(database)
+        self._canonical = _Recent()  # (store, activity id) -> canonical definition
 
     async def ensure_indexes(self) -> None:
         await self.activities.create_index(
@@ -246,6 +315,13 @@ class ActivityRepository:
                 if not definition:
                     continue
                 incoming[activity_id] = merge_definition(incoming.get(activity_id, {}), definition)
+        # What a recent batch already made canonical needs no database round trip.
+        incoming = {
+            activity_id: definition
+            for activity_id, definition in incoming.items()
+            if (canonical := self._canonical.get((store, activity_id))) is None
+            or (can_define and not adds_nothing(canonical, definition))
+        }
         if incoming:
             await self._merge_all(store, incoming, can_define)
         await self.people.record_from_statements(store, statements, can_define)
@@ -279,6 +355,7 @@ class ActivityRepository:
         for attempt in range(_MAX_ATTEMPTS):
             if attempt:
                 doc = await self.activities.find_one({"store": store, "id": activity_id})
+            key = (store, activity_id)
             if doc is None:
                 try:
                     await self.activities.insert_one(
@@ -290,14 +367,17 @@ class ActivityRepository:
                             "updated": monotonic_now_micros(),
                         }
                     )
+                    self._canonical.put(key, definition)
                     return
                 except DuplicateKeys:
                     continue  # created meanwhile: merge into that one (if allowed)
-            if not can_define:
-                return
             canonical = json.loads(doc["definition"])
+            if not can_define:
+                self._canonical.put(key, canonical)
+                return
             merged = merge_definition(canonical, definition)
             if merged == canonical:
+                self._canonical.put(key, canonical)
                 return
             matched = await self.activities.update_one(
                 {"_id": doc["_id"], "revision": doc["revision"]},
@@ -310,6 +390,7 @@ class ActivityRepository:
                 },
             )
             if matched:
+                self._canonical.put(key, merged)
                 return
         log.warning(
             "activity %s kept changing; this batch's definition was not merged", activity_id

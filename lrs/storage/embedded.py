@@ -36,6 +36,7 @@ _CODEC = CodecOptions(tz_aware=True, tzinfo=datetime.UTC)
 _CHUNK = 256  # documents fetched per round trip while streaming candidates
 _PROBE_CAP = 2000  # index entries counted per plan when choosing between plans
 _MAX_PLANS = 32
+_PLAN_CACHE = 512  # filter shapes whose plan is remembered, per collection
 _LOCK_WAIT_SECONDS = 30  # how long a write waits for another process's write to finish
 
 
@@ -410,6 +411,10 @@ class _Index:
         """The top-level fields the index reads."""
         return {name.split(".", 1)[0] for name in self.fields}
 
+    @functools.cached_property
+    def paths(self) -> list[list[str]]:
+        return [name.split(".") for name in self.fields]
+
     def is_multikey(self, position: int) -> bool:
         return bool(self.multikey >> position & 1)
 
@@ -418,9 +423,9 @@ class _Index:
         values were expanded from arrays."""
         per_field: list[list[tuple[int, Any]]] = []
         expanded = 0
-        for name in self.fields:
+        for parts in self.paths:
             keys: list[tuple[int, Any]] = []
-            values = _values_at(doc, name)
+            values = _path_values(doc, parts)
             if len(values) > 1:
                 expanded |= 1 << len(per_field)
             for value in values:
@@ -517,9 +522,20 @@ class _Plan:
     exact: bool
     ordered: bool
     prefix: int = 0  # leading index fields the constraints seek on
+    numbers: tuple[int, ...] = ()  # per index field, the filter condition used (-1: none)
     order_sql: str = ""
     where_sql: str = ""
     params: list[Any] = field(default_factory=list)
+
+
+def _shape(value: Any) -> Any:
+    """A filter with its values reduced to their types (what planning depends on, apart from
+    the counts it sometimes takes)."""
+    if isinstance(value, dict):
+        return tuple((key, _shape(item)) for key, item in value.items())
+    if isinstance(value, list | tuple):
+        return ("[]", tuple(sorted({repr(_shape(item)) for item in value})))
+    return type(value).__name__
 
 
 def _prefix(constraints: dict[int, _Constraint]) -> int:
@@ -720,11 +736,13 @@ class EmbeddedCollection:
         self.name = name
         self.table = ""
         self.indexes: list[_Index] = []
+        self._plan_cache: dict[Any, tuple[str, tuple[int, ...], int]] = {}
         self.load_metadata()
 
     # --- metadata --------------------------------------------------------------------------
 
     def load_metadata(self) -> None:
+        self._plan_cache = {}
         row = self._db.execute(
             "SELECT tbl FROM collections WHERE name = ?", (self.name,)
         ).fetchone()
@@ -783,6 +801,7 @@ class EmbeddedCollection:
                 "DELETE FROM indexes WHERE collection = ? AND name = ?", (self.name, index.name)
             )
             self.indexes.remove(index)
+            self._plan_cache = {}
             return True
 
     def _add_index(
@@ -809,6 +828,7 @@ class EmbeddedCollection:
         )
         index = _Index(name, fields, unique, table, 0)
         self.indexes.append(index)
+        self._plan_cache = {}
         return index
 
     # --- index maintenance -----------------------------------------------------------------
@@ -827,6 +847,12 @@ class EmbeddedCollection:
         rows: set[tuple[Any, ...]],
         expanded: int,
     ) -> None:
+        self._write_rows(db, index, [(*row, rid) for row in rows], expanded)
+
+    def _write_rows(
+        self, db: sqlite3.Connection, index: _Index, rows: list[tuple[Any, ...]], expanded: int
+    ) -> None:
+        """Index entries, each (key values..., rid)."""
         if expanded & ~index.multikey:
             index.multikey |= expanded
             db.execute(
@@ -835,9 +861,7 @@ class EmbeddedCollection:
             )
         placeholders = ", ".join(["?"] * (2 * len(index.fields) + 1))
         try:
-            db.executemany(
-                f"INSERT INTO {index.table} VALUES ({placeholders})", [(*row, rid) for row in rows]
-            )
+            db.executemany(f"INSERT INTO {index.table} VALUES ({placeholders})", rows)
         except sqlite3.IntegrityError as exc:
             raise DuplicateKeyError(
                 f"E11000 duplicate key error collection: {self.name} index: {index.name}", 11000
@@ -854,6 +878,26 @@ class EmbeddedCollection:
         # milliseconds either way, tuples as arrays; so no decoding here.
         for index in self.indexes:
             self._insert_entries(db, index, rid, doc)
+
+    def _insert_all(self, db: sqlite3.Connection, docs: list[dict[str, Any]]) -> None:
+        """`_insert` for many documents with one statement per table (raises on the first
+        duplicate key; the caller rolls back)."""
+        for doc in docs:
+            if "_id" not in doc:
+                doc["_id"] = ObjectId()
+        first = db.execute(f"SELECT coalesce(max(rid), 0) + 1 FROM {self.table}").fetchone()[0]
+        db.executemany(
+            f"INSERT INTO {self.table} (rid, doc) VALUES (?, ?)",
+            [(first + n, bson.encode(doc)) for n, doc in enumerate(docs)],
+        )
+        for index in self.indexes:
+            rows: list[tuple[Any, ...]] = []
+            expanded = 0
+            for n, doc in enumerate(docs):
+                entries, more = index.entries(doc)
+                expanded |= more
+                rows.extend((*row, first + n) for row in entries)
+            self._write_rows(db, index, rows, expanded)
 
     def _replace(
         self,
@@ -896,22 +940,28 @@ class EmbeddedCollection:
     # --- planning --------------------------------------------------------------------------
 
     def _plans(
-        self, filter: Mapping[str, Any], sort: Sequence[tuple[str, int]] | None
+        self,
+        filter: Mapping[str, Any],
+        sort: Sequence[tuple[str, int]] | None,
+        only: tuple[str, tuple[int, ...]] | None = None,
     ) -> list[_Plan]:
+        """Every plan for the filter (or, with `only`, the one on that index with those
+        conditions: see `_choose`'s cache)."""
         pairs, complete = _conjuncts(filter)
         by_field: dict[str, list[tuple[int, _Constraint]]] = {}
-        planned = 0
         for number, (name, condition) in enumerate(pairs):
             constraint = _constraint(condition)
             if constraint is not None:
                 by_field.setdefault(name, []).append((number, constraint))
-                planned += 1
         plans: list[_Plan] = []
         for index in self.indexes:
-            if index.fields[0] not in by_field:
+            if index.fields[0] not in by_field or (only and only[0] != index.name):
                 continue
             options = [by_field.get(name, [(-1, None)]) for name in index.fields]
             for combo in itertools.islice(itertools.product(*options), _MAX_PLANS):
+                numbers = tuple(number for number, _ in combo)
+                if only and only[1] != numbers:
+                    continue
                 constraints = {
                     position: constraint
                     for position, (_, constraint) in enumerate(combo)
@@ -927,6 +977,7 @@ class EmbeddedCollection:
                     )
                 )
                 plan = _Plan(index, constraints, exact, ordered=False, prefix=_prefix(constraints))
+                plan.numbers = numbers
                 plan.where_sql, plan.params = _where(index, constraints)
                 if sort:
                     plan.ordered, plan.order_sql = self._order(index, sort)
@@ -958,11 +1009,30 @@ class EmbeddedCollection:
     def _choose(
         self, filter: Mapping[str, Any], sort: Sequence[tuple[str, int]] | None, limit: int
     ) -> _Plan | None:
+        # A choice that the filter's shape alone decided (no counting) is remembered for that
+        # shape: the same query with other values gets the same plan without planning again.
+        shape = (_shape(filter), tuple(sort or ()), bool(limit))
+        known = self._plan_cache.get(shape)
+        if known is not None:
+            name, numbers, multikey = known
+            if any(i.name == name and i.multikey == multikey for i in self.indexes):
+                plans = self._plans(filter, sort, only=(name, numbers))
+                if plans:
+                    return plans[0]
+        plan, by_shape = self._decide(filter, sort, limit)
+        if plan is not None and by_shape and len(self._plan_cache) < _PLAN_CACHE:
+            self._plan_cache[shape] = (plan.index.name, plan.numbers, plan.index.multikey)
+        return plan
+
+    def _decide(
+        self, filter: Mapping[str, Any], sort: Sequence[tuple[str, int]] | None, limit: int
+    ) -> tuple[_Plan | None, bool]:
+        """The plan, and whether the filter's shape alone decided it."""
         plans = self._plans(filter, sort)
         if not plans:
-            return None
+            return None, False
         if len(plans) == 1:
-            return plans[0]
+            return plans[0], True
         # Only plans that seek deepest into their index are worth counting (plus, for a sorted
         # and limited query, the ones that yield its order); a fully pinned unique key wins.
         deepest = max(plan.prefix for plan in plans)
@@ -972,19 +1042,26 @@ class EmbeddedCollection:
                 and plan.prefix == len(plan.index.fields)
                 and all(c.single for c in plan.constraints.values())
             ):
-                return plan
+                return plan, True
         plans = [p for p in plans if p.prefix == deepest or (p.ordered and sort and limit)]
         if len(plans) == 1:
-            return plans[0]
-        counted = [(self._count(plan, _PROBE_CAP), plan) for plan in plans]
-        smallest = min(count for count, _ in counted)
+            return plans[0], True
+        # Most constrained first; each count stops as soon as it cannot win (ties still tie).
+        plans.sort(key=lambda plan: -len(plan.constraints))
+        counted = []
+        smallest = _PROBE_CAP
+        for plan in plans:
+            found = self._count(plan, min(_PROBE_CAP, smallest + 1))
+            smallest = min(smallest, found)
+            counted.append((found, plan))
         if smallest >= _PROBE_CAP and sort and limit:
             # Every plan matches many entries: stream one in the requested order and stop early.
             ordered = [plan for _, plan in counted if plan.ordered]
             if ordered:
-                return max(ordered, key=lambda plan: len(plan.constraints))
+                return max(ordered, key=lambda plan: len(plan.constraints)), False
         best = [plan for count, plan in counted if count == smallest]
-        return max(best, key=lambda plan: (plan.ordered, plan.exact, len(plan.constraints)))
+        chosen = max(best, key=lambda plan: (plan.ordered, plan.exact, len(plan.constraints)))
+        return chosen, False
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -1106,6 +1183,17 @@ class EmbeddedCollection:
         refused: list[int] = []
         with self._store.write() as db:
             self._ensure_table(db)
+            if len(docs) > 1:
+                db.execute("SAVEPOINT bulk")
+                try:
+                    self._insert_all(db, docs)
+                    db.execute("RELEASE bulk")
+                    return refused
+                except DuplicateKeyError:
+                    # One at a time instead, to tell which ones were refused.
+                    db.execute("ROLLBACK TO bulk")
+                    db.execute("RELEASE bulk")
+                    self.load_metadata()
             for position, doc in enumerate(docs):
                 db.execute("SAVEPOINT one")
                 try:

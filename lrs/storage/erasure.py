@@ -6,13 +6,19 @@ from __future__ import annotations
 from typing import Any
 
 from lrs.storage.database import Database
+from lrs.storage.statement_docs import term
 
 
 def _targets(store: str, learner: str) -> dict[str, dict[str, Any]]:
     """The documents to erase, per collection, as filters."""
     return {
-        # related_agents covers actor, object, authority, instructor, team and SubStatements.
-        "statements": {"store": store, "related_agents": learner},
+        # related_agents covers actor, object, authority, instructor, team and SubStatements;
+        # its term narrows through the terms index.
+        "statements": {
+            "store": store,
+            "terms": term("related_agents", learner),
+            "related_agents": learner,
+        },
         "documents": {"store": store, "agent": learner},
         "progress": {"store": store, "learner": learner},
         "agents": {"store": store, "key": learner},

@@ -353,8 +353,10 @@ class ProgressRepository:
             [("store", 1), ("learner", 1), ("course", 1), ("module", 1), ("registration", 1)]
         )
         await self.records.create_index([("store", 1), ("course", 1), ("module", 1)])
-        await self.records.create_index([("store", 1), ("updated_key", 1)])
         await self.records.create_index([("store", 1), ("seq", 1)])
+        # Resuming from an SSE id sent before the sequence existed reads by `updated_key`:
+        # rare enough for a scan, and every record write would pay for an index.
+        await self.records.drop_index([("store", 1), ("updated_key", 1)])
 
     async def migrate(self) -> int:
         """Give records written by an earlier version their `key`; returns how many."""
@@ -489,11 +491,8 @@ def module_records_work(store: str, course: str, module: str) -> Work[list[dict[
     return docs
 
 
-def write_record_work(
-    record: dict[str, Any], expected_version: int | None, seq: int
-) -> Work[dict[str, Any] | None]:
-    """Write a record if its version is still `expected_version` (None: must not exist yet);
-    returns what was written, or None when another writer got there first."""
+def stamped(record: dict[str, Any], seq: int, version: int) -> dict[str, Any]:
+    """A record as written: with its change-sequence number, version and write time."""
     updated_key = monotonic_now_micros()
     doc = {
         **record,
@@ -502,19 +501,31 @@ def write_record_work(
         # sequence existed), never for ordering.
         "updated_key": updated_key,
         "updated_at": datetime.fromtimestamp(updated_key / 1e6, UTC).isoformat(),
-        "version": 1 if expected_version is None else expected_version + 1,
+        "version": version,
     }
     doc.pop("_id", None)
-    if expected_version is None:
+    return doc
+
+
+def write_record_work(
+    record: dict[str, Any], previous: dict[str, Any] | None, seq: int
+) -> Work[dict[str, Any] | None]:
+    """Write a record over `previous` (the version read; None: it must not exist yet), if
+    nobody wrote it since; returns what was written, or None when another writer got there
+    first. Only the fields that changed are sent."""
+    if previous is None:
+        doc = stamped(record, seq, 1)
         try:
             yield insert_one(RECORDS, dict(doc))
         except DuplicateKeys:
             return None
         return doc
+    doc = stamped(record, seq, previous["version"] + 1)
+    changes = {name: value for name, value in doc.items() if previous.get(name) != value}
     matched = yield update_one(
         RECORDS,
-        {"store": doc["store"], "key": doc["key"], "version": expected_version},
-        {"$set": doc},
+        {"store": doc["store"], "key": doc["key"], "version": previous["version"]},
+        {"$set": changes},
     )
     return doc if matched else None
 

@@ -58,7 +58,7 @@ from lrs.storage.unit import (
     update_many,
     update_one,
 )
-from lrs.xapi.timestamps import format_timestamp, from_micros
+from lrs.xapi.timestamps import format_micros
 
 STATEMENTS = "statements"
 BATCHES = "statement_batches"
@@ -108,7 +108,7 @@ def commit_batch(
 
 
 def _stamp(statements: list[dict[str, Any]], key: int) -> None:
-    stored = format_timestamp(from_micros(key))
+    stored = format_micros(key)
     for statement in statements:
         statement["stored"] = stored
         statement.setdefault("timestamp", stored)

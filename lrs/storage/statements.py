@@ -17,7 +17,7 @@ from bson import ObjectId
 
 from lrs.storage import outbox
 from lrs.storage.database import Collection, Database
-from lrs.storage.statement_docs import TERM_FIELDS, term, terms
+from lrs.storage.statement_docs import TERM_FIELDS, narrowing_term, term, terms
 from lrs.storage.statement_writes import (
     BATCHES,
     Committed,
@@ -39,6 +39,7 @@ _OBSOLETE_INDEXES = (
     [("store", 1), ("learner", 1), ("related_activities", 1)],
     [("store", 1), ("related_activities", 1), ("learner", 1)],
     [("store", 1), ("related_agents", 1)],
+    [("store", 1), ("voided", 1), ("terms", 1), ("stored_key", -1), ("id", -1)],
 )
 
 
@@ -81,9 +82,8 @@ class StatementRepository:
         # Filtered GETs (and the derivation's reads, and erasure): one multikey index over every
         # filterable value of a statement and of the statements it references; the exact
         # filter is applied on top.
-        await s.create_index(
-            [("store", 1), ("voided", 1), ("terms", 1), ("stored_key", -1), ("id", -1)]
-        )
+        # (`voided` is left to the filter: voided statements are few.)
+        await s.create_index([("store", 1), ("terms", 1), ("stored_key", -1), ("id", -1)])
         await s.create_index([("store", 1), ("authority_key", 1), ("stored_key", -1)])
         await s.create_index([("store", 1), ("ref_target", 1)])
         await s.create_index([("store", 1), ("ref_chain_ids", 1)])
@@ -198,14 +198,14 @@ class StatementRepository:
         if query.agent is not None:
             field = "related_agents" if query.related_agents else "agents"
             match[field] = query.agent
-            wanted.append(term(field, query.agent))
+            wanted.append(narrowing_term(field, query.agent))
         if query.verb is not None:
             match["verb"] = query.verb
             wanted.append(term("verb", query.verb))
         if query.activity is not None:
             field = "related_activities" if query.related_activities else "activity"
             match[field] = query.activity
-            wanted.append(term(field, query.activity))
+            wanted.append(narrowing_term(field, query.activity))
         if query.registration is not None:
             match["registration"] = query.registration.lower()
             wanted.append(term("registration", query.registration.lower()))
@@ -303,7 +303,7 @@ class StatementRepository:
             {
                 "store": store,
                 "voided": False,
-                "terms": term("agents", learner),
+                "terms": narrowing_term("agents", learner),
                 "learner": learner,
                 "related_activities": {"$in": activity_ids},
             },

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from datetime import UTC, datetime, timedelta, timezone
@@ -54,6 +55,24 @@ def parse_timestamp(value: str) -> datetime:
 def format_timestamp(moment: datetime) -> str:
     """UTC, microsecond precision, 'Z' suffix: sortable and accepted by every xAPI client."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+_DAY_MICROS = 86_400_000_000
+
+
+@functools.lru_cache(maxsize=4096)
+def _day(days: int) -> str:
+    return (_EPOCH + timedelta(days=days)).strftime("%Y-%m-%d")
+
+
+def format_micros(micros: int) -> str:
+    """`format_timestamp(from_micros(micros))`, computed without a datetime (hot in the
+    derivation, which keeps moments as microseconds)."""
+    days, rest = divmod(micros, _DAY_MICROS)
+    seconds, fraction = divmod(rest, 1_000_000)
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{_day(days)}T{hours:02d}:{minutes:02d}:{seconds:02d}.{fraction:06d}Z"
 
 
 def to_micros(moment: datetime) -> int:

@@ -16,6 +16,7 @@ inspected), so arbitrarily deep input cannot exhaust the stack.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import math
@@ -190,8 +191,23 @@ def _is_iprivate(cp: int) -> bool:
     return 0xE000 <= cp <= 0xF8FF or 0xF0000 <= cp <= 0xFFFFD or 0x100000 <= cp <= 0x10FFFD
 
 
+_ASCII_RUNS: dict[frozenset[str], re.Pattern[str]] = {}
+
+
+def _ascii_run(extra: frozenset[str]) -> re.Pattern[str]:
+    """The ASCII text `_valid_chars` accepts, as one pattern (most IRIs are ASCII)."""
+    pattern = _ASCII_RUNS.get(extra)
+    if pattern is None:
+        allowed = "".join(sorted(_ASCII_UNRESERVED | _SUB_DELIMS | extra))
+        pattern = re.compile(r"(?:[" + re.escape(allowed) + r"]|%[0-9A-Fa-f]{2})*", re.ASCII)
+        _ASCII_RUNS[extra] = pattern
+    return pattern
+
+
 def _valid_chars(text: str, extra: frozenset[str], *, private: bool = False) -> bool:
     """Every character is iunreserved, a sub-delim, in ``extra`` or part of a %XX escape."""
+    if text.isascii():  # no ucschar or iprivate can occur: the pattern decides
+        return _ascii_run(extra).fullmatch(text) is not None
     i, n = 0, len(text)
     while i < n:
         ch = text[i]
@@ -254,8 +270,12 @@ def is_iri(value: object) -> bool:
     empty string, and IRI values without a scheme; relative references are not IRIs.
     The check is syntactic (RFC 3987 character classes, percent-escapes, authority shape).
     """
-    if not isinstance(value, str):
-        return False
+    # The same ids (verbs, activities, extension keys) come again and again: remembered.
+    return isinstance(value, str) and _is_iri(value)
+
+
+@functools.lru_cache(maxsize=65536)
+def _is_iri(value: str) -> bool:
     colon = value.find(":")
     if colon <= 0 or _SCHEME.fullmatch(value[:colon]) is None:
         return False
@@ -346,7 +366,12 @@ def is_language_tag(value: object) -> bool:
     that no variant and no extension singleton appears twice (sections 2.2.5, 2.2.6). Subtags
     are not looked up in the IANA registry.
     """
-    if not isinstance(value, str) or not value.isascii():
+    return isinstance(value, str) and _is_language_tag(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_language_tag(value: str) -> bool:
+    if not value.isascii():
         return False
     if value.lower() in _GRANDFATHERED or _PRIVATEUSE.fullmatch(value):
         return True
@@ -439,8 +464,14 @@ def _index(path: str, index: int) -> str:
 
 
 def _map_key(path: str, key: object) -> str:
-    text = json.dumps(key, ensure_ascii=False) if isinstance(key, str) else repr(key)
-    return f"{path}[{text}]"
+    if isinstance(key, str):
+        return _string_key(path, key)
+    return f"{path}[{key!r}]"
+
+
+@functools.lru_cache(maxsize=4096)
+def _string_key(path: str, key: str) -> str:
+    return f"{path}[{json.dumps(key, ensure_ascii=False)}]"
 
 
 def _kind(value: object) -> str:
