@@ -25,10 +25,11 @@ from lrs.api import (
     progress,
     statements,
 )
-from lrs.api.errors import XAPIError
+from lrs.api.consistency import consistent_through
+from lrs.api.errors import ErrorBoundary, XAPIError
 from lrs.api.middleware import XAPIMiddleware
 from lrs.config import Settings, get_settings
-from lrs.observability import RequestContextMiddleware
+from lrs.observability import RequestContextMiddleware, loggable_path
 from lrs.services import Services, build_services
 
 log = logging.getLogger("lrs")
@@ -99,11 +100,25 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        # Not reached in practice: the error boundaries below answer first (Starlette's
+        # handler for Exception answers, then re-raises, which closes the connection).
+        log.exception("unhandled error on %s %s", request.method, loggable_path(request.scope))
         return JSONResponse({"error": "internal error"}, status_code=500)
 
+    # Innermost: an exception no handler caught becomes a 500 that still passes through the
+    # middleware below (version and Consistent-Through headers, CORS, request id).
+    app.add_middleware(ErrorBoundary)
+
+    async def statements_consistent_through() -> str:
+        return await consistent_through(services)
+
     # Order: CORS outermost so that preflights and errors carry CORS headers.
-    app.add_middleware(XAPIMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        XAPIMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        default_version=settings.default_xapi_version,
+        consistent_through=statements_consistent_through,
+    )
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
@@ -114,4 +129,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     )
     # Outermost: every response, errors and CORS preflights included, gets a request id.
     app.add_middleware(RequestContextMiddleware, metrics=services.metrics)
+    # The last resort, should a middleware itself fail: a bare 500 instead of a closed
+    # connection.
+    app.add_middleware(ErrorBoundary)
     return app

@@ -48,6 +48,10 @@ class Settings(BaseSettings):
 
     cors_origins: list[str] = Field(default_factory=lambda: ["*"])
 
+    # The xAPI version assumed for a request without X-Experience-API-Version (the version
+    # header of its 400 answer, and of the other routes' responses).
+    default_xapi_version: str = Field(default="2.0.0", pattern=r"^(1\.0\.[0-3]|2\.0\.0)$")
+
     # How long a verified secret is trusted from memory before the slow hash is checked again.
     auth_cache_seconds: float = 60.0
 

@@ -17,6 +17,24 @@ request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request
 
 # Header names whose values never reach a log line.
 _SECRET_HEADERS = {"authorization", "cookie", "proxy-authorization"}
+# Paths that carry a learner (an e-mail address, an account name): logged as their route
+# template, never as sent.
+_LEARNER_PATHS = {"/progress/learners/": "/progress/learners/{rest:path}"}
+
+
+def route_template(scope: MutableMapping[str, Any]) -> str | None:
+    """The template of the route that served the request (None before routing or unmatched)."""
+    return getattr(scope.get("route"), "path", None)
+
+
+def loggable_path(scope: MutableMapping[str, Any]) -> str:
+    """The request path as logs may show it: the raw path, except for paths that carry a
+    learner, which show their route template."""
+    path: str = scope.get("path", "")
+    for prefix, template in _LEARNER_PATHS.items():
+        if path.startswith(prefix):
+            return template
+    return path
 
 
 class JsonFormatter(logging.Formatter):
@@ -138,19 +156,20 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            template = route_template(scope) or "unmatched"
             self.metrics.requests.labels(template, scope["method"], str(status)).inc()
             self.metrics.latency.labels(template).observe(elapsed)
+            path = loggable_path(scope)
             access_log.info(
                 "%s %s %s",
                 scope["method"],
-                scope["path"],
+                path,
                 status,
                 extra={
                     "fields": {
                         "method": scope["method"],
-                        "path": scope["path"],
+                        "path": path,
+                        "route": template,
                         "status": status,
                         "duration_ms": round(elapsed * 1000, 2),
                         "client": (scope.get("client") or ("", 0))[0],

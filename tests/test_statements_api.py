@@ -34,8 +34,8 @@ async def test_version_header_required(lrs: LRS) -> None:
     response = await lrs.client.get("/xapi/statements")
     assert response.status_code == 400
     assert "X-Experience-API-Version" in response.json()["error"]
-    # ...and the error response still carries the version header.
-    assert response.headers["X-Experience-API-Version"] == "1.0.3"
+    # ...and the error response still carries the version header (LRS_DEFAULT_XAPI_VERSION).
+    assert response.headers["X-Experience-API-Version"] == "2.0.0"
 
 
 @pytest.mark.parametrize("version", ["0.95", "0.9", "1.1.0", "3.0.0", "banana"])

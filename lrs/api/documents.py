@@ -34,6 +34,7 @@ from lrs.storage.documents import (
     StoredDocument,
     sha1_hex,
 )
+from lrs.xapi import jsontext
 from lrs.xapi.agents import agent_key
 from lrs.xapi.timestamps import TimestampError, from_micros, parse_timestamp, to_micros
 from lrs.xapi.validation import is_iri, is_uuid
@@ -272,15 +273,12 @@ def _media_type(content_type: str) -> str:
 
 
 def _parse_json(content: bytes, what: str) -> Any:
-    def reject_constant(name: str) -> Any:
-        raise ValueError(f"{name} is not valid JSON")
-
+    """A JSON document through the strict parser. Documents are kept byte for byte, so a lone
+    surrogate escape ("\\ud800") is allowed: it stays escaped, and the text stays JSON."""
     try:
-        return json.loads(content.decode("utf-8"), parse_constant=reject_constant)
-    except UnicodeDecodeError as exc:
-        raise bad_request(f"{what} is declared application/json but is not UTF-8") from exc
-    except (ValueError, RecursionError) as exc:
-        raise bad_request(f"{what} is declared application/json but is not JSON: {exc}") from exc
+        return jsontext.loads(content, what, lone_surrogates=True)
+    except jsontext.JSONTextError as exc:
+        raise bad_request(f"{what} is declared application/json but refused: {exc}") from exc
 
 
 async def _read_body(request: Request) -> NewContent:
