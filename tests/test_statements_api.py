@@ -574,7 +574,7 @@ async def test_formats_ids_and_canonical(lrs: LRS) -> None:
     (statement_id,) = (await post(lrs, statement())).json()
     ids = (await get(lrs, statementId=statement_id, format="ids")).json()
     assert ids["actor"] == {"objectType": "Agent", "mbox": "mailto:learner@example.com"}
-    assert ids["object"] == {"objectType": "Activity", "id": "http://example.com/activities/intro"}
+    assert ids["object"] == {"id": "http://example.com/activities/intro"}
     assert ids["verb"] == {"id": "http://adlnet.gov/expapi/verbs/experienced"}
     canonical = await lrs.client.get(
         "/xapi/statements",

@@ -366,12 +366,15 @@ class StatementRepository:
     # references (transitively), so "statements referencing a match" is one indexed query.
 
     async def _chain(self, store: str, target: str | None) -> list[dict[str, Any]]:
+        # A voided target stays in the chain: statements targeting it, the voiding statement
+        # included, still match filters through it (Communication 2.1.4.s1.b2); the voided
+        # statement itself is never returned.
         chain: list[dict[str, Any]] = []
         seen: set[str] = set()
         while target and target not in seen and len(chain) < _MAX_REFERENCE_DEPTH:
             seen.add(target)
             doc = await self.statements.find_one({"store": store, "id": target})
-            if doc is None or doc["voided"]:
+            if doc is None:
                 break
             chain.append({"id": doc["id"], **{k: doc[k] for k in _SUMMARY_FIELDS}})
             target = doc["ref_target"]
@@ -392,11 +395,15 @@ class StatementRepository:
         for field in ("ref_target", "ref_chain_ids"):
             for doc in await self.statements.find(
                 {"store": store, field: {"$in": changed_ids}},
-                projection={"id": 1, **{name: 1 for name in _SUMMARY_FIELDS}},
+                projection={"id": 1, "ref_chain_ids": 1, **{name: 1 for name in _SUMMARY_FIELDS}},
             ):
                 referrers[doc["_id"]] = doc
         for doc in referrers.values():
             chain = await self._chain(store, doc["ref_target"])
+            if [link["id"] for link in chain] == doc.get("ref_chain_ids"):
+                # Statements are immutable: the same links summarise the same statements
+                # (voiding one changes no chain).
+                continue
             await self.statements.update_one(
                 {"_id": doc["_id"]},
                 {
