@@ -14,6 +14,7 @@ from typing import Any
 
 from bson import ObjectId
 
+from lrs.storage.attachments import AttachmentRepository
 from lrs.storage.database import Collection, Database, DuplicateKeys
 from lrs.xapi.agents import (
     agent_key,
@@ -230,10 +231,7 @@ class StatementRepository:
         return clauses[0] if len(clauses) == 1 else {"$and": clauses}
 
     async def get_attachments(self, store: str, sha2s: Iterable[str]) -> list[dict[str, Any]]:
-        wanted = sorted(set(sha2s))
-        if not wanted:
-            return []
-        return await self.attachments.find({"store": store, "sha2": {"$in": wanted}})
+        return await AttachmentRepository(self.attachments).get_many(store, sha2s)
 
     # --- writes ----------------------------------------------------------------------------
 
@@ -251,6 +249,9 @@ class StatementRepository:
         different content raises StatementConflict and nothing of the batch stays stored.
         Returns the statements that were newly stored.
         """
+        # Attachments first (content-addressed, idempotent): a statement is never stored
+        # without its attachments, and a retry of a request that failed half way completes it.
+        await self._store_attachments(store, attachments)
         existing = await self.find_by_ids(store, (s["id"] for s in statements))
         fresh = self._drop_equivalent(statements, existing, equivalent)
         if not fresh:
@@ -288,7 +289,6 @@ class StatementRepository:
                 {"store": store, "id": {"$in": sorted(late)}, "voids": None},
                 {"$set": {"voided": True}},
             )
-        await self._store_attachments(store, attachments)
         await self._apply_voiding(store, fresh)
         await self._refresh_referrers(store, [s["id"] for s in fresh])
         return fresh
@@ -343,12 +343,9 @@ class StatementRepository:
     async def _store_attachments(
         self, store: str, attachments: Iterable[tuple[str, str, bytes]]
     ) -> None:
+        repository = AttachmentRepository(self.attachments)
         for sha2, content_type, data in attachments:
-            await self.attachments.update_one(
-                {"store": store, "sha2": sha2},
-                {"$setOnInsert": {"content_type": content_type, "data": data}},
-                upsert=True,
-            )
+            await repository.put(store, sha2, content_type, data)
 
     async def _apply_voiding(self, store: str, fresh: list[dict[str, Any]]) -> None:
         targets = [_reference_target(s) for s in fresh if is_voiding(s)]
