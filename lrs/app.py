@@ -19,6 +19,7 @@ from lrs.api import (
     activities,
     admin,
     courses,
+    credentials,
     documents,
     federation,
     operations,
@@ -31,6 +32,7 @@ from lrs.api.middleware import XAPIMiddleware
 from lrs.config import Settings, get_settings
 from lrs.observability import RequestContextMiddleware, loggable_path
 from lrs.services import Services, build_services
+from lrs.throttle import FailureThrottle
 
 log = logging.getLogger("lrs")
 
@@ -57,6 +59,13 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     settings = settings or get_settings()
     owns_services = services is None
     services = services or build_services(settings)
+    # Failed logins are counted where every API process sees them (Redis), else in memory.
+    services.authenticator.throttle = FailureThrottle(
+        settings.auth_failures_per_key,
+        settings.auth_failures_per_address,
+        settings.redis_url,
+        namespace=settings.database,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -77,6 +86,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(courses.router)
     app.include_router(progress.router)
     app.include_router(admin.router)
+    app.include_router(credentials.router)
     app.include_router(federation.router)
     # The progress dashboard: static files, no build step (lrs/dashboard/).
     app.mount("/dashboard", StaticFiles(directory=_DASHBOARD, html=True), name="dashboard")
