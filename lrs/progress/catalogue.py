@@ -205,13 +205,20 @@ def parse_cmi5_course(xml: bytes, profile: str = "cmi5") -> Course:
 
 
 def _block_items(block: ET.Element) -> list[Item]:
+    """The AUs of a block and of the blocks nested in it, in document order. Iterative: blocks
+    nested thousands deep are just many blocks, not a recursion limit."""
     items: list[Item] = []
-    for child in block:
+    pending = [iter(block)]
+    while pending:
+        child = next(pending[-1], None)
+        if child is None:
+            pending.pop()
+            continue
         name = _local(child.tag)
         if name == "au":
             items.append(_au_item(child))
         elif name == "block":
-            items.extend(_block_items(child))
+            pending.append(iter(child))
     return items
 
 

@@ -35,7 +35,7 @@ INT64_MAX = 2**63 - 1
 # Whitespace JSON allows between tokens (removed for the member count below).
 _WHITESPACE = b" \t\n\r"
 # A \u escape of a UTF-16 surrogate (D800-DFFF); a hit only triggers the exact check.
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abAB]")
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _CONTAINERS = (dict, list)
 
 
