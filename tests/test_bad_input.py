@@ -374,7 +374,6 @@ async def test_statement_over_16_mib_stored_is_413_before_anything_is_written(
 ) -> None:
     """Communication 3.2.s3.b11: a statement whose stored document would exceed 16 MiB (what
     MongoDB holds) is a 413 on every back end, and nothing of its batch is stored."""
-    lrs.services.settings.max_body_bytes = 64 * 1024 * 1024  # the body limit is not the point
     activities = [{"id": f"http://example.com/a/{i:07d}"} for i in range(220_000)]
     big = statement(context={"contextActivities": {"other": activities}})
     small = statement()
