@@ -32,6 +32,7 @@ from lrs.storage.credentials import (
     unknown_key_hash,
     verify_secret,
 )
+from lrs.storage.database import urgent_storage_calls
 from lrs.throttle import FailureThrottle
 
 # Scopes from xAPI practice plus the product's own.
@@ -119,7 +120,13 @@ class Authenticator:
         self.throttle = throttle or FailureThrottle()
         self._pepper = secrets.token_bytes(16)
         self._verified: dict[str, _Verified] = {}
-        self._revision = SharedRead(repository.revision)
+        self._revision = SharedRead(self._read_revision)
+
+    async def _read_revision(self) -> int:
+        # Every request waits for this read (it runs in a task of its own, SharedRead): on the
+        # embedded store it goes ahead of queued requests, which cannot start without it.
+        urgent_storage_calls()
+        return await self.repository.revision()
 
     def _fingerprint(self, secret: str) -> bytes:
         return hashlib.sha256(self._pepper + secret.encode()).digest()
