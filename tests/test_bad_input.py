@@ -24,9 +24,10 @@ from hypothesis import strategies as st
 
 from lrs.api.middleware import XAPIMiddleware
 from lrs.api.paths import INT64_MAX, nonnegative_int
+from lrs.app import create_app
 from lrs.xapi import jsontext
 from lrs.xapi.sizes import MAX_DOCUMENT_BYTES
-from tests.conftest import LRS, statement
+from tests.conftest import LRS, basic_auth, make_settings, statement
 
 DEEP = 5000  # beyond any recursion limit
 DEEP_ARRAY = "[" * DEEP + "]" * DEEP
@@ -83,11 +84,13 @@ _SCALARS = st.one_of(
     st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=8),
 )
 _KEYS = st.text(alphabet=st.sampled_from('ab":\\ \n{}[],'), max_size=4)
-_JSON = st.recursive(
-    _SCALARS,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_KEYS, inner, max_size=4),
-    max_leaves=20,
-)
+
+
+def _containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(inner, max_size=4) | st.dictionaries(_KEYS, inner, max_size=4)
+
+
+_JSON = st.recursive(_SCALARS, _containers, max_leaves=20)
 
 
 def _spaced(value: Any, gaps: Iterator[str], duplicate: list[bool]) -> str:
@@ -362,7 +365,7 @@ async def test_alternate_syntax_and_content_length_bad_input_no_5xx(lrs: LRS) ->
             "query_string": b"",
         }
         await middleware(scope, receive, capture)
-        assert sent[0]["status"] == (400 if length != str(2**64) else 400), length
+        assert sent[0]["status"] == (413 if length.isascii() and length.isdigit() else 400), length
     assert await fingerprint(lrs) == before
 
 
@@ -443,9 +446,6 @@ def _exchange(conn: socket.socket, path: str, auth: str) -> tuple[int, dict[str,
 
 
 def _served(tmp_path: Any) -> tuple[Any, str]:
-    from lrs.app import create_app
-    from tests.conftest import basic_auth, make_settings
-
     settings = make_settings("memory", tmp_path, admin_key="k", admin_secret="s")
     return create_app(settings), basic_auth("k", "s")
 

@@ -119,11 +119,12 @@ class XAPIMiddleware:
 
         declared = _header(scope, "content-length")
         if declared is not None:
-            length = nonnegative_int(declared.strip())
-            if length is None:
+            text = declared.strip()
+            length = nonnegative_int(text)
+            if length is None and not (text.isascii() and text.isdigit()):
                 await _error(send_with_version, 400, "the Content-Length header is not a number")
                 return
-            if length > self.max_body_bytes:
+            if length is None or length > self.max_body_bytes:  # None: beyond 64 bits
                 await _error(
                     send_with_version, 413, f"request body exceeds {self.max_body_bytes} bytes"
                 )
