@@ -11,6 +11,7 @@ once everywhere.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -101,7 +102,8 @@ class CredentialRepository:
         }
         doc = {
             "key": key,
-            "secret_hash": hash_secret(secret),
+            # scrypt takes tens of milliseconds: on a thread, not on the event loop.
+            "secret_hash": await asyncio.to_thread(hash_secret, secret),
             "store": store,
             "scopes": sorted(set(scopes)),
             "name": name,
@@ -118,14 +120,13 @@ class CredentialRepository:
         if current is None:
             await self.create(store, scopes, name, key=key, secret=secret)
             return
-        if not verify_secret(secret, current["secret_hash"]) or set(current["scopes"]) != set(
-            scopes
-        ):
+        same_secret = await asyncio.to_thread(verify_secret, secret, current["secret_hash"])
+        if not same_secret or set(current["scopes"]) != set(scopes):
             await self.collection.update_one(
                 {"key": key},
                 {
                     "$set": {
-                        "secret_hash": hash_secret(secret),
+                        "secret_hash": await asyncio.to_thread(hash_secret, secret),
                         "scopes": sorted(set(scopes)),
                         "store": store,
                         "revoked": False,
