@@ -22,6 +22,7 @@ from lrs.api import (
     activities,
     admin,
     courses,
+    credentials,
     docs,
     documents,
     federation,
@@ -30,11 +31,13 @@ from lrs.api import (
     progress,
     statements,
 )
-from lrs.api.errors import XAPIError
+from lrs.api.consistency import consistent_through
+from lrs.api.errors import ErrorBoundary, XAPIError
 from lrs.api.middleware import XAPIMiddleware
 from lrs.config import Settings, get_settings
-from lrs.observability import RequestContextMiddleware
+from lrs.observability import RequestContextMiddleware, loggable_path
 from lrs.services import Services, build_services
+from lrs.throttle import FailureThrottle
 
 log = logging.getLogger("lrs")
 
@@ -61,6 +64,13 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     settings = settings or get_settings()
     owns_services = services is None
     services = services or build_services(settings)
+    # Failed logins are counted where every API process sees them (Redis), else in memory.
+    services.authenticator.throttle = FailureThrottle(
+        settings.auth_failures_per_key,
+        settings.auth_failures_per_address,
+        settings.redis_url,
+        namespace=settings.database,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -92,6 +102,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(courses.router)
     app.include_router(progress.router)
     app.include_router(admin.router)
+    app.include_router(credentials.router)
     app.include_router(federation.router)
     # The progress dashboard: static files, no build step (lrs/dashboard/).
     app.mount("/dashboard", StaticFiles(directory=_DASHBOARD, html=True), name="dashboard")
@@ -122,11 +133,25 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        # Not reached in practice: the error boundaries below answer first (Starlette's
+        # handler for Exception answers, then re-raises, which closes the connection).
+        log.exception("unhandled error on %s %s", request.method, loggable_path(request.scope))
         return JSONResponse({"error": "internal error"}, status_code=500)
 
+    # Innermost: an exception no handler caught becomes a 500 that still passes through the
+    # middleware below (version and Consistent-Through headers, CORS, request id).
+    app.add_middleware(ErrorBoundary)
+
+    async def statements_consistent_through() -> str:
+        return await consistent_through(services)
+
     # Order: CORS outermost so that preflights and errors carry CORS headers.
-    app.add_middleware(XAPIMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        XAPIMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        default_version=settings.default_xapi_version,
+        consistent_through=statements_consistent_through,
+    )
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
@@ -139,6 +164,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.add_middleware(
         RequestContextMiddleware, metrics=services.metrics, routes=lambda: route_table(app)
     )
+    # The last resort, should a middleware itself fail: a bare 500 instead of a closed
+    # connection.
+    app.add_middleware(ErrorBoundary)
     return app
 
 

@@ -1,17 +1,39 @@
-"""HTTP Basic authentication and scope checks."""
+"""HTTP Basic authentication and scope checks.
+
+Every request is checked against the store, cheaply:
+- a secret verified once (scrypt, slow on purpose) is remembered in memory as a peppered
+  SHA-256 fingerprint, and trusted while the credentials revision has not changed (a revocation
+  or a replaced secret bumps it, lrs.storage.credentials) and for at most
+  LRS_AUTH_CACHE_SECONDS; so the hot path costs a hash and one read of the revision, a read that
+  requests arriving at the same moment share;
+- the slow hash runs on a small thread pool, never on the event loop, and an unknown key is
+  checked against a dummy hash so that it costs what a known key costs;
+- failed attempts are throttled per key and per client address (lrs.throttle): 429 with
+  Retry-After.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import concurrent.futures
 import hashlib
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from fastapi import Request
 
 from lrs.api.errors import XAPIError
-from lrs.storage.credentials import Credential, CredentialRepository, verify_secret
+from lrs.storage.credentials import (
+    Credential,
+    CredentialRepository,
+    unknown_key_hash,
+    verify_secret,
+)
+from lrs.storage.database import urgent_storage_calls
+from lrs.throttle import FailureThrottle
 
 # Scopes from xAPI practice plus the product's own.
 KNOWN_SCOPES = frozenset(
@@ -30,42 +52,139 @@ KNOWN_SCOPES = frozenset(
     }
 )
 
+# scrypt takes 16 MiB and tens of milliseconds per check: two at a time, off the event loop.
+_VERIFIER = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="lrs-auth")
+
 
 @dataclass
-class _CacheEntry:
+class _Verified:
     fingerprint: bytes
     credential: Credential
+    secret_hash: str
+    revision: int
     expires: float
 
 
-class Authenticator:
-    """Checks Basic credentials; remembers verified secrets briefly so the slow hash is not
-    computed on every request."""
+class SharedRead:
+    """Reads a value for many concurrent callers with at most one read in flight: a caller
+    gets the result of a read that started after it asked (so it never sees a value older than
+    its own request), sharing it with everyone who asked while the previous read ran."""
 
-    def __init__(self, repository: CredentialRepository, cache_seconds: float) -> None:
+    def __init__(self, read: Callable[[], Awaitable[int]]) -> None:
+        self._read = read
+        self._running: asyncio.Task[None] | None = None
+        self._next: asyncio.Future[int] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def get(self) -> int:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # a new event loop (tests): nothing carries over
+            self._loop, self._running, self._next = loop, None, None
+        if self._next is None:
+            self._next = loop.create_future()
+            waiter = self._next
+            if self._running is None:
+                self._start()
+        else:
+            waiter = self._next
+        return await asyncio.shield(waiter)
+
+    def _start(self) -> None:
+        waiter, self._next = self._next, None
+        assert waiter is not None
+        self._running = asyncio.ensure_future(self._read_into(waiter))
+
+    async def _read_into(self, waiter: asyncio.Future[int]) -> None:
+        try:
+            waiter.set_result(await self._read())
+        except Exception as exc:
+            waiter.set_exception(exc)
+            waiter.exception()  # retrieved: a caller that went away leaves no warning
+        finally:
+            self._running = None
+            if self._next is not None:
+                self._start()
+
+
+class Authenticator:
+    """Checks Basic credentials (see the module docstring)."""
+
+    def __init__(
+        self,
+        repository: CredentialRepository,
+        cache_seconds: float,
+        throttle: FailureThrottle | None = None,
+    ) -> None:
         self.repository = repository
         self.cache_seconds = cache_seconds
+        self.throttle = throttle or FailureThrottle()
         self._pepper = secrets.token_bytes(16)
-        self._cache: dict[str, _CacheEntry] = {}
+        self._verified: dict[str, _Verified] = {}
+        self._revision = SharedRead(self._read_revision)
+
+    async def _read_revision(self) -> int:
+        # Every request waits for this read (it runs in a task of its own, SharedRead): on the
+        # embedded store it goes ahead of queued requests, which cannot start without it.
+        urgent_storage_calls()
+        return await self.repository.revision()
 
     def _fingerprint(self, secret: str) -> bytes:
         return hashlib.sha256(self._pepper + secret.encode()).digest()
 
-    async def authenticate(self, authorization: str | None) -> Credential:
-        key, secret = _parse_basic(authorization)
+    async def authenticate(
+        self, authorization: str | None, client: str | None = None
+    ) -> Credential:
+        try:
+            key, secret = _parse_basic(authorization)
+        except XAPIError:
+            await self._refuse(None, client, count=authorization is not None)
+            raise
+        wait = await self.throttle.retry_after(key, client)
+        if wait is not None:
+            raise XAPIError(
+                429,
+                "too many failed authentication attempts; try again later",
+                headers={"Retry-After": str(wait)},
+            )
+        revision = await self._revision.get()
         fingerprint = self._fingerprint(secret)
-        entry = self._cache.get(key)
         now = time.monotonic()
-        if entry and entry.expires > now and secrets.compare_digest(entry.fingerprint, fingerprint):
-            return entry.credential
+        known = self._verified.get(key)
+        if known is not None and not secrets.compare_digest(known.fingerprint, fingerprint):
+            known = None
+        if known is not None and known.revision == revision and known.expires > now:
+            return known.credential
         found = await self.repository.lookup(key)
-        if found is None or found[0].revoked or not verify_secret(secret, found[1]):
-            raise XAPIError(401, "invalid credentials", headers=_CHALLENGE)
-        self._cache[key] = _CacheEntry(fingerprint, found[0], now + self.cache_seconds)
-        return found[0]
+        if found is None:
+            await _verify(secret, unknown_key_hash())  # same cost as a known key
+            return await self._refuse(key, client)
+        credential, secret_hash = found
+        if credential.revoked:
+            await _verify(secret, secret_hash)
+            self._verified.pop(key, None)
+            return await self._refuse(key, client)
+        # Verified before under an older revision, and the secret's hash is unchanged: the
+        # fingerprint still proves the secret, no slow hash needed.
+        same = known is not None and known.secret_hash == secret_hash and known.expires > now
+        if not same and not await _verify(secret, secret_hash):
+            return await self._refuse(key, client)
+        self._verified[key] = _Verified(
+            fingerprint, credential, secret_hash, revision, now + self.cache_seconds
+        )
+        return credential
+
+    async def _refuse(self, key: str | None, client: str | None, count: bool = True) -> Credential:
+        if count:
+            await self.throttle.failed(key, client)
+        raise XAPIError(401, "invalid credentials", headers=_CHALLENGE)
 
     def forget(self, key: str) -> None:
-        self._cache.pop(key, None)
+        self._verified.pop(key, None)
+
+
+async def _verify(secret: str, secret_hash: str) -> bool:
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_VERIFIER, verify_secret, secret, secret_hash)
 
 
 _CHALLENGE = {"WWW-Authenticate": 'Basic realm="xAPI"'}
@@ -105,6 +224,7 @@ def require_scope(credential: Credential, *accepted: str) -> None:
 async def current_credential(request: Request) -> Credential:
     """FastAPI dependency: the authenticated credential of this request."""
     authenticator: Authenticator = request.app.state.services.authenticator
-    credential = await authenticator.authenticate(request.headers.get("authorization"))
+    client = request.client.host if request.client else None
+    credential = await authenticator.authenticate(request.headers.get("authorization"), client)
     request.state.credential = credential
     return credential

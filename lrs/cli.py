@@ -9,21 +9,22 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from lrs.auth import KNOWN_SCOPES
 from lrs.config import get_settings
+from lrs.credential_admin import (
+    CredentialRequestError,
+    create_credential,
+    list_credentials,
+    parse_scopes,
+    revoke_credential,
+)
 from lrs.services import build_services
 
 
 def _scopes(text: str) -> list[str]:
-    scopes = [s.strip() for s in text.replace(" ", ",").split(",") if s.strip()]
-    unknown = [s for s in scopes if s not in KNOWN_SCOPES]
-    if unknown:
-        raise argparse.ArgumentTypeError(
-            f"unknown scope(s) {', '.join(unknown)}; known: {', '.join(sorted(KNOWN_SCOPES))}"
-        )
-    if not scopes:
-        raise argparse.ArgumentTypeError("at least one scope is required")
-    return scopes
+    try:
+        return parse_scopes(text)
+    except CredentialRequestError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -121,21 +122,25 @@ async def _credentials(args: argparse.Namespace) -> int:
     try:
         await services.credentials.ensure_indexes()
         if args.action == "create":
-            credential, secret = await services.credentials.create(
-                args.store, args.scopes, args.name
-            )
+            try:
+                credential, secret = await create_credential(
+                    services.credentials, args.store, args.scopes, args.name
+                )
+            except CredentialRequestError as exc:
+                print(f"lrs credentials create: {exc}", file=sys.stderr)
+                return 2
             print(f"key:    {credential.key}")
             print(f"secret: {secret}")
             print(f"store:  {credential.store}")
             print(f"scopes: {','.join(sorted(credential.scopes))}")
             print("The secret is shown only now; store it safely.", file=sys.stderr)
         elif args.action == "list":
-            for credential in await services.credentials.list(args.store):
+            for credential in await list_credentials(services.credentials, args.store):
                 state = "revoked" if credential.revoked else "active"
                 scopes = ",".join(sorted(credential.scopes))
                 print(f"{credential.key}\t{credential.store}\t{state}\t{scopes}\t{credential.name}")
         elif args.action == "revoke":
-            if not await services.credentials.revoke(args.key):
+            if not await revoke_credential(services.credentials, args.key):
                 print(f"no credential with key {args.key}", file=sys.stderr)
                 return 1
             print(f"revoked {args.key}")

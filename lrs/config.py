@@ -58,8 +58,19 @@ class Settings(BaseSettings):
 
     cors_origins: list[str] = Field(default_factory=lambda: ["*"])
 
-    # How long a verified secret is trusted from memory before the slow hash is checked again.
+    # The xAPI version assumed for a request without X-Experience-API-Version (the version
+    # header of its 400 answer, and of the other routes' responses).
+    default_xapi_version: str = Field(default="2.0.0", pattern=r"^(1\.0\.[0-3]|2\.0\.0)$")
+
+    # A verified secret is trusted from memory while the credentials revision is unchanged (a
+    # revocation bumps it, so it takes effect at once in every process), and at most this long
+    # before the slow hash is checked again.
     auth_cache_seconds: float = 60.0
+    # Failed authentication attempts allowed per credential key and per client address (moving
+    # windows, `limits` notation such as "20/minute"); beyond them 429 with Retry-After. Counted
+    # in Redis when LRS_REDIS_URL is set (shared by all API processes), else in memory.
+    auth_failures_per_key: str = "20/minute"
+    auth_failures_per_address: str = "60/minute"
 
     # Federation (design notes section 7): forwarding to destinations, pulling from sources.
     # Fernet keys or passphrases (comma-separated; the first encrypts, all decrypt) protecting

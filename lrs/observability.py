@@ -17,6 +17,19 @@ request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request
 
 # Header names whose values never reach a log line.
 _SECRET_HEADERS = {"authorization", "cookie", "proxy-authorization"}
+# Paths that carry a learner (an e-mail address, an account name): logged as their route
+# template, never as sent.
+_LEARNER_PATHS = {"/progress/learners/": "/progress/learners/{rest:path}"}
+
+
+def loggable_path(scope: MutableMapping[str, Any]) -> str:
+    """The request path as logs may show it: the raw path, except for paths that carry a
+    learner, which show their route template."""
+    path: str = scope.get("path", "")
+    for prefix, template in _LEARNER_PATHS.items():
+        if path.startswith(prefix):
+            return template
+    return path
 
 
 class JsonFormatter(logging.Formatter):
@@ -158,15 +171,17 @@ class RequestContextMiddleware:
             template = route_template(scope, request_line, self.routes)
             self.metrics.requests.labels(template, scope["method"], str(status)).inc()
             self.metrics.latency.labels(template).observe(elapsed)
+            path = loggable_path(scope)
             access_log.info(
                 "%s %s %s",
                 scope["method"],
-                scope["path"],
+                path,
                 status,
                 extra={
                     "fields": {
                         "method": scope["method"],
-                        "path": scope["path"],
+                        "path": path,
+                        "route": template,
                         "status": status,
                         "duration_ms": round(elapsed * 1000, 2),
                         "client": (scope.get("client") or ("", 0))[0],

@@ -67,10 +67,20 @@ async def test_put_then_get(lrs: LRS, version: str) -> None:
     assert response.headers["Last-Modified"].endswith("GMT")
 
 
-async def test_put_without_precondition_creates_absent_document(lrs: LRS) -> None:
-    """3.1.s4.b13 applies only to a resource that already exists: a plain PUT creates."""
+@pytest.mark.parametrize("version", ["1.0.3", "2.0.0"])
+async def test_put_without_precondition_on_missing_document_is_400_communication_3_1(
+    lrs: LRS, version: str
+) -> None:
+    """1.0.3 3.1.s3.b1 (and 2.0.0's requirements for Learning Record Providers): a PUT to a
+    profile resource MUST carry If-Match or If-None-Match. Without either, on a document that
+    does not exist yet, the LRS answers 400 naming the headers, and creates nothing."""
+    lrs.client.headers["X-Experience-API-Version"] = version
     response = await send(lrs, "PUT", {"a": 1})
-    assert response.status_code == 204
+    assert response.status_code == 400
+    message = response.json()["error"]
+    assert "If-Match" in message and "If-None-Match" in message
+    assert (await get(lrs)).status_code == 404
+    assert (await send(lrs, "PUT", {"a": 1}, {"If-None-Match": "*"})).status_code == 204
     assert (await get(lrs)).json() == {"a": 1}
 
 
@@ -241,7 +251,10 @@ async def test_scopes(lrs: LRS, scopes: list[str], can_read: bool, can_write: bo
     response = await lrs.client.get(PATH, params=params(), headers=headers)
     assert response.status_code == (200 if can_read else 403)
     response = await lrs.client.put(
-        PATH, params=params(profileId="new"), json={"v": 2}, headers=headers
+        PATH,
+        params=params(profileId="new"),
+        json={"v": 2},
+        headers={**headers, "If-None-Match": "*"},
     )
     assert response.status_code == (204 if can_write else 403)
     response = await lrs.client.delete(PATH, params=params(), headers=headers)

@@ -64,7 +64,7 @@ async def test_put_then_get(lrs: LRS, version: str) -> None:
 async def test_profiles_belong_to_the_agent_identifier(lrs: LRS) -> None:
     """2.6.s3: documents are stored in the context of the Agent, identified by its IFI: the
     same account with another name is the same Agent; another account is not."""
-    await send(lrs, "PUT", {"a": 1})
+    await send(lrs, "PUT", {"a": 1}, {"If-None-Match": "*"})
     same = json.dumps({**AGENT, "name": "A Name"})
     assert (await get(lrs, agent=same)).json() == {"a": 1}
     other = json.dumps({"account": {"homePage": "http://lms.example.com", "name": "43"}})
@@ -75,7 +75,9 @@ async def test_identified_group_identifier_can_hold_profiles(lrs: LRS) -> None:
     """2.6.s3 note: a Learning Record Provider may store data against an Identified Group by
     using the Group's identifier within an Agent Object; both forms name the same profiles."""
     group = {"objectType": "Group", "mbox": "mailto:team@example.com"}
-    response = await send(lrs, "PUT", {"team": True}, agent=json.dumps(group))
+    response = await send(
+        lrs, "PUT", {"team": True}, {"If-None-Match": "*"}, agent=json.dumps(group)
+    )
     assert response.status_code == 204
     as_agent = json.dumps({"mbox": "mailto:team@example.com"})
     assert (await get(lrs, agent=as_agent)).json() == {"team": True}
@@ -114,11 +116,11 @@ async def test_post_merge_and_delete(lrs: LRS) -> None:
 async def test_list_ids_with_since(lrs: LRS) -> None:
     """2.6.s4: GET without profileId returns the Agent's profile ids; `since` keeps those
     stored or updated after it (exclusive); 2.2.s6.b2: Last-Modified of the newest."""
-    await send(lrs, "PUT", {}, profileId="first")
+    await send(lrs, "PUT", {}, {"If-None-Match": "*"}, profileId="first")
     await asyncio.sleep(0.01)
     between = datetime.now(UTC).isoformat()
     await asyncio.sleep(0.01)
-    await send(lrs, "PUT", {}, profileId="second")
+    await send(lrs, "PUT", {}, {"If-None-Match": "*"}, profileId="second")
     response = await get(lrs, profileId=None)
     assert sorted(response.json()) == ["first", "second"]
     assert (

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import inspect
 import json
 import os
 import secrets
@@ -42,7 +43,6 @@ import pytest
 from lrs.config import Settings
 from lrs.storage.database import Database, open_database, open_embedded
 from lrs.storage.outbox import Outbox
-from tests.federation_support import eventually
 from tests.redis_hygiene import forget_and_check
 
 LOOPBACK = "127.0.0.1"
@@ -628,14 +628,28 @@ class EventStream:
             await asyncio.sleep(0.01)
 
 
-async def wait_until(
-    check: Callable[[], Awaitable[bool]], what: str, timeout: float = EVENT_TIMEOUT
+async def eventually(
+    condition: Callable[[], Any], what: str, timeout: float = EVENT_TIMEOUT
 ) -> None:
+    """Wait, bounded, for an eventual state. A condition (sync or async) on state the system
+    sets after the signal a test waited for (derivation publishes a record before it marks the
+    statements derived, and Celery logs a task after it returns) is polled, never read once."""
     deadline = time.monotonic() + timeout
-    while not await check():
+    while True:
+        held = condition()
+        if inspect.isawaitable(held):
+            held = await held
+        if held:
+            return
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+async def wait_until(
+    check: Callable[[], Awaitable[bool]], what: str, timeout: float = EVENT_TIMEOUT
+) -> None:
+    await eventually(check, what, timeout)
 
 
 async def events_flow(stack: Stack, redis_url: str) -> None:
@@ -814,15 +828,20 @@ async def test_statement_to_progress_to_sse_through_celery_and_redis(
         assert all(e["record"]["module"] == course.m1 for e in stream.events)
     ids = first + rest
 
-    async def all_derived() -> bool:
-        # The outbox entry goes after the record's event: "eventually derived", not "at once".
+    # "Eventually derived": the worker publishes each record before it deletes the outbox
+    # entry, so the entry may outlive the event the stream showed.
+    async def all_marked_derived() -> bool:
         return await stack.derived_flags(ids) == {i: True for i in ids}
 
-    await eventually(all_derived, message="the outbox entries to be cleared")
+    await eventually(all_marked_derived, "every statement marked derived")
     if isinstance(stack, ThreadStack):
-        # The API process has no deriver on this path; the worker thread's tasks did it.
+        # The API process has no deriver on this path; the worker thread's tasks did it
+        # (each logged once it returned).
         assert type(stack.services.dispatcher).__name__ == "CeleryDispatcher"
-        assert stack.tasks.statements_derived(stack.store) == set(ids)
+        await eventually(
+            lambda: stack.tasks.statements_derived(stack.store) == set(ids),
+            "the worker's derivation tasks to be logged",
+        )
 
 
 def test_lrs_worker_execs_a_celery_worker_on_the_broker(live_redis: str, tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from test_progress_e2e import (
     basic,
     child_env,
     events_flow,
+    eventually,
     free_port,
     post,
     progress,
@@ -164,7 +165,11 @@ async def test_statements_stored_while_the_broker_is_down_are_derived_by_the_swe
     flags = await stack.derived_flags(ids)
     assert flags == {i: True for i in ids}
     if isinstance(stack, ThreadStack):
-        assert stack.tasks.statements_derived(stack.store) == set(ids)
+        # Celery logs a task once it returned, after it marked its statements derived.
+        await eventually(
+            lambda: stack.tasks.statements_derived(stack.store) == set(ids),
+            "the worker's derivation tasks to be logged",
+        )
 
 
 async def test_the_beat_sweep_task_derives_what_the_outage_left(

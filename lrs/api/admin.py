@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from lrs.api import openapi
 from lrs.api.errors import bad_request
 from lrs.api.learners import learner_key_of
+from lrs.api.paths import parse_json_body
 from lrs.auth import current_credential, require_scope
 from lrs.services import Services
 from lrs.storage.credentials import Credential
@@ -55,8 +56,9 @@ async def erase(
     """Count (dry run, the default) or erase a learner's statements, documents and progress in
     the caller's store."""
     require_scope(credential, "admin")
+    data = parse_json_body(await request.body(), "the erasure request")
     try:
-        body = ErasureRequest.model_validate_json(await request.body())
+        body = ErasureRequest.model_validate(data)
     except ValidationError as exc:
         raise bad_request(f"erasure request: {exc.errors()[0]['msg']}") from exc
     raw = body.learner if isinstance(body.learner, str) else json.dumps(body.learner)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from typing import Any
 
@@ -12,7 +11,7 @@ from pydantic import ValidationError
 
 from lrs.api import openapi
 from lrs.api.errors import bad_request, not_found
-from lrs.api.paths import raw_segments
+from lrs.api.paths import parse_json_body, raw_segments
 from lrs.auth import current_credential, require_scope
 from lrs.progress.catalogue import Course, CourseDefinition, CourseStructureError, parse_cmi5_course
 from lrs.services import Services
@@ -197,10 +196,8 @@ async def course_resource(
             raise not_found(f"no course {course_id}")
         await services.progress.delete_course(credential.store, course_id)
         return Response(status_code=204)
-    try:
-        body = json.loads(await request.body())
-    except ValueError as exc:
-        raise bad_request(f"the body is not valid JSON: {exc}") from exc
+    # Kept as sent in the catalogue (BSON): integers must fit 64 bits.
+    body = parse_json_body(await request.body(), "the course definition", int64=True)
     try:
         definition = CourseDefinition.model_validate(body)
     except ValidationError as exc:

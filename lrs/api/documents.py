@@ -2,9 +2,14 @@
 Communication 2.2, 2.3, 2.6, 2.7 and 3.1 Concurrency; xAPI 2.0 4.1.6.2, 4.1.6.5, 4.1.6.6).
 
 Documents are stored byte for byte with their Content-Type. POST merges JSON objects
-(2.2.s7). Concurrency follows RFC 7232 with the xAPI twist that a PUT on an existing profile
-document without If-Match/If-None-Match is a 409 (3.1.s4.b13); the State Resource is exempt
-from that rule (3.1.s3).
+(2.2.s7). Concurrency follows RFC 7232 with the xAPI rules for a PUT without If-Match and
+If-None-Match:
+- Agent and Activity Profile: a client MUST send one of them (1.0.3 3.1.s3.b1; the same in
+  2.0.0's requirements for Learning Record Providers), so such a PUT is a 400 when the document
+  does not exist, and a 409 when it does (3.1.s4.b13; 2.0.0 4.1.4);
+- State: exempt in 1.0.x (3.1.s3); in 2.0.0 the State resource is under the same concurrency
+  control (4.1.4), so a PUT without them on an existing document is a 409 (creating one without
+  them stays allowed: 2.0.0 asks the headers of clients only for the profile resources).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from lrs.storage.documents import (
     StoredDocument,
     sha1_hex,
 )
+from lrs.xapi import jsontext
 from lrs.xapi.agents import agent_key
 from lrs.xapi.timestamps import TimestampError, from_micros, parse_timestamp, to_micros
 from lrs.xapi.validation import is_iri, is_uuid
@@ -58,9 +64,10 @@ class Resource:
     uses_activity: bool = False
     uses_agent: bool = False
     uses_registration: bool = False
-    # 3.1.s4.b13: PUT without precondition headers on an existing document is a 409; the
-    # State Resource is exempt (3.1.s3).
-    conflict_without_precondition: bool = True
+    # A PUT without If-Match/If-None-Match: refused (400 when the document is missing, 409
+    # when it exists) for the profiles; for the State resource a 409 on an existing document
+    # from xAPI 2.0.0 on, and allowed in 1.0.x (3.1.s3).
+    precondition_required: bool = True
     # Only the State Resource has a multiple-document DELETE (2.3.s5).
     delete_many: bool = False
 
@@ -74,7 +81,7 @@ STATE_RESOURCE = Resource(
     uses_activity=True,
     uses_agent=True,
     uses_registration=True,
-    conflict_without_precondition=False,
+    precondition_required=False,
     delete_many=True,
 )
 ACTIVITY_PROFILE_RESOURCE = Resource(
@@ -273,15 +280,12 @@ def _media_type(content_type: str) -> str:
 
 
 def _parse_json(content: bytes, what: str) -> Any:
-    def reject_constant(name: str) -> Any:
-        raise ValueError(f"{name} is not valid JSON")
-
+    """A JSON document through the strict parser. Documents are kept byte for byte, so a lone
+    surrogate escape ("\\ud800") is allowed: it stays escaped, and the text stays JSON."""
     try:
-        return json.loads(content.decode("utf-8"), parse_constant=reject_constant)
-    except UnicodeDecodeError as exc:
-        raise bad_request(f"{what} is declared application/json but is not UTF-8") from exc
-    except (ValueError, RecursionError) as exc:
-        raise bad_request(f"{what} is declared application/json but is not JSON: {exc}") from exc
+        return jsontext.loads(content, what, lone_surrogates=True)
+    except jsontext.JSONTextError as exc:
+        raise bad_request(f"{what} is declared application/json but refused: {exc}") from exc
 
 
 async def _read_body(request: Request) -> NewContent:
@@ -366,25 +370,37 @@ async def _get(request: Request, credential: Credential, resource: Resource) -> 
 
 
 def _decide_put(
-    resource: Resource, preconditions: Preconditions, body: NewContent
+    resource: Resource, preconditions: Preconditions, body: NewContent, version: str
 ) -> Callable[[StoredDocument | None], NewContent]:
     def decide(current: StoredDocument | None) -> NewContent:
         preconditions.check(current)
-        if (
-            current is not None
-            and resource.conflict_without_precondition
-            and not preconditions.present
-        ):
-            # 3.1.s4.b13-b15: 409, explain how to resolve, change nothing.
-            raise XAPIError(
-                409,
-                f"the {resource.name} document already exists: GET it to check its current "
-                "state, then PUT again with If-Match set to its ETag (or use If-None-Match: * "
-                "to create only when absent)",
-            )
+        if not preconditions.present:
+            _without_preconditions(resource, current, version)
         return body
 
     return decide
+
+
+def _without_preconditions(
+    resource: Resource, current: StoredDocument | None, version: str
+) -> None:
+    """The rules for a PUT that carries neither If-Match nor If-None-Match (module docstring)."""
+    if current is None:
+        if resource.precondition_required:
+            raise bad_request(
+                f"a PUT to the {resource.name} resource must carry an If-Match header (the "
+                "ETag of the document it replaces) or an If-None-Match header (* to create it "
+                "only when absent); it carried neither (xAPI Communication 3.1)"
+            )
+        return
+    if resource.precondition_required or version == "2.0.0":
+        # 3.1.s4.b13-b15: 409, explain how to resolve, change nothing.
+        raise XAPIError(
+            409,
+            f"the {resource.name} document already exists: GET it to check its current "
+            "state, then PUT again with If-Match set to its ETag (or use If-None-Match: * "
+            "to create only when absent)",
+        )
 
 
 def _decide_post(
@@ -412,7 +428,7 @@ async def _write(
     body = await _read_body(request)
     preconditions = Preconditions.of(request)
     decide = (
-        _decide_put(resource, preconditions, body)
+        _decide_put(resource, preconditions, body, request.state.xapi_version)
         if method == "PUT"
         else _decide_post(preconditions, body)
     )
@@ -550,7 +566,8 @@ def _openapi(resource: Resource, method: str) -> dict[str, Any]:
         )
     conflict = (
         "A precondition header is required: the document exists"
-        if resource.conflict_without_precondition and method == "PUT"
+        + ("" if resource.precondition_required else " (xAPI 2.0.0)")
+        if method == "PUT"
         else "The document changed concurrently"
     )
     return openapi.operation(

@@ -6,8 +6,6 @@ Peer passwords and extra header values are write-only: stored encrypted, never r
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 import uuid
@@ -21,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from lrs.api import openapi
 from lrs.api.errors import XAPIError, bad_request, not_found
 from lrs.api.middleware import SUPPORTED_VERSIONS
+from lrs.api.paths import decode_cursor, encode_cursor, int_param, parse_json_body
 from lrs.auth import current_credential, require_scope
 from lrs.federation.client import normalise_endpoint
 from lrs.federation.filters import StatementFilter
@@ -162,8 +161,10 @@ class SourceIn(PeerIn):
 
 
 def _parse(model: type[PeerIn], raw: bytes, *, creating: bool) -> tuple[Any, set[str]]:
+    # Stored as BSON: integers must fit 64 bits.
+    data = parse_json_body(raw or b"{}", "the request body", int64=True)
     try:
-        body = model.model_validate_json(raw or b"{}")
+        body = model.model_validate(data)
     except ValidationError as exc:
         error = exc.errors()[0]
         where = ".".join(str(p) for p in error["loc"])
@@ -204,10 +205,9 @@ def _error_json(error: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def _limit(request: Request, default: int = 100, most: int = 1000) -> int:
-    text = request.query_params.get("limit", str(default))
-    if not text.isdigit() or not 1 <= int(text) <= most:
-        raise bad_request(f"limit must be an integer from 1 to {most}")
-    return int(text)
+    return int_param(
+        request.query_params.get("limit", str(default)), "limit", minimum=1, maximum=most
+    )
 
 
 # --- what the routes take and answer (OpenAPI) -----------------------------------------------
@@ -575,16 +575,11 @@ async def delete_destination(
 
 
 def _encode_cursor(key: int, statement: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps([key, statement]).encode()).decode().rstrip("=")
+    return encode_cursor([key, statement])
 
 
 def _decode_cursor(token: str) -> tuple[int, str]:
-    try:
-        key, statement = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-    except (ValueError, binascii.Error, TypeError) as exc:
-        raise bad_request("the cursor parameter is not one this LRS issued") from exc
-    if not isinstance(key, int) or not isinstance(statement, str):
-        raise bad_request("the cursor parameter is not one this LRS issued")
+    key, statement = decode_cursor(token, (int, str))
     return key, statement
 
 

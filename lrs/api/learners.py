@@ -3,10 +3,10 @@ key (`mbox:mailto:...`, `mbox_sha1sum:...`, `openid:...`, `account:<homePage>|<n
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from lrs.api.errors import bad_request
+from lrs.xapi import jsontext
 from lrs.xapi.agents import agent_key
 from lrs.xapi.validation import StatementValidationError, validate_agent
 
@@ -18,9 +18,9 @@ def learner_agent(text: str) -> dict[str, Any]:
     text = text.strip()
     if text.startswith("{"):
         try:
-            agent = json.loads(text)
-        except ValueError as exc:
-            raise bad_request(f"learner is not valid agent JSON: {exc}") from exc
+            agent = jsontext.loads(text, "the learner (agent JSON)")
+        except jsontext.JSONTextError as exc:
+            raise bad_request(str(exc)) from exc
     else:
         agent = _agent_from_key(text)
     try:

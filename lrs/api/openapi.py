@@ -41,6 +41,7 @@ _ERROR_MEANINGS = {
     409: "Conflict with the current state",
     412: "A precondition (If-Match / If-None-Match) failed",
     413: "The request body exceeds LRS_MAX_BODY_BYTES",
+    429: "Too many failed sign-ins for this key or address: retry after Retry-After seconds",
 }
 
 # Errors every authenticated operation can answer.
@@ -283,6 +284,10 @@ def error(status: int, description: str | None = None) -> dict[str, Any]:
         result["headers"] = {
             "WWW-Authenticate": {"description": "Basic realm", "schema": STRING},
         }
+    if status == 429:
+        result["headers"] = {
+            "Retry-After": {"description": "seconds", "schema": {"type": "integer"}},
+        }
     return result
 
 
@@ -328,6 +333,8 @@ def operation(
         codes[str(code)] = error(code)
     for code, value in (responses or {}).items():
         codes[str(code)] = value
+    if scopes is not None:  # failed sign-ins are throttled (lrs.throttle)
+        codes.setdefault("429", error(429))
     if xapi:
         for value in codes.values():
             value.setdefault("headers", {}).update(RESPONSE_VERSION_HEADER)

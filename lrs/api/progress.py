@@ -4,8 +4,6 @@ actions, which are recorded as statements so that progress stays a function of s
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import statistics
 import uuid
@@ -20,7 +18,14 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from lrs.api import openapi
 from lrs.api.errors import bad_request, not_found
 from lrs.api.learners import learner_agent, learner_key_of
-from lrs.api.paths import raw_segments, single_params
+from lrs.api.paths import (
+    decode_cursor,
+    encode_cursor,
+    int_param,
+    parse_json_body,
+    raw_segments,
+    single_params,
+)
 from lrs.api.statements import store_statements
 from lrs.auth import current_credential, require_scope
 from lrs.progress.deriver import event_id, public_record
@@ -53,11 +58,8 @@ def _iri(params: dict[str, str], name: str) -> str | None:
 
 
 def _cursor(token: str) -> tuple[str, str, str]:
-    try:
-        learner, course, module = json.loads(base64.urlsafe_b64decode(token + "=" * 4))
-    except (ValueError, binascii.Error, TypeError) as exc:
-        raise bad_request("the cursor parameter is not one this LRS issued") from exc
-    return str(learner), str(course), str(module)
+    learner, course, module = decode_cursor(token, (str, str, str))
+    return learner, course, module
 
 
 _READ_SCOPES = ["progress/read", "progress/write", "all/read"]
@@ -110,10 +112,7 @@ async def list_progress(
     status = params.get("status")
     if status is not None and status not in STATUSES:
         raise bad_request(f"status must be one of {', '.join(STATUSES)}")
-    limit_text = params.get("limit", "100")
-    if not limit_text.isdigit() or not 0 < int(limit_text) <= 1000:
-        raise bad_request("limit must be an integer from 1 to 1000")
-    limit = int(limit_text)
+    limit = int_param(params.get("limit", "100"), "limit", minimum=1, maximum=1000)
     records = await _services(request).progress.find(
         credential.store,
         learner=learner_key_of(params["learner"]) if "learner" in params else None,
@@ -127,9 +126,7 @@ async def list_progress(
     if len(records) > limit:
         records = records[:limit]
         last = records[-1]
-        token = base64.urlsafe_b64encode(
-            json.dumps([last["learner"], last["course"], last["module"]]).encode()
-        ).decode()
+        token = encode_cursor([last["learner"], last["course"], last["module"]])
         query = {k: v for k, v in params.items() if k != "cursor"} | {"cursor": token}
         more = f"{request.url.path}?{urlencode(query)}"
     return JSONResponse({"records": [public_record(r) for r in records], "more": more})
@@ -312,8 +309,9 @@ class ModuleAction(BaseModel):
 
 async def _record_action(request: Request, credential: Credential, verb: str) -> JSONResponse:
     require_scope(credential, "progress/write")
+    body = parse_json_body(await request.body(), "the request body")
     try:
-        action = ModuleAction.model_validate_json(await request.body())
+        action = ModuleAction.model_validate(body)
     except ValidationError as exc:
         raise bad_request(exc.errors()[0]["msg"] if exc.errors() else str(exc)) from exc
     services = _services(request)
@@ -409,9 +407,8 @@ async def progress_stream(
     params = single_params(request, frozenset({"course", "learner", "lastEventId"}))
     course = _iri(params, "course")
     learner = learner_key_of(params["learner"]) if "learner" in params else None
-    last_id = request.headers.get("last-event-id") or params.get("lastEventId")
-    if last_id is not None and not last_id.isdigit():
-        raise bad_request("Last-Event-ID must be an id this stream sent")
+    last_text = request.headers.get("last-event-id") or params.get("lastEventId")
+    last_id = None if last_text is None else int_param(last_text.strip(), "Last-Event-ID")
     services = _services(request)
     keepalive = float(getattr(request.app.state, "sse_keepalive", KEEPALIVE_SECONDS))
 
@@ -427,7 +424,7 @@ async def progress_stream(
             if last_id is not None:
                 # Subscribed first, then caught up: nothing falls between the two.
                 for record in await services.progress.changed_since(
-                    credential.store, int(last_id), limit=10_000
+                    credential.store, last_id, limit=10_000
                 ):
                     if wanted(record):
                         caught_up.add(event_id(record))

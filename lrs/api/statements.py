@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from typing import Any
 
@@ -12,12 +10,13 @@ from fastapi.responses import JSONResponse
 
 from lrs.api import statements_openapi as doc
 from lrs.api.errors import XAPIError, bad_request
-from lrs.api.paths import single_params
+from lrs.api.paths import decode_cursor, encode_cursor, int_param, single_params
 from lrs.auth import current_credential, has_scope, require_scope
 from lrs.ingestion import IngestionError
 from lrs.services import Services
 from lrs.storage.credentials import Credential
 from lrs.storage.statements import StatementQuery
+from lrs.xapi import jsontext, sizes
 from lrs.xapi.agents import agent_key
 from lrs.xapi.attachments import (
     AttachmentError,
@@ -28,8 +27,6 @@ from lrs.xapi.attachments import (
 from lrs.xapi.formats import FORMATS, format_statement, parse_accept_language
 from lrs.xapi.timestamps import (
     TimestampError,
-    format_timestamp,
-    from_micros,
     parse_timestamp,
     to_micros,
 )
@@ -37,7 +34,6 @@ from lrs.xapi.validation import (
     StatementValidationError,
     is_iri,
     is_uuid,
-    reject_duplicate_keys,
     validate_agent,
 )
 
@@ -70,23 +66,11 @@ def services_of(request: Request) -> Services:
 
 
 def _json_loads(raw: bytes, what: str) -> Any:
-    def reject_constant(name: str) -> Any:
-        raise ValueError(f"{name} is not valid JSON")
-
+    """The strict JSON parser (lrs.xapi.jsontext), refusals as 400."""
     try:
-        data = json.loads(
-            raw.decode("utf-8"),
-            parse_constant=reject_constant,
-            object_pairs_hook=reject_duplicate_keys,
-        )
-        if b"\\u" in raw and b"\\ud" in raw.lower():
-            # A lone surrogate escape ("\ud800") decodes to a string that is not Unicode text.
-            json.dumps(data, ensure_ascii=False).encode("utf-8")
-        return data
-    except UnicodeError as exc:
-        raise bad_request(f"{what} is not valid UTF-8 text (or holds a lone surrogate)") from exc
-    except (ValueError, RecursionError) as exc:
-        raise bad_request(f"{what} is not valid JSON: {exc}") from exc
+        return jsontext.loads(raw, what)
+    except jsontext.JSONTextError as exc:
+        raise bad_request(str(exc)) from exc
 
 
 async def _read_statements(
@@ -111,11 +95,27 @@ async def _read_statements(
     if not raw.strip():
         raise bad_request("the request body is empty")
     data = _json_loads(raw, "the request body")
+    statements = data if isinstance(data, list) else [data]
+    if len(raw) > sizes.CHECK_ABOVE_BODY_BYTES:
+        _refuse_oversized(statements)
     if isinstance(data, list):
         if not data:
             raise bad_request("the statement array is empty")
         return data, True, parts
     return [data], False, parts
+
+
+def _refuse_oversized(statements: list[Any]) -> None:
+    """413 for a statement whose stored document would exceed what a back end holds (16 MiB),
+    before anything of the batch is written, on every back end alike."""
+    for index, statement in enumerate(statements):
+        size = sizes.too_large(statement) if isinstance(statement, dict) else None
+        if size is not None:
+            raise XAPIError(
+                413,
+                f"statement {index} would be stored as about {size} bytes; a stored statement "
+                f"is limited to {sizes.MAX_DOCUMENT_BYTES} bytes (16 MiB)",
+            )
 
 
 async def store_statements(
@@ -154,19 +154,10 @@ async def _store(
     )
 
 
-async def consistent_through(services: Services) -> str:
-    """X-Experience-API-Consistent-Through (Communication 2.1.3): truthful across processes,
-    see StatementRepository.consistent_through."""
-    return format_timestamp(from_micros(await services.statements.consistent_through()))
-
-
-async def _statement_headers(
-    services: Services, last_stored: str | None = None, through: str | None = None
-) -> dict[str, str]:
-    """`through`: Consistent-Through taken before the read the response answers (it must not
-    vouch for statements that committed while the read ran)."""
-    through = through or await consistent_through(services)
-    headers = {"X-Experience-API-Consistent-Through": through}
+def _statement_headers(services: Services, last_stored: str | None = None) -> dict[str, str]:
+    """Last-Modified of a statement response. (X-Experience-API-Consistent-Through is added to
+    every Statements resource response by the version middleware, lrs.api.consistency.)"""
+    headers: dict[str, str] = {}
     if last_stored:
         headers["Last-Modified"] = _http_date(last_stored)
     return headers
@@ -196,7 +187,7 @@ async def put_statement(
             raise bad_request("the statement's id does not match the statementId parameter")
         statement = {**statement, "id": statement_id}
     await _store(request, credential, [statement], False, parts)
-    return Response(status_code=204, headers=await _statement_headers(services_of(request)))
+    return Response(status_code=204, headers=_statement_headers(services_of(request)))
 
 
 @router.post("/xapi/statements", tags=["xapi"], **doc.POST)
@@ -209,7 +200,7 @@ async def post_statements(
     statements, as_list, parts = await _read_statements(request)
     prepared = await _store(request, credential, statements, as_list, parts)
     return JSONResponse(
-        [s["id"] for s in prepared], headers=await _statement_headers(services_of(request))
+        [s["id"] for s in prepared], headers=_statement_headers(services_of(request))
     )
 
 
@@ -246,16 +237,11 @@ def parse_agent_param(raw: str, version: str, name: str = "agent") -> dict[str, 
 
 
 def _encode_cursor(cursor: tuple[int, str]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(list(cursor)).encode()).decode().rstrip("=")
+    return encode_cursor(list(cursor))
 
 
 def _decode_cursor(token: str) -> tuple[int, str]:
-    try:
-        key, last_id = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-    except (ValueError, binascii.Error, TypeError) as exc:
-        raise bad_request("the cursor parameter is not one this LRS issued") from exc
-    if not isinstance(key, int) or not isinstance(last_id, str):
-        raise bad_request("the cursor parameter is not one this LRS issued")
+    key, last_id = decode_cursor(token, (int, str))
     return key, last_id
 
 
@@ -264,7 +250,6 @@ async def get_statements(
     request: Request, credential: Credential = Depends(current_credential)
 ) -> Response:
     services = services_of(request)
-    through = await consistent_through(services)  # before any read: see _statement_headers
     mine_only = not has_scope(credential, "statements/read", "all/read")
     if mine_only:
         require_scope(credential, "statements/read/mine")
@@ -295,17 +280,14 @@ async def get_statements(
         )
         if statement is None:
             raise XAPIError(404, f"no statement {statement_id}")
-        headers = await _statement_headers(services, statement.get("stored"), through)
+        headers = _statement_headers(services, statement.get("stored"))
         body = format_statement(statement, fmt, languages)
         return await _statement_response(
             request, credential, body, [statement], with_attachments, headers
         )
 
     version = request.state.xapi_version
-    limit_text = params.get("limit", "0")
-    if not limit_text.isdigit():
-        raise bad_request(f"limit must be a non-negative integer, not {limit_text!r}")
-    limit = int(limit_text)
+    limit = int_param(params.get("limit", "0"), "limit")
     page_size = services.settings.statement_page_size
     limit = min(limit or page_size, services.settings.max_statement_page_size)
     registration = params.get("registration")
@@ -336,7 +318,7 @@ async def get_statements(
             f"{k}={_quote(v)}" for k, v in next_params.items()
         )
     latest = max((s.get("stored", "") for s in page.statements), default=None)
-    headers = await _statement_headers(services, latest or None, through)
+    headers = _statement_headers(services, latest or None)
     body = {
         "statements": [format_statement(s, fmt, languages) for s in page.statements],
         "more": more,

@@ -318,18 +318,26 @@ def _block_contents(
     seen: set[str],
 ) -> None:
     """Collect the AUs and nested blocks of `block` (the module itself when `nested_id` is
-    None, else the nested block `nested_id`)."""
-    for child in block:
+    None, else the nested block `nested_id`), in document order. Iterative: blocks nested
+    thousands deep are just many blocks, not a recursion limit."""
+    # Each level: the children still to walk, the block they belong to, and for a nested
+    # block the number of AUs collected before it (it must add at least one).
+    pending: list[tuple[Any, str | None, int]] = [(iter(block), nested_id, -1)]
+    while pending:
+        children, current, before = pending[-1]
+        child = next(children, None)
+        if child is None:
+            pending.pop()
+            if before >= 0 and len(items) == before:
+                raise CourseStructureError(f"block {current} contains no AU")
+            continue
         name = _local(child.tag)
         if name == "au":
-            items.append(_au_item(child, nested_id, seen))
+            items.append(_au_item(child, current, seen))
         elif name == "block":
             child_id = _unique(_attribute_iri(child, "id"), seen)
-            blocks.append(Block(child_id, _title(child), nested_id or module_id))
-            before = len(items)
-            _block_contents(child, module_id, child_id, items, blocks, seen)
-            if len(items) == before:
-                raise CourseStructureError(f"block {child_id} contains no AU")
+            blocks.append(Block(child_id, _title(child), current or module_id))
+            pending.append((iter(child), child_id, len(items)))
 
 
 def _au_item(au: ET.Element, block: str | None, seen: set[str]) -> Item:

@@ -1,10 +1,17 @@
 """Credentials: HTTP Basic key/secret pairs, each bound to one store and a set of scopes.
 
 Secrets are kept only as salted scrypt hashes.
+
+The credentials revision (a counter in the `meta` collection) goes up whenever a credential
+stops being valid as it was (revoked, or its secret or scopes replaced). API processes trust a
+secret they verified only while the revision is unchanged, and read it on every request: one
+read by primary key, which every process on any host sees, so a revocation takes effect at
+once everywhere.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -17,6 +24,9 @@ from lrs.storage.database import Collection, Database
 # scrypt parameters: about 30 ms and 16 MiB per check on a 2-core machine; verified secrets are
 # cached in memory by the auth layer so that this cost is paid once per credential and period.
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
+# Checked against when a key is unknown, so that an unknown key costs what a known one does.
+_UNKNOWN_KEY_HASH = "scrypt$" + "00" * 16 + "$" + "00" * 32
+_REVISION_ID = "credentials"
 
 
 def hash_secret(secret: str, salt: bytes | None = None) -> str:
@@ -44,6 +54,7 @@ class Credential:
     name: str
     authority: dict[str, Any] = field(hash=False, compare=False)
     revoked: bool = False
+    created: str = ""
 
 
 def _from_doc(doc: dict[str, Any]) -> Credential:
@@ -54,12 +65,19 @@ def _from_doc(doc: dict[str, Any]) -> Credential:
         name=doc.get("name", ""),
         authority=doc["authority"],
         revoked=bool(doc.get("revoked")),
+        created=doc.get("created", ""),
     )
+
+
+def unknown_key_hash() -> str:
+    """A well-formed hash no secret matches, to verify against for unknown keys."""
+    return _UNKNOWN_KEY_HASH
 
 
 class CredentialRepository:
     def __init__(self, database: Database, public_url: str) -> None:
         self.collection: Collection = database["credentials"]
+        self.meta: Collection = database["meta"]
         self.public_url = public_url.rstrip("/")
 
     async def ensure_indexes(self) -> None:
@@ -84,7 +102,8 @@ class CredentialRepository:
         }
         doc = {
             "key": key,
-            "secret_hash": hash_secret(secret),
+            # scrypt takes tens of milliseconds: on a thread, not on the event loop.
+            "secret_hash": await asyncio.to_thread(hash_secret, secret),
             "store": store,
             "scopes": sorted(set(scopes)),
             "name": name,
@@ -101,20 +120,20 @@ class CredentialRepository:
         if current is None:
             await self.create(store, scopes, name, key=key, secret=secret)
             return
-        if not verify_secret(secret, current["secret_hash"]) or set(current["scopes"]) != set(
-            scopes
-        ):
+        same_secret = await asyncio.to_thread(verify_secret, secret, current["secret_hash"])
+        if not same_secret or set(current["scopes"]) != set(scopes):
             await self.collection.update_one(
                 {"key": key},
                 {
                     "$set": {
-                        "secret_hash": hash_secret(secret),
+                        "secret_hash": await asyncio.to_thread(hash_secret, secret),
                         "scopes": sorted(set(scopes)),
                         "store": store,
                         "revoked": False,
                     }
                 },
             )
+            await self._bump_revision()
 
     async def lookup(self, key: str) -> tuple[Credential, str] | None:
         """The credential and its secret hash, or None."""
@@ -127,5 +146,19 @@ class CredentialRepository:
         filter = {"store": store} if store else {}
         return [_from_doc(doc) for doc in await self.collection.find(filter, sort=[("key", 1)])]
 
-    async def revoke(self, key: str) -> bool:
-        return await self.collection.update_one({"key": key}, {"$set": {"revoked": True}}) > 0
+    async def revoke(self, key: str, store: str | None = None) -> bool:
+        """Revoke the credential (only within `store`, when given); False if there is none.
+        Effective in every process once this returns."""
+        filter = {"key": key} if store is None else {"key": key, "store": store}
+        if not await self.collection.update_one(filter, {"$set": {"revoked": True}}):
+            return False
+        await self._bump_revision()
+        return True
+
+    async def revision(self) -> int:
+        """The credentials revision: changes whenever a credential stops being valid as it was."""
+        doc = await self.meta.find_one({"_id": _REVISION_ID}, projection={"revision": 1})
+        return int(doc["revision"]) if doc else 0
+
+    async def _bump_revision(self) -> None:
+        await self.meta.update_one({"_id": _REVISION_ID}, {"$inc": {"revision": 1}}, upsert=True)

@@ -397,12 +397,16 @@ def _after_visible(
 
 
 def _chain(store: str, target: str | None) -> Work[list[dict[str, Any]]]:
+    # A voided target stays in the chain: statements targeting it, the voiding statement
+    # included, still match filters through it (Communication 2.1.4.s1.b2); the voided
+    # statement itself is never returned. One not committed yet does not count (its batch
+    # refreshes the chains that lead to it once it is visible).
     chain: list[dict[str, Any]] = []
     seen: set[str] = set()
     while target and target not in seen and len(chain) < MAX_REFERENCE_DEPTH:
         seen.add(target)
         doc = yield find_one(STATEMENTS, {"store": store, "id": target})
-        if doc is None or doc["voided"] is not False:
+        if doc is None or doc["voided"] is None:
             break
         chain.append(chain_link(doc))
         target = doc["ref_target"]
@@ -419,12 +423,16 @@ def _refresh_referrers(store: str, changed_ids: list[str]) -> Work[None]:
         docs = yield find(
             STATEMENTS,
             {"store": store, field: {"$in": changed_ids}},
-            projection={"id": 1, **{name: 1 for name in SUMMARY_FIELDS}},
+            projection={"id": 1, "ref_chain_ids": 1, **{name: 1 for name in SUMMARY_FIELDS}},
         )
         for doc in docs:
             referrers[doc["_id"]] = doc
     for doc in referrers.values():
         chain = yield from _chain(store, doc["ref_target"])
+        if [link["id"] for link in chain] == doc.get("ref_chain_ids"):
+            # Statements are immutable: the same links summarise the same statements (voiding
+            # one changes no chain).
+            continue
         yield update_one(
             STATEMENTS,
             {"_id": doc["_id"]},

@@ -16,6 +16,7 @@ from typing import Any
 from bson import ObjectId
 
 from lrs.storage import outbox
+from lrs.storage.attachments import AttachmentRepository
 from lrs.storage.database import Collection, Database
 from lrs.storage.statement_docs import TERM_FIELDS, narrowing_term, term, terms
 from lrs.storage.statement_writes import (
@@ -250,10 +251,7 @@ class StatementRepository:
         return now if oldest is None else min(now, oldest - 1)
 
     async def get_attachments(self, store: str, sha2s: Iterable[str]) -> list[dict[str, Any]]:
-        wanted = sorted(set(sha2s))
-        if not wanted:
-            return []
-        return await self.attachments.find({"store": store, "sha2": {"$in": wanted}})
+        return await AttachmentRepository(self.attachments).get_many(store, sha2s)
 
     # --- writes ----------------------------------------------------------------------------
 
@@ -286,12 +284,9 @@ class StatementRepository:
     async def _store_attachments(
         self, store: str, attachments: Iterable[tuple[str, str, bytes]]
     ) -> None:
+        repository = AttachmentRepository(self.attachments)
         for sha2, content_type, data in attachments:
-            await self.attachments.update_one(
-                {"store": store, "sha2": sha2},
-                {"$setOnInsert": {"content_type": content_type, "data": data}},
-                upsert=True,
-            )
+            await repository.put(store, sha2, content_type, data)
 
     # --- progress derivation ------------------------------------------------------------------
 

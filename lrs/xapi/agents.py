@@ -30,17 +30,10 @@ def agent_key(agent: Any) -> str | None:
 
 def agent_keys(agent: Any) -> list[str]:
     """The agent's own key and those of its members (a statement by a group concerns them)."""
-    keys: list[str] = []
     if not isinstance(agent, dict):
-        return keys
-    own = agent_key(agent)
-    if own:
-        keys.append(own)
-    for member in agent.get("member") or []:
-        key = agent_key(member)
-        if key and key not in keys:
-            keys.append(key)
-    return keys
+        return []
+    keys = dict.fromkeys([agent_key(agent), *map(agent_key, agent.get("member") or [])])
+    return [key for key in keys if key]
 
 
 def is_agent_object(obj: Any) -> bool:
@@ -89,9 +82,12 @@ def related_agents(statement: dict[str, Any]) -> list[str]:
         candidates += [obj.get("actor"), *_context_agents(obj.get("context"))]
         if is_agent_object(obj.get("object")):
             candidates.append(obj.get("object"))
+    # First seen first, each once (a dict keeps order; a list search would be quadratic in a
+    # large team).
+    found = dict.fromkeys(keys)
     for agent in candidates:
-        keys += [key for key in agent_keys(agent) if key not in keys]
-    return keys
+        found.update(dict.fromkeys(agent_keys(agent)))
+    return list(found)
 
 
 def object_activity(statement: dict[str, Any]) -> str | None:
@@ -104,16 +100,14 @@ def object_activity(statement: dict[str, Any]) -> str | None:
 def related_activities(statement: dict[str, Any]) -> list[str]:
     """Ids for `related_activities=true`: the object, context activities, and the same inside a
     SubStatement."""
-    ids: list[str] = []
+    ids: dict[str, None] = {}  # ordered, each once, in linear time however many there are
     for source in (statement, statement.get("object")):
         if not isinstance(source, dict):
             continue
         if source is not statement and source.get("objectType") != "SubStatement":
             continue
         activity = object_activity(source)
-        for activity_id in ([activity] if activity else []) + _context_activity_ids(
-            source.get("context")
-        ):
-            if activity_id not in ids:
-                ids.append(activity_id)
-    return ids
+        if activity:
+            ids[activity] = None
+        ids.update(dict.fromkeys(_context_activity_ids(source.get("context"))))
+    return list(ids)

@@ -12,11 +12,47 @@ _LANGUAGE_MAP_KEYS = ("display", "name", "description")
 
 
 def format_statement(statement: dict[str, Any], fmt: str, languages: list[str]) -> dict[str, Any]:
+    statement = context_activities_as_arrays(statement)
     if fmt == "ids":
         return _ids(statement)
     if fmt == "canonical":
         return _canonical(copy.deepcopy(statement), languages)
     return statement
+
+
+def context_activities_as_arrays(statement: dict[str, Any]) -> dict[str, Any]:
+    """Data 2.4.6.2: every contextActivities value is returned as an array, even one that
+    arrived as a single Activity object; in a SubStatement too. Returns the statement itself
+    when nothing changes (the common case), else a copy of the parts that change."""
+    context = _arrays_in_context(statement.get("context"))
+    obj = statement.get("object")
+    sub = obj
+    if isinstance(obj, dict) and obj.get("objectType") == "SubStatement":
+        sub_context = _arrays_in_context(obj.get("context"))
+        if sub_context is not obj.get("context"):
+            sub = {**obj, "context": sub_context}
+    if context is statement.get("context") and sub is obj:
+        return statement
+    result = dict(statement)
+    if context is not statement.get("context"):
+        result["context"] = context
+    if sub is not obj:
+        result["object"] = sub
+    return result
+
+
+def _arrays_in_context(context: Any) -> Any:
+    if not isinstance(context, dict):
+        return context
+    activities = context.get("contextActivities")
+    if not isinstance(activities, dict) or not any(
+        isinstance(value, dict) for value in activities.values()
+    ):
+        return context
+    arrays = {
+        kind: [value] if isinstance(value, dict) else value for kind, value in activities.items()
+    }
+    return {**context, "contextActivities": arrays}
 
 
 def _agent_ids(agent: Any) -> Any:
@@ -40,6 +76,9 @@ def _object_ids(obj: Any) -> Any:
         return _agent_ids(obj)
     if kind == "SubStatement":
         return _ids(obj)
+    if kind == "Activity":
+        # The minimum that identifies an Activity: its id (objectType defaults to Activity).
+        return {"id": obj.get("id")}
     return {"objectType": kind, "id": obj.get("id")}
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 from typing import Any
 
@@ -34,6 +33,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from lrs.xapi import jsontext
 from lrs.xapi.attachments import AttachmentError, AttachmentPart, media_type
 from lrs.xapi.comparison import statements_equivalent
 
@@ -117,8 +117,8 @@ def verify_signed_statement(
 
     payload_bytes = _b64url_decode(payload_b64, "payload")
     try:
-        original = json.loads(payload_bytes.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+        original = jsontext.loads(payload_bytes, "the JWS payload")
+    except ValueError as exc:
         raise AttachmentError(f"the JWS payload is not JSON: {exc}") from exc
     if not isinstance(original, dict):
         raise AttachmentError("the JWS payload must be a JSON object (the signed statement)")
@@ -181,8 +181,8 @@ def _parse_compact_jws(data: bytes) -> tuple[str, str, str, dict[str, Any]]:
     if not signature_b64:
         raise AttachmentError("the JWS has no signature (unsecured JWS are not accepted)")
     try:
-        header = json.loads(_b64url_decode(header_b64, "header").decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+        header = jsontext.loads(_b64url_decode(header_b64, "header"), "the JWS header")
+    except ValueError as exc:
         raise AttachmentError(f"the JWS header is not JSON: {exc}") from exc
     if not isinstance(header, dict):
         raise AttachmentError("the JWS header must be a JSON object")
