@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from lrs.auth import Authenticator
 from lrs.config import Settings
 from lrs.events import EventBus, RedisEventBus
 from lrs.federation.service import Federation
-from lrs.ingestion import AfterStore, Ingestion
+from lrs.ingestion import AfterStore, Ingestion, IngestionError
 from lrs.observability import Metrics
 from lrs.progress.deriver import Deriver
 from lrs.progress.dispatch import CeleryDispatcher, Dispatcher, InProcessDispatcher
 from lrs.progress.profiles import Profiles, load_profiles
 from lrs.storage.activities import ActivityRepository
-from lrs.storage.credentials import CredentialRepository
+from lrs.storage.credentials import Credential, CredentialRepository
 from lrs.storage.database import Database, open_database
 from lrs.storage.documents import DocumentRepository
 from lrs.storage.progress import CatalogueRepository, ProgressRepository
@@ -76,6 +77,31 @@ class Services:
                 s.admin_store, ["all", "admin"], "bootstrap admin", s.admin_key, s.admin_secret
             )
 
+    def own_authority(self) -> dict[str, Any]:
+        """The authority of statements the LRS writes itself."""
+        return {
+            "objectType": "Agent",
+            "account": {"homePage": self.settings.public_url, "name": "lrs"},
+        }
+
+    async def store_own_statements(self, store: str, statements: list[dict[str, Any]]) -> None:
+        """Store statements the LRS itself writes (cmi5 `satisfied`), under its own authority,
+        one at a time: one already stored is a no-op, one stored differently earlier (a
+        statement is never rewritten) stays as it was."""
+        credential = Credential(
+            key=f"lrs:{store}",
+            store=store,
+            scopes=frozenset({"all"}),
+            name="the LRS",
+            authority=self.own_authority(),
+        )
+        for statement in statements:
+            try:
+                await self.ingestion.store(credential, [statement], version="1.0.3", as_list=False)
+            except IngestionError as exc:
+                if exc.status != 409:
+                    raise
+
     async def close(self) -> None:
         if getattr(self, "_background", False):
             await self.federation.close()
@@ -129,6 +155,8 @@ def build_services(settings: Settings, database: Database | None = None) -> Serv
         dispatcher=dispatcher,
     )
     deriver.on_grown = dispatcher.grown
+    deriver.emit = services.store_own_statements
+    deriver.own_authority = services.own_authority()
     services.ingestion = Ingestion(
         statements, services.activities, services.metrics, services.after_store
     )

@@ -7,10 +7,8 @@ from typing import Any
 
 from lrs.api.errors import bad_request
 from lrs.xapi import jsontext
-from lrs.xapi.agents import agent_key
+from lrs.xapi.agents import KEY_PREFIXES, agent_from_key, agent_key
 from lrs.xapi.validation import StatementValidationError, validate_agent
-
-_KEY_PREFIXES = ("mbox:", "mbox_sha1sum:", "openid:", "account:")
 
 
 def learner_agent(text: str) -> dict[str, Any]:
@@ -39,14 +37,11 @@ def learner_key_of(text: str) -> str:
 
 
 def _agent_from_key(key: str) -> dict[str, Any]:
-    if not key.startswith(_KEY_PREFIXES):
+    agent = agent_from_key(key)
+    if agent is None:
         raise bad_request(
-            "learner must be agent JSON or a learner key starting with " + ", ".join(_KEY_PREFIXES)
+            "learner must be agent JSON or a learner key starting with "
+            + ", ".join(KEY_PREFIXES)
+            + " (an account key is account:<homePage>|<name>)"
         )
-    kind, _, value = key.partition(":")
-    if kind == "account":
-        home_page, sep, name = value.rpartition("|")
-        if not sep:
-            raise bad_request("an account learner key is account:<homePage>|<name>")
-        return {"objectType": "Agent", "account": {"homePage": home_page, "name": name}}
-    return {"objectType": "Agent", kind: value}
+    return agent

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from lrs.api import openapi
-from lrs.api.errors import bad_request, not_found
+from lrs.api.errors import XAPIError, bad_request, not_found
 from lrs.api.learners import learner_agent, learner_key_of
 from lrs.api.paths import (
     decode_cursor,
@@ -33,12 +33,15 @@ from lrs.progress.profiles import RESET_VERB, WAIVED_VERB
 from lrs.progress.rules import STATUSES
 from lrs.services import Services
 from lrs.storage.credentials import Credential
+from lrs.xapi.agents import agent_key
 from lrs.xapi.timestamps import format_timestamp, parse_timestamp
-from lrs.xapi.validation import is_iri
+from lrs.xapi.validation import is_iri, is_uuid
 
 router = APIRouter()
 
-_LIST_PARAMETERS = frozenset({"learner", "course", "module", "status", "limit", "cursor"})
+_LIST_PARAMETERS = frozenset(
+    {"learner", "course", "module", "status", "registration", "limit", "cursor"}
+)
 KEEPALIVE_SECONDS = 15.0
 
 
@@ -57,9 +60,13 @@ def _iri(params: dict[str, str], name: str) -> str | None:
     return value
 
 
-def _cursor(token: str) -> tuple[str, str, str]:
-    learner, course, module = decode_cursor(token, (str, str, str))
-    return learner, course, module
+def _cursor(token: str) -> tuple[str, str, str, str]:
+    try:
+        learner, course, module, registration = decode_cursor(token, (str, str, str, str))
+    except XAPIError:  # a cursor issued before records were kept per registration
+        learner, course, module = decode_cursor(token, (str, str, str))
+        registration = ""
+    return learner, course, module, registration
 
 
 _READ_SCOPES = ["progress/read", "progress/write", "all/read"]
@@ -95,6 +102,11 @@ _RECORDS = {
                 {"type": "string", "enum": list(STATUSES)},
             ),
             openapi.query(
+                "registration",
+                "Only the records of this registration (cmi5 courses keep one per registration)",
+                openapi.UUID,
+            ),
+            openapi.query(
                 "limit",
                 "Records per page (default 100)",
                 {"type": "integer", "minimum": 1, "maximum": 1000},
@@ -119,6 +131,7 @@ async def list_progress(
         course=_iri(params, "course"),
         module=_iri(params, "module"),
         status=status,
+        registration=_registration(params),
         after=_cursor(params["cursor"]) if "cursor" in params else None,
         limit=limit + 1,
     )
@@ -126,7 +139,9 @@ async def list_progress(
     if len(records) > limit:
         records = records[:limit]
         last = records[-1]
-        token = encode_cursor([last["learner"], last["course"], last["module"]])
+        token = encode_cursor(
+            [last["learner"], last["course"], last["module"], last.get("registration") or ""]
+        )
         query = {k: v for k, v in params.items() if k != "cursor"} | {"cursor": token}
         more = f"{request.url.path}?{urlencode(query)}"
     return JSONResponse({"records": [public_record(r) for r in records], "more": more})
@@ -142,6 +157,12 @@ async def list_progress(
         parameters=[
             openapi.path("learner", _LEARNER_TEXT + ", URL-encoded"),
             openapi.path("courseId", "The course's IRI, URL-encoded", openapi.IRI),
+            openapi.query(
+                "registration",
+                "For a course kept per registration (cmi5): this registration's progress; "
+                "default: the one the learner was last active in",
+                openapi.UUID,
+            ),
         ],
         ok=openapi.response(
             "Every module (not_started where nothing happened yet), and the course's counts",
@@ -172,16 +193,18 @@ async def learner_course_progress(
     if len(segments) != 3 or segments[1] != "courses":
         raise not_found("use /progress/learners/{learner}/courses/{courseId}, URL-encoded")
     learner = learner_key_of(segments[0])
+    params = single_params(request, frozenset({"registration"}))
     services = _services(request)
     course = await services.catalogue.get(credential.store, segments[2])
     if course is None:
         raise not_found(f"no course {segments[2]}")
-    records = {
-        r["module"]: r
-        for r in await services.progress.find(
-            credential.store, learner=learner, course=course.id, limit=10_000
-        )
-    }
+    everything = await services.progress.find(
+        credential.store, learner=learner, course=course.id, limit=10_000
+    )
+    # Per-registration courses (cmi5): the registration named, else the latest one active.
+    registrations = _latest_first(everything)
+    registration = _registration(params) or (registrations[0] if registrations else "")
+    records = {r["module"]: r for r in everything if (r.get("registration") or "") == registration}
     modules = []
     for module in course.modules:
         record = records.get(module.id)
@@ -207,6 +230,8 @@ async def learner_course_progress(
             "course": course.id,
             "title": course.title,
             "discovered": course.discovered,
+            "registration": registration or None,
+            "registrations": registrations,
             "modules": modules,
             "completed": completed,
             "total": total,
@@ -268,7 +293,9 @@ async def course_summary(
     course = await services.catalogue.get(credential.store, segments[0])
     if course is None:
         raise not_found(f"no course {segments[0]}")
-    records = await services.progress.find(credential.store, course=course.id, limit=1_000_000)
+    records = _latest_registration_only(
+        await services.progress.find(credential.store, course=course.id, limit=1_000_000)
+    )
     learners = {r["learner"] for r in records}
     summary = []
     for module in course.modules:
@@ -305,6 +332,42 @@ class ModuleAction(BaseModel):
     course: str
     module: str
     reason: str | None = None
+    # A cmi5 course keeps progress per registration: the one to act on (default: the latest
+    # the learner has in the course).
+    registration: str | None = None
+
+
+def _registration(params: dict[str, str]) -> str | None:
+    value = params.get("registration")
+    if value is None:
+        return None
+    if not is_uuid(value):
+        raise bad_request(f"registration must be a UUID, not {value!r}")
+    return value.lower()
+
+
+def _latest_registration_only(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Of each learner's records, those of the registration they were last active in (a
+    learner counts once in a course summary, enrolled again or not)."""
+    by_learner: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        by_learner.setdefault(record["learner"], []).append(record)
+    kept = []
+    for mine in by_learner.values():
+        latest = next(iter(_latest_first(mine)), "")
+        kept += [r for r in mine if (r.get("registration") or "") == latest]
+    return kept
+
+
+def _latest_first(records: list[dict[str, Any]]) -> list[str]:
+    """The registrations of these records, the most recently active first."""
+    latest: dict[str, str] = {}
+    for record in records:
+        registration = record.get("registration") or ""
+        if registration:
+            moment = record.get("last_activity_at") or ""
+            latest[registration] = max(latest.get(registration, ""), moment)
+    return sorted(latest, key=lambda r: latest[r], reverse=True)
 
 
 async def _record_action(request: Request, credential: Credential, verb: str) -> JSONResponse:
@@ -320,6 +383,15 @@ async def _record_action(request: Request, credential: Credential, verb: str) ->
     course = await services.catalogue.get(credential.store, action.course)
     if course is None or not any(m.id == action.module for m in course.modules):
         raise not_found(f"no module {action.module} in course {action.course}")
+    registration = action.registration
+    if registration is not None and not is_uuid(registration):
+        raise bad_request(f"registration must be a UUID, not {registration!r}")
+    if registration is None and course.source == "cmi5":
+        learner = agent_key(agent) or ""
+        records = await services.progress.find(
+            credential.store, learner=learner, course=course.id, limit=10_000
+        )
+        registration = next(iter(_latest_first(records)), None)
     statement: dict[str, Any] = {
         "id": str(uuid.uuid4()),
         "actor": agent,
@@ -328,6 +400,8 @@ async def _record_action(request: Request, credential: Credential, verb: str) ->
         "context": {"contextActivities": {"grouping": [{"id": course.id}]}},
         "timestamp": format_timestamp(_now()),
     }
+    if registration is not None:
+        statement["context"]["registration"] = registration.lower()
     if verb == WAIVED_VERB:
         statement["result"] = {"success": True, "completion": True}
     if action.reason:

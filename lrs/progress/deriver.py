@@ -17,14 +17,24 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from lrs.events import EventBus
 from lrs.progress.catalogue import Module
-from lrs.progress.profiles import Profiles
-from lrs.progress.rules import Facts, derive_facts, fold, learner_name, summarize
+from lrs.progress.cmi5 import satisfied_statement, satisfied_units, session_of, units
+from lrs.progress.discovery import discovery, role_of
+from lrs.progress.linking import linked_ids, object_id, touches
+from lrs.progress.profiles import Profile, Profiles
+from lrs.progress.rules import (
+    Facts,
+    derive_facts,
+    fold,
+    learner_name,
+    statement_micros,
+    summarize,
+)
 from lrs.storage.database import Database
 from lrs.storage.outbox import COLLECTION as OUTBOX
 from lrs.storage.progress import (
@@ -45,7 +55,8 @@ from lrs.storage.progress import (
 from lrs.storage.statement_docs import narrowing_term, term
 from lrs.storage.statements import StatementRepository
 from lrs.storage.unit import Work, delete_many, find, find_one, update_one
-from lrs.xapi.timestamps import monotonic_now_micros
+from lrs.xapi.agents import agent_from_key
+from lrs.xapi.timestamps import monotonic_now_micros, parse_timestamp, to_micros
 
 log = logging.getLogger("lrs.progress")
 
@@ -70,42 +81,19 @@ class Round:
 
     changed: list[dict[str, Any]] = field(default_factory=list)
     grown: dict[ModuleKey, int] = field(default_factory=dict)
-
-
-def _context_ids(statement: dict[str, Any], kind: str) -> list[str]:
-    value = ((statement.get("context") or {}).get("contextActivities") or {}).get(kind) or []
-    return [
-        a["id"]
-        for a in (value if isinstance(value, list) else [value])
-        if isinstance(a, dict) and "id" in a
-    ]
-
-
-def _object_id(statement: dict[str, Any]) -> str | None:
-    obj = statement.get("object") or {}
-    return obj.get("id") if obj.get("objectType", "Activity") == "Activity" else None
-
-
-def _touches_module(module: Module, object_id: str | None, parents: list[str]) -> bool:
-    return (object_id in module.activity_ids) or module.id in parents
-
-
-def _discovery_target(statement: dict[str, Any], object_id: str | None) -> tuple[str, str] | None:
-    """(course, module) a statement would be discovered into, if any."""
-    if object_id is None:
-        return None
-    parent = _context_ids(statement, "parent")
-    grouping = _context_ids(statement, "grouping")
-    module_id = (parent or grouping or [None])[0]
-    if module_id is None or module_id == object_id:
-        return None
-    course_id = next((g for g in grouping if g != module_id), module_id)
-    return course_id, module_id
+    # (learner, course, registration) -> the round's statements for it: the one that made a
+    # block satisfied names the AU session of its `satisfied` statement (cmi5 9.3.9)
+    triggers: dict[tuple[str, str, str], list[dict[str, Any]]] = field(default_factory=dict)
 
 
 def _registration(module: Module, statement: dict[str, Any]) -> str | None:
-    """The registration a record is kept per: none (one record per learner and module)."""
-    return None
+    """The registration a record is kept per: a cmi5 course's progress belongs to a
+    registration (an enrollment, cmi5 9.6.1); other content has one record per learner and
+    module, whatever the registrations of its statements."""
+    if module.profile != "cmi5":
+        return None
+    registration = (statement.get("context") or {}).get("registration")
+    return registration.lower() if isinstance(registration, str) else None
 
 
 class Deriver:
@@ -127,6 +115,9 @@ class Deriver:
         # Told of discovered modules that grew, to re-summarize their other learners soon
         # (the dispatcher); the outbox keeps it durable meanwhile.
         self.on_grown: Callable[[str, list[ModuleKey]], None] | None = None
+        # Stores statements the LRS itself writes (cmi5 `satisfied`), with its own authority.
+        self.emit: Callable[[str, list[dict[str, Any]]], Awaitable[None]] | None = None
+        self.own_authority: dict[str, Any] = {"objectType": "Agent", "name": "LRS"}
 
     # --- entry points --------------------------------------------------------------------------
 
@@ -137,17 +128,13 @@ class Deriver:
         then delete the outbox entries that owed them. Idempotent: running it twice, or for
         statements already derived, changes nothing. Returns the number of records changed."""
         result = await self.database.run(self._statements_work(store, ids, list(entries)))
-        await self._publish(store, result.changed)
-        if result.grown and self.on_grown is not None:
-            self.on_grown(store, list(result.grown))
-        return len(result.changed)
+        return await self._after(store, result)
 
     async def derive_module(self, store: str, module: Module) -> int:
         """Recompute every learner's record of one module from the statements (a catalogue
         change)."""
         result = await self.database.run(self._module_work(store, module))
-        await self._publish(store, result.changed)
-        return len(result.changed)
+        return await self._after(store, result)
 
     async def derive_course(self, store: str, course_id: str) -> int:
         """After a catalogue change: re-derive every module, drop records of removed modules."""
@@ -171,7 +158,15 @@ class Deriver:
         """A discovered module grew: summarize its learners' records again from their stored
         facts against its new size (no statement is read)."""
         result = await self.database.run(self._resummarize_work(store, course_id, module_id))
+        return await self._after(store, result)
+
+    async def _after(self, store: str, result: Round) -> int:
+        """Once a unit's records are written: push them live, have grown discovered modules
+        re-summarized, store the `satisfied` statements they call for."""
         await self._publish(store, result.changed)
+        if result.grown and self.on_grown is not None:
+            self.on_grown(store, list(result.grown))
+        await self._satisfied(store, result)
         return len(result.changed)
 
     # --- one round of statements --------------------------------------------------------------
@@ -183,7 +178,7 @@ class Deriver:
             {"store": store, "id": {"$in": ids}, "voided": {"$in": [False, True]}},
             projection={"statement": 1, "voided": 1, "learner": 1, "voids": 1, "id": 1},
         )
-        lookup = _RoundCatalogue(self.catalogue, store, result)
+        lookup = _RoundCatalogue(self.catalogue, store, result, self.profiles.get("generic"))
         folds: dict[Pair, list[dict[str, Any]]] = {}
         recompute: set[Pair] = set()
         modules: dict[ModuleKey, Module] = {}
@@ -210,6 +205,8 @@ class Deriver:
                 )
                 pair = self._pair(doc["learner"], module, statement)
                 folds.setdefault(pair, []).append(statement)
+                if pair[3] is not None:
+                    result.triggers.setdefault((pair[0], pair[1], pair[3]), []).append(statement)
 
         pairs = sorted(set(folds) | recompute, key=lambda p: (p[0], p[1], p[2], p[3] or ""))
         records = yield from records_work(store, [record_key(*p) for p in pairs])
@@ -281,7 +278,8 @@ class Deriver:
             "learner": learner,
             "course": course_id,
             "module": module_id,
-            "registration": registration,
+            # "" rather than null: records sort and page on it (public_record shows null)
+            "registration": registration or "",
             **fields,
             "learner_name": learner_name(facts),
             "facts": facts.to_doc(),
@@ -395,7 +393,7 @@ class Deriver:
                 record["learner"],
                 record["course"],
                 record["module"],
-                record.get("registration"),
+                record.get("registration") or None,
             )
             grouped.setdefault(pair, [])
         profile = self.profiles.get(module.profile)
@@ -405,13 +403,16 @@ class Deriver:
             new = self._record(store, pair, module, facts)
             planned.append((pair, new, records.get(record_key(*pair)), True))
         yield from self._write(
-            store, planned, _RoundCatalogue(self.catalogue, store, result), result
+            store,
+            planned,
+            _RoundCatalogue(self.catalogue, store, result, self.profiles.get("generic")),
+            result,
         )
         return result
 
     def _resummarize_work(self, store: str, course_id: str, module_id: str) -> Work[Round]:
         result = Round()
-        lookup = _RoundCatalogue(self.catalogue, store, result)
+        lookup = _RoundCatalogue(self.catalogue, store, result, self.profiles.get("generic"))
         module = yield from lookup.header(course_id, module_id)
         entry_id = _resummary_id(store, course_id, module_id)
         entry = yield find_one(OUTBOX, {"_id": entry_id})
@@ -429,13 +430,65 @@ class Deriver:
                 **summarize(_view(module, facts), self.profiles.get(module.profile), facts),
             }
             if any(record.get(name) != new.get(name) for name in PROGRESS_FIELDS):
-                pair = (record["learner"], course_id, module_id, record.get("registration"))
+                pair = (record["learner"], course_id, module_id, record.get("registration") or None)
                 planned.append((pair, new, record, False))
         yield from self._write(store, planned, lookup, result)
         if entry is not None:
             # Only if the module did not grow again meanwhile (a later round set a larger rev).
             yield delete_many(OUTBOX, {"_id": entry_id, "rev": {"$lte": total}})
         return result
+
+    async def _satisfied(self, store: str, result: Round) -> None:
+        """cmi5 9.3.9, the LMS's side: when a block or the course becomes satisfied for a
+        registration, store one `satisfied` statement for it. Its id derives from the
+        registration and the unit, so it is stored once whatever re-derivation happens; a
+        unit that is unsatisfied again (a voided pass) keeps the statement (see
+        docs/progress-rules.md)."""
+        if self.emit is None:
+            return
+        groups = {
+            (r["learner"], r["course"], r["registration"])
+            for r in result.changed
+            if r.get("registration") and r.get("status") == "completed"
+        }
+        courses: dict[str, Any] = {}
+        for learner, course_id, registration in sorted(groups):
+            if course_id not in courses:
+                courses[course_id] = await self.catalogue.get(store, course_id)
+            course = courses[course_id]
+            if course is None or not course.emit_satisfied:
+                continue
+            records = await self.progress.find(
+                store,
+                learner=learner,
+                course=course_id,
+                registration=registration,
+                limit=10_000,
+                include_not_started=True,
+            )
+            satisfied = satisfied_units(course, {r["module"]: r for r in records})
+            if not satisfied:
+                continue
+            round_statements = result.triggers.get((learner, course_id, registration), [])
+            actor = next((s["actor"] for s in round_statements), None) or agent_from_key(learner)
+            if actor is None:
+                continue
+            unit_of = {unit.id: unit for unit in units(course)}
+            statements = []
+            for unit_id, moment in sorted(satisfied.items()):
+                if unit_id not in unit_of:
+                    continue
+                trigger = _trigger(round_statements, moment)
+                session = session_of(trigger) if trigger else None
+                statements.append(
+                    satisfied_statement(
+                        unit_of[unit_id], registration, moment, session, self.own_authority, actor
+                    )
+                )
+            try:
+                await self.emit(store, statements)
+            except Exception:  # the progress is derived; the statements follow next time
+                log.exception("could not store satisfied statements for %s", registration)
 
     async def _publish(self, store: str, records: list[dict[str, Any]]) -> None:
         if not records:
@@ -451,44 +504,51 @@ class _RoundCatalogue:
     """The catalogue as one unit of derivation sees it: modules looked up (and discovered)
     once per statement context, course documents read once."""
 
-    def __init__(self, catalogue: CatalogueRepository, store: str, result: Round) -> None:
+    def __init__(
+        self, catalogue: CatalogueRepository, store: str, result: Round, profile: Profile
+    ) -> None:
         self.catalogue = catalogue
         self.store = store
         self.result = result
+        self.profile = profile  # the profile discovered modules follow
         self.by_context: dict[str, list[Module]] = {}
 
     def modules(self, statement: dict[str, Any], discover: bool) -> Work[list[Module]]:
-        """The modules the statement touches (discovering its module if no definition covers
-        it, design notes 3.3)."""
-        object_id = _object_id(statement)
-        parents = _context_ids(statement, "parent") + _context_ids(statement, "grouping")
-        target = _discovery_target(statement, object_id)
-        context = json.dumps([object_id, parents, target, discover])
+        """The modules the statement touches (lrs.progress.linking), after applying what it
+        discovers when no definition covers it (lrs.progress.discovery)."""
+        linked = linked_ids(statement)
+        role = role_of(self.profile, statement) if discover else None
+        context = json.dumps([linked, discover, role])
         if context in self.by_context:
             return self.by_context[context]
-        candidates = ([object_id] if object_id else []) + parents
-        found = yield from self.catalogue.modules_for_work(self.store, candidates)
-        found = [m for m in found if _touches_module(m, object_id, parents)]
-        known = target is not None and any(
-            m.id == target[1] and m.item(object_id or "") is not None for m in found
-        )
-        if (
-            discover
-            and target is not None
-            and object_id is not None
-            and not known  # already an item of the module it would be discovered into
-            and all(m.discovered for m in found)
-        ):
-            course_id, module_id = target
-            total = yield from self.catalogue.discover_work(
-                self.store, course_id, module_id, object_id
-            )
-            if total is not None:
-                self.result.grown[(course_id, module_id)] = total
-                found = yield from self.catalogue.modules_for_work(self.store, candidates)
-                found = [m for m in found if _touches_module(m, object_id, parents)]
+        found = yield from self.catalogue.modules_for_work(self.store, linked)
+        found = [m for m in found if touches(m, statement)]
+        if discover and not self._settled(found, statement, role):
+            known = yield from self.catalogue.known_work(self.store, linked)
+            discovered = discovery(statement, self.profile, known)
+            if discovered is not None:
+                grew, role_changed = yield from self.catalogue.discover_work(self.store, discovered)
+                if grew is not None or role_changed:
+                    key = (discovered.course_id, discovered.module_id)
+                    total = yield from self.catalogue.item_total_work(self.store, *key)
+                    self.result.grown[key] = total
+                    found = yield from self.catalogue.modules_for_work(self.store, linked)
+                    found = [m for m in found if touches(m, statement)]
         self.by_context[context] = found
         return found
+
+    @staticmethod
+    def _settled(found: list[Module], statement: dict[str, Any], role: str | None) -> bool:
+        """Nothing to discover for sure: a defined course covers the statement, or its object
+        is already an item of a discovered module it touches, in a role at least as high."""
+        if any(not m.discovered for m in found):
+            return True
+        target = object_id(statement)
+        for module in found:
+            item = module.item(target) if target else None
+            if item is not None and (role != "assessment" or item.role == "assessment"):
+                return True
+        return False
 
     def header(self, course_id: str, module_id: str) -> Work[Module | None]:
         """One module as its course document has it: complete when defined; when discovered,
@@ -537,6 +597,15 @@ def _drop_voided(store: str, folds: dict[Pair, list[dict[str, Any]]]) -> Work[No
             folds[pair] = [s for s in statements if s["id"] not in gone]
 
 
+def _trigger(statements: list[dict[str, Any]], moment: str) -> dict[str, Any] | None:
+    """The statement that made a unit satisfied at `moment`: the latest one at that moment or
+    before (None when none of these statements did: a recomputation)."""
+    at = to_micros(parse_timestamp(moment))
+    timed = [(statement_micros(s), s["id"], s) for s in statements]
+    before = [t for t in timed if t[0] <= at]
+    return max(before, key=lambda t: (t[0], t[1]))[2] if before else None
+
+
 def _merged(known: Module | None, module: Module) -> Module:
     """Two partial views of one discovered module (from different statements) as one."""
     if known is None or not module.discovered:
@@ -574,6 +643,7 @@ def event_id(record: dict[str, Any]) -> str:
 def public_record(record: dict[str, Any]) -> dict[str, Any]:
     """A progress record as the API shows it."""
     shown = {k: v for k, v in record.items() if k not in _PUBLIC_HIDDEN}
+    shown["registration"] = record.get("registration") or None
     # The SSE id of this version: a snapshot from GET /progress lines up with the stream.
     shown["event_id"] = event_id(record)
     return shown

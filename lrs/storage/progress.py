@@ -8,11 +8,12 @@ async methods serve the API and the CLI.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from lrs.progress.catalogue import Course, Item, Module
+from lrs.progress.discovery import Discovery, Known, discovered_item
 from lrs.storage.database import Collection, Database, DuplicateKeys
 from lrs.storage.unit import (
     Work,
@@ -57,6 +58,7 @@ def _course_from(doc: dict[str, Any], modules: tuple[Module, ...] | None = None)
         discovered=doc.get("discovered", False),
         source=doc.get("source", "definition"),
         extra={"definition": doc.get("definition"), "updated_key": doc.get("updated_key", 0)},
+        emit_satisfied=doc.get("emit_satisfied", False),
     )
 
 
@@ -97,6 +99,7 @@ class CatalogueRepository:
             "profile": course.profile,
             "source": course.source,
             "discovered": course.discovered,
+            "emit_satisfied": course.emit_satisfied,
             "modules": [_module_doc(m) for m in course.modules],
             "definition": definition,
             "updated": datetime.now(UTC).isoformat(),
@@ -213,60 +216,130 @@ class CatalogueRepository:
         counter = yield find_one(COUNTS, {"_id": _count_id(store, course, module)})
         return int(counter["n"]) if counter else n
 
-    def discover_work(
-        self, store: str, course_id: str, module_id: str, item_id: str
-    ) -> Work[int | None]:
-        """Add an item to a discovered module, creating course and module as needed. Returns
-        the module's new item count when it grew, else None. Defined courses are never changed
-        by discovery."""
-        doc = yield find_one(COURSES, {"store": store, "id": course_id})
-        if doc is not None and not doc.get("discovered"):
-            return None
-        if doc is None or not any(m["id"] == module_id for m in doc["modules"]):
-            module = Module(course_id, module_id, "", (), discovered=True)
-            try:
-                # $addToSet: two writers discovering the same new module add it once.
-                yield update_one(
-                    COURSES,
-                    {"store": store, "id": course_id, "discovered": True},
-                    {
-                        "$addToSet": {"modules": _module_doc(module)},
-                        "$setOnInsert": {
-                            "title": "",
-                            "profile": "generic",
-                            "source": "discovered",
-                            "definition": None,
-                            "updated": datetime.now(UTC).isoformat(),
-                            "updated_key": monotonic_now_micros(),
-                            "derivation_pending": False,
-                        },
-                    },
-                    upsert=True,
+    def known_work(self, store: str, activity_ids: list[str]) -> Work[dict[str, Known]]:
+        """What the catalogue knows of each of these ids (lrs.progress.discovery): part of a
+        defined course, or a discovered course, module or item; unknown ids are left out."""
+        wanted = sorted(set(activity_ids))
+        if not wanted:
+            return {}
+        rows = yield find(ROWS, {"store": store, "activity": {"$in": wanted}})
+        courses = {row["course"] for row in rows} | set(wanted)
+        docs = yield find(
+            COURSES,
+            {"store": store, "id": {"$in": sorted(courses)}},
+            projection={"id": 1, "discovered": 1},
+        )
+        defined = {doc["id"] for doc in docs if not doc.get("discovered")}
+        known: dict[str, Known] = {}
+        for doc in docs:
+            if doc["id"] in wanted:
+                known[doc["id"]] = "course" if doc.get("discovered") else "defined"
+        for row in rows:
+            activity = row["activity"]
+            if row["course"] in defined:
+                known[activity] = "defined"
+            elif known.get(activity) != "defined":
+                kind: Known = "module" if activity == row["module"] else "item"
+                if known.get(activity) not in ("course", "module"):
+                    known[activity] = kind
+        return known
+
+    def discover_work(self, store: str, found: Discovery) -> Work[tuple[int | None, bool]]:
+        """Apply a discovery (lrs.progress.discovery): the item joins its discovered module
+        (created with its course as needed), or becomes the module's assessment. Returns the
+        module's new item count when it grew (else None), and whether an item's role changed.
+        Defined courses are never changed by discovery."""
+        course_id, module_id = found.course_id, found.module_id
+        for _ in range(8):  # compare-and-set on the course document (roles, new modules)
+            doc = yield find_one(COURSES, {"store": store, "id": course_id})
+            if doc is not None and not doc.get("discovered"):
+                return None, False
+            module_doc = next(
+                (m for m in (doc or {}).get("modules", []) if m["id"] == module_id), None
+            )
+            current = module_from_doc(module_doc) if module_doc else None
+            known_role = current.item(found.item_id) if current else None
+            # The course document lists the module and its assessments; content items are rows.
+            if (
+                current is None
+                or (found.role == "assessment" and known_role is None)
+                or (
+                    known_role is not None
+                    and known_role.role != "assessment"
+                    and found.role == "assessment"
                 )
-            except DuplicateKeys:
-                return None  # defined meanwhile
-            with contextlib.suppress(DuplicateKeys):
-                yield insert_one(
-                    ROWS,
-                    {
-                        "store": store,
-                        "activity": module_id,
-                        "course": course_id,
-                        "module": module_id,
-                    },
-                )
+            ):
+                module = current or Module(course_id, module_id, "", (), discovered=True)
+                if found.role == "assessment":
+                    items = tuple(i for i in module.items if i.id != found.item_id)
+                    module = replace(module, items=(*items, discovered_item(found)))
+                modules = [m for m in (doc or {}).get("modules", []) if m["id"] != module_id]
+                stamp = {
+                    "modules": [*modules, _module_doc(module)],
+                    "updated_key": monotonic_now_micros(),
+                }
+                if doc is None:
+                    try:
+                        yield insert_one(
+                            COURSES,
+                            {
+                                "store": store,
+                                "id": course_id,
+                                "title": "",
+                                "profile": "generic",
+                                "source": "discovered",
+                                "discovered": True,
+                                "definition": None,
+                                "updated": datetime.now(UTC).isoformat(),
+                                "derivation_pending": False,
+                                **stamp,
+                            },
+                        )
+                    except DuplicateKeys:
+                        continue  # created meanwhile (or defined): look again
+                else:
+                    matched = yield update_one(
+                        COURSES,
+                        {"_id": doc["_id"], "updated_key": doc.get("updated_key")},
+                        {"$set": stamp},
+                    )
+                    if not matched:
+                        continue
+                if current is None:
+                    with contextlib.suppress(DuplicateKeys):
+                        yield insert_one(
+                            ROWS,
+                            {
+                                "store": store,
+                                "activity": module_id,
+                                "course": course_id,
+                                "module": module_id,
+                            },
+                        )
+            break
+        role_changed = (
+            known_role is not None
+            and found.role == "assessment"
+            and (known_role.role != "assessment")
+        )
         total = yield from self.item_total_work(store, course_id, module_id)
         try:
             yield insert_one(
                 ROWS,
-                {"store": store, "activity": item_id, "course": course_id, "module": module_id},
+                {
+                    "store": store,
+                    "activity": found.item_id,
+                    "course": course_id,
+                    "module": module_id,
+                },
             )
         except DuplicateKeys:
-            return None
+            # Already an item: only its role may have changed (content -> assessment).
+            return None, role_changed or (known_role is None and found.role == "assessment")
         counter = yield find_one_and_update(
             COUNTS, {"_id": _count_id(store, course_id, module_id)}, {"$inc": {"n": 1}}, upsert=True
         )
-        return int(counter["n"]) if counter else total + 1
+        return (int(counter["n"]) if counter else total + 1), False
 
 
 def with_items(module: Module, item_ids: set[str] | list[str], total: int) -> Module:
@@ -320,7 +393,7 @@ PROGRESS_FIELDS = (
 
 def record_key(learner: str, course: str, module: str, registration: str | None) -> str:
     """The unique key of a progress record (its registration only for per-registration
-    courses; None otherwise)."""
+    courses; None otherwise, stored as "")."""
     return "\x1f".join((learner, course, module, registration or ""))
 
 
@@ -366,7 +439,7 @@ class ProgressRepository:
         for doc in docs:
             key = record_key(doc["learner"], doc["course"], doc["module"], None)
             await self.records.update_one(
-                {"_id": doc["_id"]}, {"$set": {"key": key, "registration": None}}
+                {"_id": doc["_id"]}, {"$set": {"key": key, "registration": ""}}
             )
         return len(docs)
 
@@ -401,11 +474,13 @@ class ProgressRepository:
         course: str | None = None,
         module: str | None = None,
         status: str | None = None,
-        after: tuple[str, str, str] | None = None,
+        registration: str | None = None,
+        after: tuple[str, str, str, str] | None = None,
         limit: int = 100,
         include_not_started: bool = False,
     ) -> list[dict[str, Any]]:
-        """Records ordered by (learner, course, module); `after` is the last key seen.
+        """Records ordered by (learner, course, module, registration); `after` is the last key
+        seen. `registration`: only the records kept for it (per-registration courses).
 
         A not_started record only says that a learner's statements for the module were all
         retracted (or never counted); unless asked for by status, such records are left out,
@@ -418,24 +493,31 @@ class ProgressRepository:
             ("course", course),
             ("module", module),
             ("status", status),
+            ("registration", registration),
         ):
             if value is not None:
                 clauses.append({name: value})
         if after is not None:
-            a_learner, a_course, a_module = after
+            a_learner, a_course, a_module, a_registration = after
             clauses.append(
                 {
                     "$or": [
                         {"learner": {"$gt": a_learner}},
                         {"learner": a_learner, "course": {"$gt": a_course}},
                         {"learner": a_learner, "course": a_course, "module": {"$gt": a_module}},
+                        {
+                            "learner": a_learner,
+                            "course": a_course,
+                            "module": a_module,
+                            "registration": {"$gt": a_registration},
+                        },
                     ]
                 }
             )
         return await self.records.find(
             {"$and": clauses},
             projection={"_id": 0, "facts": 0},
-            sort=[("learner", 1), ("course", 1), ("module", 1)],
+            sort=[("learner", 1), ("course", 1), ("module", 1), ("registration", 1)],
             limit=limit,
         )
 

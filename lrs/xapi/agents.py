@@ -111,3 +111,19 @@ def related_activities(statement: dict[str, Any]) -> list[str]:
             ids[activity] = None
         ids.update(dict.fromkeys(_context_activity_ids(source.get("context"))))
     return list(ids)
+
+
+KEY_PREFIXES = ("mbox:", "mbox_sha1sum:", "openid:", "account:")
+
+
+def agent_from_key(key: str) -> dict[str, Any] | None:
+    """The Agent a canonical key (`agent_key`) names, or None when it is not one."""
+    if not key.startswith(KEY_PREFIXES):
+        return None
+    kind, _, value = key.partition(":")
+    if kind == "account":
+        home_page, sep, name = value.rpartition("|")
+        if not sep:
+            return None
+        return {"objectType": "Agent", "account": {"homePage": home_page, "name": name}}
+    return {"objectType": "Agent", kind: value}
