@@ -123,6 +123,7 @@ async def test_a_cmi5_course_as_its_aus_and_lms_send_it_per_registration(lrs: LR
     await lrs.services.deriver.derive_course("default", C)
     await lrs.services.dispatcher.idle()
     assert len(await _satisfied(lrs, REGISTRATION)) == 4
+
     # ...and they changed no record (but for when it was written).
     def content(records: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         volatile = ("version", "updated_at", "event_id")
