@@ -122,3 +122,33 @@ async def test_a_dropped_index_is_gone_and_its_table_number_not_reused(tmp_path:
         assert await things.count({"a": {"$gte": 1}}) == 3
     finally:
         await database.close()
+
+
+async def test_a_partial_index_holds_only_documents_with_its_field(tmp_path: Any) -> None:
+    """MongoDB's partialFilterExpression {field: {$exists: true}}: documents without the field
+    cost no entry, and queries that could match them (null) still find them."""
+    database = _database("embedded", tmp_path)
+    try:
+        things = database["things"]
+        await things.create_index([("s", 1), ("ref", 1)], partial="ref")
+        await things.insert_many(
+            [{"s": 1, "n": n} for n in range(50)] + [{"s": 1, "ref": "x", "n": 50}]
+        )
+        raw = things._ops._raw  # type: ignore[attr-defined]
+        index = next(i for i in raw.indexes if i.fields == ["s", "ref"])
+        rows = raw._db.execute(f"SELECT count(*) FROM {index.table}").fetchone()[0]
+        assert rows == 1
+        assert [d["n"] for d in await things.find({"s": 1, "ref": {"$in": ["x"]}})] == [50]
+        assert await things.count({"s": 1, "ref": None}) == 50  # missing matches null
+        assert await things.count({"s": 1, "ref": {"$in": [None, "x"]}}) == 51
+        await things.update_many({"n": {"$lt": 5}}, {"$set": {"ref": "y"}})
+        assert await things.count({"s": 1, "ref": "y"}) == 5
+        await things.update_many({"ref": "y"}, {"$unset": {"ref": ""}})
+        assert raw._db.execute(f"SELECT count(*) FROM {index.table}").fetchone()[0] == 1
+        # Declared again without the option (an earlier version's index): rebuilt as declared.
+        await things.create_index([("s", 1), ("ref", 1)])
+        index = next(i for i in raw.indexes if i.fields == ["s", "ref"])
+        assert index.partial is None
+        assert raw._db.execute(f"SELECT count(*) FROM {index.table}").fetchone()[0] == 51
+    finally:
+        await database.close()

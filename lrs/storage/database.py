@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from pymongo import ReturnDocument
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
 from lrs.config import Settings
 from lrs.storage.unit import (
@@ -126,12 +126,28 @@ class Collection:
         return await self._raw.distinct(key, dict(filter))
 
     async def create_index(
-        self, keys: Sort, *, unique: bool = False, name: str | None = None
+        self,
+        keys: Sort,
+        *,
+        unique: bool = False,
+        name: str | None = None,
+        partial: str | None = None,
     ) -> None:
+        """`partial`: index only the documents that have this field (so that documents that
+        leave it out cost no index entry)."""
         options: dict[str, Any] = {"unique": unique}
         if name:
             options["name"] = name
-        await self._raw.create_index(list(keys), **options)
+        if partial:
+            options["partialFilterExpression"] = {partial: {"$exists": True}}
+        try:
+            await self._raw.create_index(list(keys), **options)
+        except OperationFailure as exc:
+            if exc.code not in (85, 86):  # IndexOptionsConflict, IndexKeySpecsConflict
+                raise
+            # Declared with other options by an earlier version: rebuilt with these.
+            await self.drop_index(keys)
+            await self._raw.create_index(list(keys), **options)
 
     async def drop_index(self, keys: Sort) -> bool:
         """Drop the index on exactly these keys, if there is one; True if one was dropped."""
@@ -203,8 +219,20 @@ class EmbeddedOps:
     def distinct(self, key: str, filter: Filter) -> list[Any]:
         return self._raw.distinct(key, filter)
 
-    def create_index(self, keys: Sort, *, unique: bool = False, name: str | None = None) -> None:
-        self._raw.create_index(list(keys), unique, name)
+    def create_index(
+        self,
+        keys: Sort,
+        *,
+        unique: bool = False,
+        name: str | None = None,
+        partial: str | None = None,
+    ) -> None:
+        fields = [key for key, _ in keys]
+        existing = next((i for i in self._raw.indexes if i.fields == fields), None)
+        if existing is not None and existing.unique == unique and existing.partial != partial:
+            # Declared partial (or not) by an earlier version: rebuilt as declared now.
+            self._raw.drop_index(fields)
+        self._raw.create_index(list(keys), unique, name, partial)
 
     def drop_index(self, keys: Sort) -> bool:
         return self._raw.drop_index([key for key, _ in keys])

@@ -405,6 +405,9 @@ class _Index:
     unique: bool
     table: str
     multikey: int  # bit i set: field i held an array in some document
+    # A partial index (MongoDB's partialFilterExpression {field: {$exists: true}}): only the
+    # documents that have this top-level field have entries.
+    partial: str | None = None
 
     @functools.cached_property
     def roots(self) -> set[str]:
@@ -421,6 +424,8 @@ class _Index:
     def entries(self, doc: Mapping[str, Any]) -> tuple[set[tuple[Any, ...]], bool]:
         """The index rows of a document (without rid), and a bit mask of the fields whose
         values were expanded from arrays."""
+        if self.partial is not None and self.partial not in doc:
+            return set(), 0
         per_field: list[list[tuple[int, Any]]] = []
         expanded = 0
         for parts in self.paths:
@@ -528,6 +533,17 @@ class _Plan:
     params: list[Any] = field(default_factory=list)
 
 
+def _excludes_missing(constraints: list[tuple[int, _Constraint]] | None) -> bool:
+    """Whether one of these conditions on a field rules out documents that lack it (so that a
+    partial index on the field may serve the query)."""
+    for _, constraint in constraints or ():
+        if constraint.keys is None:  # a range: never met by a missing field
+            return True
+        if all(rank != _NULL for rank, _ in constraint.keys):
+            return True
+    return False
+
+
 def _shape(value: Any) -> Any:
     """A filter with its values reduced to their types (what planning depends on, apart from
     the counts it sometimes takes)."""
@@ -608,8 +624,12 @@ class EmbeddedStore:
         )
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS indexes (collection TEXT, name TEXT, fields TEXT,"
-            " uniq INTEGER, tbl TEXT, multikey INTEGER, PRIMARY KEY (collection, name))"
+            " uniq INTEGER, tbl TEXT, multikey INTEGER, partial TEXT,"
+            " PRIMARY KEY (collection, name))"
         )
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(indexes)")}
+        if "partial" not in columns:  # a file written before partial indexes existed
+            self._db.execute("ALTER TABLE indexes ADD COLUMN partial TEXT")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS clock (name TEXT PRIMARY KEY, value INTEGER NOT NULL)"
         )
@@ -748,10 +768,10 @@ class EmbeddedCollection:
         ).fetchone()
         self.table = row[0] if row else ""
         self.indexes = [
-            _Index(name, json.loads(fields), bool(uniq), tbl, multikey)
-            for name, fields, uniq, tbl, multikey in self._db.execute(
-                "SELECT name, fields, uniq, tbl, multikey FROM indexes WHERE collection = ?"
-                " ORDER BY rowid",
+            _Index(name, json.loads(fields), bool(uniq), tbl, multikey, partial)
+            for name, fields, uniq, tbl, multikey, partial in self._db.execute(
+                "SELECT name, fields, uniq, tbl, multikey, partial FROM indexes"
+                " WHERE collection = ? ORDER BY rowid",
                 (self.name,),
             )
         ]
@@ -770,21 +790,28 @@ class EmbeddedCollection:
         else:
             self.load_metadata()
 
-    def create_index(self, keys: Sequence[tuple[str, int]], unique: bool, name: str | None) -> None:
+    def create_index(
+        self,
+        keys: Sequence[tuple[str, int]],
+        unique: bool,
+        name: str | None,
+        partial: str | None = None,
+    ) -> None:
         fields = [key for key, _ in keys]
         name = name or "_".join(f"{key}_{direction}" for key, direction in keys)
         with self._store.write() as db:
             self._ensure_table(db)
             for index in self.indexes:
                 if index.name == name or index.fields == fields:
-                    if index.unique != unique:
-                        # As MongoDB: an index cannot silently change its uniqueness.
+                    if index.unique != unique or index.partial != partial:
+                        # As MongoDB: an index cannot silently change its options.
                         raise OperationFailure(
-                            f"index {index.name} on {fields} exists with unique={index.unique}",
+                            f"index {index.name} on {fields} exists with other options"
+                            f" (unique={index.unique}, partial={index.partial})",
                             86,
                         )
                     return
-            index = self._add_index(db, name, fields, unique=unique)
+            index = self._add_index(db, name, fields, unique=unique, partial=partial)
             for rid, blob in db.execute(f"SELECT rid, doc FROM {self.table}").fetchall():
                 self._insert_entries(db, index, rid, bson.decode(blob, codec_options=_CODEC))
 
@@ -805,7 +832,12 @@ class EmbeddedCollection:
             return True
 
     def _add_index(
-        self, db: sqlite3.Connection, name: str, fields: list[str], unique: bool
+        self,
+        db: sqlite3.Connection,
+        name: str,
+        fields: list[str],
+        unique: bool,
+        partial: str | None = None,
     ) -> _Index:
         # Above every table in use (an index may have been dropped: counting would reuse one).
         number = (
@@ -823,10 +855,10 @@ class EmbeddedCollection:
             f" PRIMARY KEY ({primary_key})) WITHOUT ROWID"
         )
         db.execute(
-            "INSERT INTO indexes VALUES (?, ?, ?, ?, ?, 0)",
-            (self.name, name, json.dumps(fields), int(unique), table),
+            "INSERT INTO indexes VALUES (?, ?, ?, ?, ?, 0, ?)",
+            (self.name, name, json.dumps(fields), int(unique), table, partial),
         )
-        index = _Index(name, fields, unique, table, 0)
+        index = _Index(name, fields, unique, table, 0, partial)
         self.indexes.append(index)
         self._plan_cache = {}
         return index
@@ -957,6 +989,8 @@ class EmbeddedCollection:
         for index in self.indexes:
             if index.fields[0] not in by_field or (only and only[0] != index.name):
                 continue
+            if index.partial is not None and not _excludes_missing(by_field.get(index.partial)):
+                continue  # documents without the field are not in it
             options = [by_field.get(name, [(-1, None)]) for name in index.fields]
             for combo in itertools.islice(itertools.product(*options), _MAX_PLANS):
                 numbers = tuple(number for number, _ in combo)

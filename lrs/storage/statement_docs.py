@@ -118,17 +118,24 @@ def statement_document(
     """The storage document of a complete statement (id, stored, authority set)."""
     target = reference_target(statement)
     fields = match_fields(statement)
-    return {
+    doc = {
         "store": store,
         "id": statement["id"],
         "statement": json.dumps(statement, separators=(",", ":"), ensure_ascii=False),
         "stored_key": stored_key,
         "voided": voided,
-        "voids": target if is_voiding(statement) else None,
-        "ref_target": target,
-        "ref_chain": chain,
-        "ref_chain_ids": [link["id"] for link in chain],
         "terms": terms([fields, *chain]),
         "authority_key": agent_key(statement.get("authority")),
         **fields,
     }
+    # Only a StatementRef has these: left out otherwise, so that the (partial) indexes over
+    # them hold StatementRefs only and an ordinary statement costs them nothing. A query for
+    # `voids: None` still matches it (null matches a missing field).
+    if target is not None:
+        doc["ref_target"] = target
+        if is_voiding(statement):
+            doc["voids"] = target
+    if chain:
+        doc["ref_chain"] = chain
+        doc["ref_chain_ids"] = [link["id"] for link in chain]
+    return doc

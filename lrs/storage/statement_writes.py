@@ -409,7 +409,7 @@ def _chain(store: str, target: str | None) -> Work[list[dict[str, Any]]]:
         if doc is None or doc["voided"] is None:
             break
         chain.append(chain_link(doc))
-        target = doc["ref_target"]
+        target = doc.get("ref_target")
     return chain
 
 
@@ -428,22 +428,18 @@ def _refresh_referrers(store: str, changed_ids: list[str]) -> Work[None]:
         for doc in docs:
             referrers[doc["_id"]] = doc
     for doc in referrers.values():
-        chain = yield from _chain(store, doc["ref_target"])
-        if [link["id"] for link in chain] == doc.get("ref_chain_ids"):
+        chain = yield from _chain(store, doc.get("ref_target"))
+        if [link["id"] for link in chain] == (doc.get("ref_chain_ids") or []):
             # Statements are immutable: the same links summarise the same statements (voiding
             # one changes no chain).
             continue
-        yield update_one(
-            STATEMENTS,
-            {"_id": doc["_id"]},
-            {
-                "$set": {
-                    "ref_chain": chain,
-                    "ref_chain_ids": [link["id"] for link in chain],
-                    "terms": terms([doc, *chain]),
-                }
-            },
-        )
+        update: dict[str, Any] = {"$set": {"terms": terms([doc, *chain])}}
+        if chain:
+            update["$set"]["ref_chain"] = chain
+            update["$set"]["ref_chain_ids"] = [link["id"] for link in chain]
+        else:  # left out when empty (see statement_document)
+            update["$unset"] = {"ref_chain": "", "ref_chain_ids": ""}
+        yield update_one(STATEMENTS, {"_id": doc["_id"]}, update)
 
 
 def new_statement_id() -> str:

@@ -86,9 +86,10 @@ class StatementRepository:
         # (`voided` is left to the filter: voided statements are few.)
         await s.create_index([("store", 1), ("terms", 1), ("stored_key", -1), ("id", -1)])
         await s.create_index([("store", 1), ("authority_key", 1), ("stored_key", -1)])
-        await s.create_index([("store", 1), ("ref_target", 1)])
-        await s.create_index([("store", 1), ("ref_chain_ids", 1)])
-        await s.create_index([("store", 1), ("voids", 1)])
+        # StatementRefs only (their fields are left out of other statements).
+        await s.create_index([("store", 1), ("ref_target", 1)], partial="ref_target")
+        await s.create_index([("store", 1), ("ref_chain_ids", 1)], partial="ref_chain_ids")
+        await s.create_index([("store", 1), ("voids", 1)], partial="voids")
         for keys in _OBSOLETE_INDEXES:
             await s.drop_index(keys)
         await self.attachments.create_index([("store", 1), ("sha2", 1)], unique=True)
