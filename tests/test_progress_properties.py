@@ -427,6 +427,26 @@ def test_progress_matches_reference_in_any_order(data: st.DataObject) -> None:
     assert comparable(first) == comparable(second)
 
 
+@settings(PROPERTY_SETTINGS, max_examples=max(EXAMPLES // 3, 20))
+@given(data=st.data())
+def test_rounds_run_in_chunks_derive_the_same(data: st.DataObject) -> None:
+    """A large round (a backlog) runs as several units: statements resolved, then pairs
+    folded, a few at a time, racing workers and all. Forced here on tiny rounds."""
+    from unittest import mock
+
+    from lrs.progress import deriver
+
+    definition = data.draw(course_definitions(), "course")
+    statements = data.draw(histories(definition), "statements")
+    expected = expected_progress(COURSE, definition, statements)
+    with (
+        mock.patch.object(deriver, "_ONE_UNIT", 0),
+        mock.patch.object(deriver, "_RESOLVE_CHUNK", 2),
+        mock.patch.object(deriver, "_APPLY_CHUNK", 1),
+    ):
+        run(definition, data.draw(sends_of(statements), "sends"), _seed(data), expected)
+
+
 @PROPERTY_SETTINGS
 @given(data=st.data())
 def test_voiding_is_as_if_never_sent(data: st.DataObject) -> None:

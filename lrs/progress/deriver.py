@@ -25,7 +25,7 @@ from lrs.events import EventBus
 from lrs.progress.catalogue import Module
 from lrs.progress.cmi5 import satisfied_statement, satisfied_units, session_of, units
 from lrs.progress.discovery import discovery, role_of
-from lrs.progress.linking import linked_ids, object_id, touches
+from lrs.progress.linking import linked_ids, object_id
 from lrs.progress.profiles import Profile, Profiles
 from lrs.progress.rules import (
     Facts,
@@ -72,6 +72,26 @@ ModuleKey = tuple[str, str]  # course, module
 
 class VersionConflict(RuntimeError):
     pass
+
+
+# Rounds up to this many statements are one unit of work; larger ones run in chunks of
+# statements resolved, then of learner-module pairs folded and written.
+_ONE_UNIT = 500
+_RESOLVE_CHUNK = 1000
+_APPLY_CHUNK = 250
+
+
+@dataclass
+class _Plan:
+    """What a round's statements call for: the statements to fold into each pair's record,
+    the pairs to recompute from all their statements, and the modules involved."""
+
+    folds: dict[Pair, list[dict[str, Any]]] = field(default_factory=dict)
+    recompute: set[Pair] = field(default_factory=set)
+    modules: dict[ModuleKey, Module] = field(default_factory=dict)
+
+    def pairs(self) -> list[Pair]:
+        return sorted(set(self.folds) | self.recompute, key=lambda p: (*p[:3], p[3] or ""))
 
 
 @dataclass
@@ -127,7 +147,7 @@ class Deriver:
         """Fold these statements into the records of every learner-module pair they touch,
         then delete the outbox entries that owed them. Idempotent: running it twice, or for
         statements already derived, changes nothing. Returns the number of records changed."""
-        result = await self.database.run(self._statements_work(store, ids, list(entries)))
+        result = await self._derive_round(store, ids, list(entries))
         return await self._after(store, result)
 
     async def derive_module(self, store: str, module: Module) -> int:
@@ -171,17 +191,60 @@ class Deriver:
 
     # --- one round of statements --------------------------------------------------------------
 
-    def _statements_work(self, store: str, ids: list[str], entries: list[str]) -> Work[Round]:
+    async def _derive_round(self, store: str, ids: list[str], entries: list[str]) -> Round:
+        """A small round is one unit of work (one transaction on the embedded store). A large
+        one (a backlog: rounds grow when derivation falls behind, and a pair folded once for
+        many statements is what makes catching up cheap) runs as several shorter units, so
+        that requests queued on the store are served in between: resolve the statements'
+        modules, fold pair by pair, then clear the outbox entries. Each unit is consistent on
+        its own: every pair re-checks its statements against voiding made meanwhile."""
+        if len(ids) <= _ONE_UNIT:
+            return await self.database.run(self._statements_work(store, ids, entries))
         result = Round()
+        plan = _Plan()
+        lookup = _RoundCatalogue(self.catalogue, store, result, self.profiles.get("generic"))
+        for start in range(0, len(ids), _RESOLVE_CHUNK):
+            chunk = ids[start : start + _RESOLVE_CHUNK]
+            await self.database.run(self._resolve_work(store, chunk, plan, lookup, result))
+        pairs = plan.pairs()
+        for start in range(0, len(pairs), _APPLY_CHUNK):
+            chunk = pairs[start : start + _APPLY_CHUNK]
+            await self.database.run(
+                self._apply_work(store, plan, chunk, lookup, result, recheck=True)
+            )
+        await self.database.run(self._close_work(store, entries, result))
+        return result
+
+    def _statements_work(self, store: str, ids: list[str], entries: list[str]) -> Work[Round]:
+        """A whole round in one unit of work."""
+        result = Round()
+        plan = _Plan()
+        lookup = _RoundCatalogue(self.catalogue, store, result, self.profiles.get("generic"))
+        yield from self._resolve_work(store, ids, plan, lookup, result)
+        # Where the unit is not one transaction, versions are read first, then whether the
+        # statements still count: a statement voided after our first read was recomputed away
+        # by its voiding statement's derivation, which moved the version we read or will fail
+        # our version check.
+        recheck = not self.database.context.atomic
+        yield from self._apply_work(store, plan, plan.pairs(), lookup, result, recheck=recheck)
+        yield from self._close_work(store, entries, result)
+        return result
+
+    def _resolve_work(
+        self,
+        store: str,
+        ids: list[str],
+        plan: _Plan,
+        lookup: _RoundCatalogue,
+        result: Round,
+    ) -> Work[None]:
+        """Read the statements and find the learner-module pairs they touch (discovering
+        modules where no definition covers them)."""
         docs = yield find(
             "statements",
             {"store": store, "id": {"$in": ids}, "voided": {"$in": [False, True]}},
             projection={"statement": 1, "voided": 1, "learner": 1, "voids": 1, "id": 1},
         )
-        lookup = _RoundCatalogue(self.catalogue, store, result, self.profiles.get("generic"))
-        folds: dict[Pair, list[dict[str, Any]]] = {}
-        recompute: set[Pair] = set()
-        modules: dict[ModuleKey, Module] = {}
         for doc in docs:
             if doc.get("voids"):
                 # Voiding retracts what the target contributed: its pairs are recomputed.
@@ -193,35 +256,42 @@ class Deriver:
                 if target is not None and target.get("learner"):
                     statement = json.loads(target["statement"])
                     for module in (yield from lookup.modules(statement, discover=False)):
-                        modules.setdefault((module.course_id, module.id), module)
-                        recompute.add(self._pair(target["learner"], module, statement))
+                        plan.modules.setdefault((module.course_id, module.id), module)
+                        plan.recompute.add(self._pair(target["learner"], module, statement))
                 continue
             if doc["voided"] or not doc.get("learner"):
                 continue  # voided: its voiding statement's round recomputes without it
             statement = json.loads(doc["statement"])
             for module in (yield from lookup.modules(statement, discover=True)):
-                modules[(module.course_id, module.id)] = _merged(
-                    modules.get((module.course_id, module.id)), module
-                )
+                key = (module.course_id, module.id)
+                plan.modules[key] = _merged(plan.modules.get(key), module)
                 pair = self._pair(doc["learner"], module, statement)
-                folds.setdefault(pair, []).append(statement)
+                plan.folds.setdefault(pair, []).append(statement)
                 if pair[3] is not None:
                     result.triggers.setdefault((pair[0], pair[1], pair[3]), []).append(statement)
 
-        pairs = sorted(set(folds) | recompute, key=lambda p: (p[0], p[1], p[2], p[3] or ""))
+    def _apply_work(
+        self,
+        store: str,
+        plan: _Plan,
+        pairs: list[Pair],
+        lookup: _RoundCatalogue,
+        result: Round,
+        *,
+        recheck: bool,
+    ) -> Work[None]:
+        """Fold each pair's statements into its record (or recompute it) and write it."""
         records = yield from records_work(store, [record_key(*p) for p in pairs])
-        if not self.database.context.atomic:
-            # Versions first, then whether the statements still count: a statement voided
-            # after our first read was recomputed away by its voiding statement's derivation,
-            # which moved the version we just read or will fail our version check.
+        folds = {pair: plan.folds[pair] for pair in pairs if pair in plan.folds}
+        if recheck:
             yield from _drop_voided(store, folds)
         planned: list[tuple[Pair, dict[str, Any], dict[str, Any] | None, bool]] = []
         for pair in pairs:
-            learner, course_id, module_id, _ = pair
-            module = modules[(course_id, module_id)]
+            _, course_id, module_id, _ = pair
+            module = plan.modules[(course_id, module_id)]
             record = records.get(record_key(*pair))
             facts: Facts | None = None
-            if pair not in recompute and (record is None or "facts" in record):
+            if pair not in plan.recompute and (record is None or "facts" in record):
                 facts = Facts.from_doc(record["facts"]) if record is not None else Facts()
                 view = _view(module, facts)
                 profile = self.profiles.get(module.profile)
@@ -241,12 +311,14 @@ class Deriver:
             ):
                 continue  # e.g. a statement folded before: nothing to write
             planned.append((pair, new, record, fence))
-
         yield from self._write(store, planned, lookup, result)
+
+    def _close_work(self, store: str, entries: list[str], result: Round) -> Work[None]:
+        """The round's outbox entries are done; grown discovered modules are owed a
+        re-summary (durable until it ran)."""
         if entries:
             yield delete_many(OUTBOX, {"_id": {"$in": sorted(set(entries))}})
         for (course_id, module_id), total in result.grown.items():
-            # Durable until the module's other learners are summarized again (resummarize).
             yield update_one(
                 OUTBOX,
                 {"_id": _resummary_id(store, course_id, module_id)},
@@ -264,7 +336,6 @@ class Deriver:
                 },
                 upsert=True,
             )
-        return result
 
     def _pair(self, learner: str, module: Module, statement: dict[str, Any]) -> Pair:
         return (learner, module.course_id, module.id, _registration(module, statement))
@@ -511,18 +582,18 @@ class _RoundCatalogue:
         self.store = store
         self.result = result
         self.profile = profile  # the profile discovered modules follow
-        self.by_context: dict[str, list[Module]] = {}
+        self.by_context: dict[tuple[Any, ...], list[Module]] = {}
 
     def modules(self, statement: dict[str, Any], discover: bool) -> Work[list[Module]]:
         """The modules the statement touches (lrs.progress.linking), after applying what it
         discovers when no definition covers it (lrs.progress.discovery)."""
         linked = linked_ids(statement)
         role = role_of(self.profile, statement) if discover else None
-        context = json.dumps([linked, discover, role])
+        context = (tuple(linked), discover, role)
         if context in self.by_context:
             return self.by_context[context]
         found = yield from self.catalogue.modules_for_work(self.store, linked)
-        found = [m for m in found if touches(m, statement)]
+        found = [m for m in found if any(m.has_activity(a) for a in linked)]  # linking.touches
         if discover and not self._settled(found, statement, role):
             known = yield from self.catalogue.known_work(self.store, linked)
             discovered = discovery(statement, self.profile, known)
@@ -533,7 +604,7 @@ class _RoundCatalogue:
                     total = yield from self.catalogue.item_total_work(self.store, *key)
                     self.result.grown[key] = total
                     found = yield from self.catalogue.modules_for_work(self.store, linked)
-                    found = [m for m in found if touches(m, statement)]
+                    found = [m for m in found if any(m.has_activity(a) for a in linked)]
         self.by_context[context] = found
         return found
 
@@ -608,10 +679,13 @@ def _trigger(statements: list[dict[str, Any]], moment: str) -> dict[str, Any] | 
 
 def _merged(known: Module | None, module: Module) -> Module:
     """Two partial views of one discovered module (from different statements) as one."""
-    if known is None or not module.discovered:
+    if known is None or not module.discovered or known is module:
         return module
+    total = max(known.item_total or 0, module.item_total or 0)
+    if total == known.item_total and all(known.item(i.id) for i in module.items):
+        return known  # nothing new (the usual case: statements of one round share modules)
     items = {item.id for item in known.items} | {item.id for item in module.items}
-    return with_items(module, items, max(known.item_total or 0, module.item_total or 0))
+    return with_items(module, items, total)
 
 
 def _view(module: Module, facts: Facts) -> Module:

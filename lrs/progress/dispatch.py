@@ -246,10 +246,11 @@ class InProcessDispatcher(Dispatcher):
                 await self._consumer
 
 
-# Statements merged into one derivation round: enough to share work between requests, few
-# enough that a round stays short (on the embedded store it is one transaction that requests
-# wait behind).
-_COALESCE_MAX = 500
+# Statements merged into one derivation round. A round folds each learner-module pair once
+# however many of its statements it holds, so rounds that grow while derivation is behind are
+# what lets it catch up; a large round runs as several short units (lrs.progress.deriver), so
+# requests are not held up behind it.
+_COALESCE_MAX = 5000
 
 
 def _size(items: list[tuple[str, str, Any]]) -> int:
