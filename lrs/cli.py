@@ -35,6 +35,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None)
     serve.add_argument("--port", type=int, default=None)
     serve.add_argument("--log-level", default="info")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="API processes to run (default LRS_WORKERS, 1): one per core to use",
+    )
 
     # Thin wrappers around `celery -A workers ...`: every further argument goes to Celery
     # (`lrs worker --help` shows Celery's options), hence no argparse options of their own.
@@ -190,6 +196,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from lrs.server import serve
 
         settings = get_settings()
+        if args.workers is not None:
+            if args.workers < 1:
+                parser.error("--workers must be at least 1")
+            settings = settings.model_copy(update={"workers": args.workers})
         configure_logging(args.log_level)
         serve(
             settings,

@@ -40,6 +40,10 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
+    # API processes `lrs serve` runs (one per core to use). See the README: on the embedded
+    # store they share one database file; without Redis their SSE clients are served by
+    # polling the store for changes (lrs.progress.live).
+    workers: int = Field(default=1, ge=1, le=64)
     # Base URL used in authority agents (account homePage) and absolute links.
     public_url: str = "http://localhost:8000"
 

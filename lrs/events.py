@@ -44,7 +44,11 @@ class EventBus:
                 queue.put_nowait((store, event))
 
     @contextlib.asynccontextmanager
-    async def subscribe(self) -> AsyncIterator[asyncio.Queue[tuple[str, dict[str, Any]]]]:
+    async def subscribe(
+        self, store: str | None = None
+    ) -> AsyncIterator[asyncio.Queue[tuple[str, dict[str, Any]]]]:
+        """A queue of every event published from now on (`store`: the one the subscriber
+        reads; a bus that polls the store for changes needs to know)."""
         queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
         if self._ended:  # subscribed while the service stops: end at once, after any catch-up
             queue.put_nowait(None)  # type: ignore[arg-type]

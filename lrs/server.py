@@ -10,7 +10,12 @@ cleanly (clients reconnect, with Last-Event-ID, to whichever instance serves nex
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import signal
 import socket
+import time
 from typing import Any
 
 import uvicorn
@@ -18,6 +23,8 @@ from fastapi import FastAPI
 
 from lrs.app import create_app
 from lrs.config import Settings
+
+log = logging.getLogger("lrs.server")
 
 
 class Server(uvicorn.Server):
@@ -34,6 +41,22 @@ class Server(uvicorn.Server):
 
 
 def serve(settings: Settings, host: str, port: int, log_level: str, **options: Any) -> None:
+    """Serve on (host, port): in this process, or with `settings.workers` > 1 in that many
+    processes sharing one listening socket (see `_supervise`)."""
+    if settings.workers > 1:
+        _supervise(settings, host, port, log_level, **options)
+    else:
+        _serve_here(settings, host, port, log_level, **options)
+
+
+def _serve_here(
+    settings: Settings,
+    host: str,
+    port: int,
+    log_level: str,
+    sockets: list[socket.socket] | None = None,
+    **options: Any,
+) -> None:
     server: Server
 
     def make_app() -> FastAPI:
@@ -52,4 +75,52 @@ def serve(settings: Settings, host: str, port: int, log_level: str, **options: A
         **options,
     )
     server = Server(config)
-    server.run()
+    server.run(sockets=sockets)
+
+
+def _supervise(settings: Settings, host: str, port: int, log_level: str, **options: Any) -> None:
+    """Several API processes on one machine: the socket is bound here, once, then each forked
+    process serves it (the kernel spreads the connections), with the same settings and the same
+    store. A worker that dies is replaced; SIGTERM or SIGINT stops them all, each ending its
+    SSE streams first. Forked before any event loop, thread or database connection exists."""
+    listener = socket.create_server((host, port), reuse_port=False, backlog=2048)
+    listener.set_inheritable(True)
+    children: dict[int, int] = {}  # pid -> worker number
+    stopping = False
+
+    def start(number: int) -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            try:
+                _serve_here(settings, host, port, log_level, sockets=[listener], **options)
+            finally:
+                os._exit(0)
+        children[pid] = number
+
+    def stop(signum: int, _: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info("serving on %s:%d with %d worker processes", host, port, settings.workers)
+    for number in range(settings.workers):
+        start(number)
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        number = children.pop(pid, None)
+        if number is not None and not stopping:
+            log.warning("worker %d (pid %d) ended (%s); starting another", number, pid, status)
+            time.sleep(0.5)
+            start(number)
+    listener.close()

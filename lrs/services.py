@@ -117,7 +117,16 @@ def build_services(settings: Settings, database: Database | None = None) -> Serv
     catalogue = CatalogueRepository(database)
     progress = ProgressRepository(database)
     profiles = load_profiles(settings.profiles_dir) if settings.profiles_dir else load_profiles()
-    bus: EventBus = RedisEventBus(settings.redis_url) if settings.redis_url else EventBus()
+    bus: EventBus
+    if settings.redis_url:
+        bus = RedisEventBus(settings.redis_url)
+    elif settings.workers > 1:
+        # Several API processes and no Redis: each polls the store for the others' changes.
+        from lrs.progress.live import StorePollingBus
+
+        bus = StorePollingBus(progress)
+    else:
+        bus = EventBus()
     deriver = Deriver(database, statements, catalogue, progress, profiles, bus)
     dispatcher: Dispatcher
     if settings.derivation_mode == "celery":
@@ -138,6 +147,9 @@ def build_services(settings: Settings, database: Database | None = None) -> Serv
             deriver,
             settings.sweep_interval,
             recover=statements.recover_batches,
+            # Alone, a process knows what it is deriving; beside others (`--workers`), what is
+            # recent may be theirs: the sweep leaves it to them for the grace period.
+            grace=settings.outbox_grace if settings.workers > 1 else 0.0,
         )
     services = Services(
         settings=settings,

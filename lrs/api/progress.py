@@ -492,7 +492,7 @@ async def progress_stream(
         )
 
     async def events() -> AsyncIterator[bytes]:
-        async with services.bus.subscribe() as queue:
+        async with services.bus.subscribe(credential.store) as queue:
             yield b": connected\n\n"
             caught_up: set[str] = set()
             if last_id is not None:

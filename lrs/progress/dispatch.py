@@ -161,8 +161,9 @@ class InProcessDispatcher(Dispatcher):
         deriver: Deriving,
         sweep_interval: float = 30.0,
         recover: Callable[[], Awaitable[int]] | None = None,
+        grace: float = 0.0,
     ) -> None:
-        super().__init__(outbox, catalogue, sweep_interval, grace=0.0, recover=recover)
+        super().__init__(outbox, catalogue, sweep_interval, grace=grace, recover=recover)
         self.deriver = deriver
         self._queue: asyncio.Queue[tuple[str, str, Any]] = asyncio.Queue()
         self._consumer: asyncio.Task[None] | None = None

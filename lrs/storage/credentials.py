@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from lrs.storage.database import Collection, Database
+from lrs.storage.database import Collection, Database, DuplicateKeys
 
 # scrypt parameters: about 30 ms and 16 MiB per check on a 2-core machine; verified secrets are
 # cached in memory by the auth layer so that this cost is paid once per credential and period.
@@ -118,8 +118,12 @@ class CredentialRepository:
         """Create or update a bootstrap credential so that the given key/secret work."""
         current = await self.collection.find_one({"key": key})
         if current is None:
-            await self.create(store, scopes, name, key=key, secret=secret)
-            return
+            try:
+                await self.create(store, scopes, name, key=key, secret=secret)
+                return
+            except DuplicateKeys:  # another process (lrs serve --workers) created it meanwhile
+                current = await self.collection.find_one({"key": key})
+                assert current is not None
         same_secret = await asyncio.to_thread(verify_secret, secret, current["secret_hash"])
         if not same_secret or set(current["scopes"]) != set(scopes):
             await self.collection.update_one(
