@@ -4,6 +4,9 @@ Usage:
     with Server.start(backend="embedded") as server:
         ... talk to server.base_url with server.key / server.secret ...
         rss = server.peak_rss_bytes()
+
+With `workers=N` (> 1) the process started is `lrs serve --workers N`'s supervisor, which forks
+the N API processes; the RSS figures are then the sum over those N (not the supervisor).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -60,6 +64,7 @@ class Server:
     mongodb_url: str | None = None
     keep_log: Path | None = None  # where to save the server log when the server is done
     env: dict[str, str] = field(default_factory=dict)  # the server's environment, for helpers
+    workers: int = 1  # API processes (`lrs serve --workers`)
     log_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -80,8 +85,10 @@ class Server:
         ready_timeout: float = 60.0,
         keep_log: Path | None = None,
         launcher: list[str] | None = None,
+        workers: int = 1,
     ) -> Server:
-        """Start a server on a fresh store and wait until /xapi/about answers.
+        """Start a server on a fresh store and wait until /xapi/about answers (and, with
+        `workers` > 1, until the supervisor has forked every API process).
 
         `launcher` replaces the `lrs` command (its `serve ...` arguments follow), for a wrapper
         that runs `lrs serve` in its own process after some set-up (bench.celery_child)."""
@@ -116,6 +123,8 @@ class Server:
             "--log-level",
             log_level,
         ]
+        if workers > 1:
+            command += ["--workers", str(workers)]
         log = open(workdir / "server.log", "wb")  # noqa: SIM115 - the child keeps writing to it
         try:
             process = subprocess.Popen(
@@ -142,6 +151,7 @@ class Server:
             mongodb_url=mongodb_url,
             keep_log=keep_log,
             env=env,
+            workers=workers,
         )
         try:
             server._wait_ready(ready_timeout)
@@ -161,7 +171,9 @@ class Server:
                     + self.log_tail()
                 )
             try:
-                if httpx.get(url, timeout=2.0).status_code == 200:
+                if httpx.get(url, timeout=2.0).status_code == 200 and (
+                    len(self.api_pids()) >= self.workers
+                ):
                     return
             except httpx.TransportError:
                 pass
@@ -171,9 +183,23 @@ class Server:
                 )
             time.sleep(0.1)
 
+    def api_pids(self) -> list[int]:
+        """The API processes: the one started, or with `workers` > 1 its children (the
+        supervisor's own memory is left out: it forks before it builds anything)."""
+        if self.process.poll() is not None:
+            return []
+        pid = self.process.pid
+        return child_pids(pid) if self.workers > 1 else [pid]
+
     def peak_rss_bytes(self) -> int | None:
-        """Peak resident set size of the server process so far; None if unknown."""
-        return peak_rss_bytes(self.process.pid) if self.process.poll() is None else None
+        """Peak resident set size (VmHWM) of the API process so far, summed over the API
+        processes with `workers` > 1 (pages shared since the fork count once per process, so
+        the sum overstates); None if unknown."""
+        return _summed(peak_rss_bytes, self.api_pids())
+
+    def rss_bytes(self) -> int | None:
+        """Resident set size now (VmRSS), summed like `peak_rss_bytes`; None if unknown."""
+        return _summed(rss_bytes, self.api_pids())
 
     def data_bytes(self) -> int:
         """On-disk size of the embedded store (0 for MongoDB)."""
@@ -240,12 +266,52 @@ class Server:
         self.cleanup(self.keep_log)
 
 
-def vm_hwm_bytes(status: str) -> int | None:
-    """The VmHWM line of a /proc/<pid>/status text, in bytes; None when it has none."""
+def status_bytes(status: str, field: str) -> int | None:
+    """A memory line (`VmHWM`, `VmRSS`, ...) of a /proc/<pid>/status text, in bytes; None
+    when it has none."""
     for line in status.splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024  # the kernel reports kB
     return None
+
+
+def vm_hwm_bytes(status: str) -> int | None:
+    """The VmHWM line of a /proc/<pid>/status text, in bytes; None when it has none."""
+    return status_bytes(status, "VmHWM")
+
+
+def rss_bytes(pid: int) -> int | None:
+    """Resident set size (VmRSS) of a live process now; None when unknown."""
+    try:
+        return status_bytes(Path(f"/proc/{pid}/status").read_text(), "VmRSS")
+    except OSError:
+        return None
+
+
+def parent_pid(stat: str) -> int:
+    """The parent pid of a /proc/<pid>/stat text (the field after the state, which follows
+    the command name in parentheses; the name itself may hold spaces and parentheses)."""
+    return int(stat[stat.rindex(")") + 2 :].split()[1])
+
+
+def child_pids(pid: int) -> list[int]:
+    """The live children of a process, from /proc (empty when /proc is unavailable)."""
+    children = []
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
+        if not entry.name.isdigit():
+            continue
+        try:
+            if parent_pid((entry / "stat").read_text()) == pid:
+                children.append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile, or not readable
+    return sorted(children)
+
+
+def _summed(read: Callable[[int], int | None], pids: list[int]) -> int | None:
+    values = [read(pid) for pid in pids]
+    known = [v for v in values if v is not None]
+    return sum(known) if known and len(known) == len(values) else None
 
 
 def peak_rss_bytes(pid: int) -> int | None:
