@@ -1,10 +1,13 @@
-"""`python -m bench [all|ingest|propagation] [options]`: the benchmarks, against real `lrs serve`
-processes on fresh stores, with one fixed-format report at the end (see bench.suite).
+"""`python -m bench [all|ingest|propagation|validation|discovered] [options]`: the benchmarks,
+against real `lrs serve` processes on fresh stores, with one fixed-format report at the end (see
+bench.suite).
 
     python -m bench                              # everything, store of 100,000 statements
     python -m bench --statements 5000 --seconds 5
     python -m bench ingest --quick
     python -m bench propagation --mode celery
+    python -m bench validation
+    python -m bench discovered --discovered-statements 5000 --workers 2
 """
 
 from __future__ import annotations
@@ -17,17 +20,25 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from types import FrameType
 
-from bench import ingest, propagation
+from bench import discovered, ingest, propagation, validation
 from bench.suite import BENCHMARKS, Options, execute
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 MONGODB_SKIPPED = "mongodb: skipped (LRS_MONGODB_URL not set)"
+MAX_WORKERS = 64  # as lrs serve (LRS_WORKERS)
 
 
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _workers(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"must be 1 to {MAX_WORKERS}, not {value}")
     return value
 
 
@@ -54,6 +65,8 @@ def _non_negative_float(text: str) -> float:
 
 def parser() -> argparse.ArgumentParser:
     ing, prop = ingest.IngestConfig(), propagation.Config()
+    val, disc = validation.ValidationConfig(), discovered.DiscoveredConfig()
+    rates = ", ".join(f"{m} {r:g}" for m, r in propagation.DEFAULT_RATES.items())
     p = argparse.ArgumentParser(
         prog="python -m bench",
         description=(
@@ -67,7 +80,7 @@ def parser() -> argparse.ArgumentParser:
         nargs="?",
         default="all",
         choices=BENCHMARKS,
-        help="all (default): ingest, then propagation, on each back end",
+        help="all (default): validation, then ingest, propagation and discovered on each back end",
     )
     g = p.add_argument_group("ingest and queries")
     g.add_argument(
@@ -81,9 +94,15 @@ def parser() -> argparse.ArgumentParser:
         help=f"of those, POSTed one per request, last ({ing.singles})",
     )
     g.add_argument("--batch-size", type=_positive, help=f"statements per batch ({ing.batch_size})")
-    g.add_argument("--concurrency", type=_positive, help=f"requests in flight ({ing.concurrency})")
+    g.add_argument(
+        "--concurrency",
+        type=_positive,
+        help=f"requests in flight, also of the discovered scenario ({ing.concurrency})",
+    )
     g.add_argument("--queries", type=_positive, help=f"requests per GET phase ({ing.queries})")
-    g.add_argument("--seed", type=int, help=f"data generation seed ({ing.seed})")
+    g.add_argument(
+        "--seed", type=int, help=f"data generation seed, also of validation ({ing.seed})"
+    )
     g.add_argument(
         "--settle-seconds",
         type=_non_negative_float,
@@ -97,7 +116,11 @@ def parser() -> argparse.ArgumentParser:
         "requests after this long and report what finished (default: unlimited)",
     )
     g = p.add_argument_group("propagation")
-    g.add_argument("--rate", type=_positive_float, help=f"statements/s offered ({prop.rate:g})")
+    g.add_argument(
+        "--rate",
+        type=_positive_float,
+        help=f"statements/s offered in every mode (default per mode: {rates})",
+    )
     g.add_argument(
         "--seconds", type=_positive_float, help=f"length of the measured load ({prop.seconds:g})"
     )
@@ -115,7 +138,27 @@ def parser() -> argparse.ArgumentParser:
         "--redis-url",
         help=f"Redis for the celery mode (default: LRS_REDIS_URL, else {DEFAULT_REDIS_URL})",
     )
+    g = p.add_argument_group("validation (in this process)")
+    g.add_argument(
+        "--validations",
+        type=_positive,
+        help=f"statements validated and decoded per pass ({val.statements}; "
+        f"best of {val.repeats} passes)",
+    )
+    g = p.add_argument_group("discovered modules")
+    g.add_argument(
+        "--discovered-statements",
+        type=_positive,
+        help=f"statements, each a new item of one of {discovered.MODULES} discovered modules, "
+        f"POSTed {disc.batch_size} a request ({disc.statements})",
+    )
     g = p.add_argument_group("every benchmark")
+    g.add_argument(
+        "--workers",
+        type=_workers,
+        help="API processes of the ingest and discovered servers (lrs serve --workers; their "
+        "RSS figures are then summed over the processes); propagation always runs one (1)",
+    )
     g.add_argument(
         "--backend",
         choices=["embedded", "mongodb"],
@@ -128,8 +171,10 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help=(
             f"smoke test: {ingest.QUICK.statements} statements ({ingest.QUICK.singles} singles), "
-            f"{ingest.QUICK.queries} queries per phase, propagation {propagation.QUICK.rate:g}/s "
-            f"for {propagation.QUICK.seconds:g} s (explicit options still win)"
+            f"{ingest.QUICK.queries} queries per phase, propagation "
+            f"{propagation.QUICK.rates_text(propagation.MODES)} for "
+            f"{propagation.QUICK.seconds:g} s, {validation.QUICK.statements} validations, "
+            f"{discovered.QUICK.statements} discovered statements (explicit options still win)"
         ),
     )
     return p
@@ -153,7 +198,10 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Options:
         ingest.QUICK if args.quick else ingest.IngestConfig(),
         **{k: v for k, v in given.items() if v is not None},
     )
-    if ing.singles >= ing.statements and args.benchmark != "propagation":
+    if args.statements is not None and args.benchmark in ("validation", "discovered"):
+        option = "--validations" if args.benchmark == "validation" else "--discovered-statements"
+        p.error(f"--statements sizes the ingest store; {args.benchmark} takes {option}")
+    if ing.singles >= ing.statements and args.benchmark in ("all", "ingest"):
         if args.singles is not None:
             p.error(f"--singles ({ing.singles}) must be less than --statements ({ing.statements})")
         # Only --statements was given, and it is small: keep singles to a tenth of the store.
@@ -167,6 +215,19 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Options:
     prop = replace(
         propagation.QUICK if args.quick else propagation.Config(),
         **{k: v for k, v in given.items() if v is not None},
+    )
+
+    val = validation.QUICK if args.quick else validation.ValidationConfig()
+    val = replace(
+        val,
+        statements=args.validations or val.statements,
+        seed=val.seed if args.seed is None else args.seed,
+    )
+    disc = discovered.QUICK if args.quick else discovered.DiscoveredConfig()
+    disc = replace(
+        disc,
+        statements=args.discovered_statements or disc.statements,
+        concurrency=args.concurrency or disc.concurrency,
     )
 
     mongodb_url = environ.get("LRS_MONGODB_URL") or None
@@ -190,6 +251,9 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Options:
         skipped=tuple(skipped),
         mongodb_url=mongodb_url,
         redis_url=args.redis_url or environ.get("LRS_REDIS_URL") or DEFAULT_REDIS_URL,
+        validation=val,
+        discovered=disc,
+        workers=args.workers or 1,
     )
 
 

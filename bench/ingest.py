@@ -434,8 +434,10 @@ def run(
     mongodb_url: str | None = None,
     outcome: IngestOutcome | None = None,
     log_name: str = BENCHMARK,
+    workers: int = 1,
 ) -> IngestOutcome:
-    """Run the benchmark on a fresh server of `backend`, filling `outcome`.
+    """Run the benchmark on a fresh server of `backend` (`workers` API processes), filling
+    `outcome`.
 
     The server is stopped either way. A BenchError (server did not start, a request failed) is
     recorded in `outcome.error`; Ctrl-C is recorded too, then propagates.
@@ -447,7 +449,9 @@ def run(
     outcome.phases = state.phases  # the same list: phases appear in the outcome as they finish
     started = time.perf_counter()
     try:
-        with Server.start(backend, mongodb_url=mongodb_url, keep_log=log_copy) as server:
+        with Server.start(
+            backend, mongodb_url=mongodb_url, keep_log=log_copy, workers=workers
+        ) as server:
             try:
                 asyncio.run(_run_phases(server, config, corpus, statements, state))
             except (BenchError, httpx.HTTPError, KeyboardInterrupt) as exc:

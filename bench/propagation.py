@@ -1,8 +1,11 @@
 """Propagation benchmark: the delay from a statement's acknowledgement (its POST response) to
 the SSE event that shows its effect on progress (design notes 6), at a steady offered load.
 
-    python -m bench propagation                        # 200 statements/s for 30 s, both modes
-    python -m bench propagation --seconds 5 --mode celery
+    python -m bench propagation           # 30 s per mode: inprocess 1,000/s, celery 500/s
+    python -m bench propagation --seconds 5 --mode celery --rate 200
+
+The offered load is per mode, issue 10's targets (DEFAULT_RATES): 1,000 statements/s with
+in-process derivation, 500/s with one Celery worker process; `--rate` sets one figure for both.
 
 Modes, each on a fresh store of the back end (embedded, or MongoDB with LRS_MONGODB_URL), over
 loopback HTTP, with the load generator and the SSE client in this process:
@@ -52,6 +55,8 @@ from bench.server import BenchError, Server, peak_rss_bytes
 from bench.stats import percentile
 
 MODES = ("inprocess", "celery")
+# Statements per second offered to each mode unless a rate is given (issue 10's targets).
+DEFAULT_RATES: dict[str, float] = {"inprocess": 1000.0, "celery": 500.0}
 ROOT = Path(__file__).resolve().parents[1]
 VIEWED = "http://adlnet.gov/expapi/verbs/experienced"
 READY_TIMEOUT = 60.0
@@ -59,7 +64,7 @@ READY_TIMEOUT = 60.0
 
 @dataclass(frozen=True)
 class Config:
-    rate: float = 200.0  # statements per second offered
+    rate: float | None = None  # statements per second offered in every mode; None: DEFAULT_RATES
     seconds: float = 30.0
     batch_size: int = 1  # statements per POST
     warmup: float = 2.0  # seconds of load before the measured run (other learners)
@@ -70,9 +75,17 @@ class Config:
     # than offered (reported as sent/s), instead of the client queueing thousands of requests.
     max_in_flight: int = 64
 
-    @property
-    def statements(self) -> int:
-        return int(self.rate * self.seconds)
+    def rate_of(self, mode: str) -> float:
+        """The statements per second offered to `mode`."""
+        return self.rate if self.rate is not None else DEFAULT_RATES[mode]
+
+    def statements_of(self, mode: str) -> int:
+        """The statements of `mode`'s measured run."""
+        return int(self.rate_of(mode) * self.seconds)
+
+    def rates_text(self, modes: tuple[str, ...]) -> str:
+        """The rates offered, for the report's header: `inprocess:1000,celery:500/s`."""
+        return ",".join(f"{mode}:{self.rate_of(mode):g}" for mode in modes) + "/s"
 
     def learners(self, statements: int) -> int:
         return max(1, math.ceil(statements / (self.modules * self.items)))
@@ -270,6 +283,7 @@ async def _offer(
     client: httpx.AsyncClient,
     batches: list[list[tuple[tuple[str, str], int, dict]]],
     config: Config,
+    rate: float,
     acks: dict[tuple[tuple[str, str], int], float],
     post_latencies: list[float],
     duration: float,
@@ -277,7 +291,7 @@ async def _offer(
     """Open loop: batch i is sent at start + i * batch_size / rate whatever the answers of
     earlier ones, up to `max_in_flight` requests, and nothing after `duration` seconds.
     Returns (seconds spent sending, failed requests, statements left unsent)."""
-    interval = config.batch_size / config.rate
+    interval = config.batch_size / rate
     errors = 0
     tasks: set[asyncio.Task[None]] = set()
     in_flight = asyncio.Semaphore(config.max_in_flight)
@@ -347,6 +361,7 @@ async def measure(
     base_url: str, auth: str, config: Config, redis_url: str | None, store: str, result: Result
 ) -> None:
     workload = Workload(config, uuid.uuid4().hex[:8])
+    rate = config.rate_of(result.mode)
     limits = httpx.Limits(
         max_connections=config.max_in_flight, max_keepalive_connections=config.max_in_flight
     )
@@ -366,14 +381,20 @@ async def measure(
         await stream.start()
         try:
             if config.warmup > 0:
-                warm = workload.statements("warm", int(config.rate * config.warmup))
-                await _offer(client, _batches(warm, config), config, {}, [], config.warmup)
-            measured = workload.statements("learner", config.statements)
+                warm = workload.statements("warm", int(rate * config.warmup))
+                await _offer(client, _batches(warm, config), config, rate, {}, [], config.warmup)
+            measured = workload.statements("learner", config.statements_of(result.mode))
             wanted = {(pair, k) for pair, k, _ in measured}
             acks: dict[tuple[tuple[str, str], int], float] = {}
             post_latencies: list[float] = []
             sent_seconds, errors, unsent = await _offer(
-                client, _batches(measured, config), config, acks, post_latencies, config.seconds
+                client,
+                _batches(measured, config),
+                config,
+                rate,
+                acks,
+                post_latencies,
+                config.seconds,
             )
             last_ack = max(acks.values(), default=time.perf_counter())
             deadline = time.monotonic() + config.drain_timeout
@@ -390,7 +411,7 @@ async def measure(
     result.statements = len(measured)
     result.unsent = unsent
     result.acked = len(acks)
-    result.offered_rate = config.rate
+    result.offered_rate = rate
     sent = len(measured) - unsent
     result.sent_rate = round(sent / sent_seconds, 1) if sent_seconds else 0.0
     result.errors = errors

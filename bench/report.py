@@ -6,7 +6,7 @@ the units) and widths never depend on the figures. A row that was not measured s
 with `-` in every column. Change the format only by adding columns at the end of a section, or
 sections at the end, and bump FORMAT_VERSION when you do.
 
-    lrs-bench format=1 date=... commit=... tree=... cores=2 statements=100000 ...
+    lrs-bench format=2 date=... commit=... tree=... cores=2 statements=100000 ...
     [ingest]      backend   phase                     requests  statements   seconds  ...
     [ingest]      embedded  post-batch-100                 990       99000    120.41  ...
 """
@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Any
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-FORMAT_VERSION = 1
+# 2: the header's `rate` per propagation mode, `workers`, `discovered` and `validations` at the
+#    end of the header; the sections `validation` and `discovered` after `memory`.
+FORMAT_VERSION = 2
 MISSING = "-"
 
 _TAG_WIDTH = 13  # "[propagation]"
@@ -95,7 +97,33 @@ PROPAGATION = Section(
     ),
 )
 MEMORY = Section("memory", "process", (Column("peak_rss_MiB", "peak_rss_mib", 13, 1),))
-SECTIONS = (INGEST, QUERY, PROPAGATION, MEMORY)
+# Measured in the bench's own process: no server, no back end (the backend column says `local`).
+VALIDATION = Section(
+    "validation",
+    "step",
+    (
+        Column("statements", "statements", 11),
+        Column("seconds", "seconds", 9, 3),
+        Column("us/statement", "us_per_statement", 13, 2),
+    ),
+)
+DISCOVERED = Section(
+    "discovered",
+    "scenario",
+    (
+        Column("statements", "statements", 11),
+        Column("post_seconds", "post_seconds", 13, 2),
+        Column("statements/s", "rate", 13, 1),
+        Column("post_p50_ms", "post_p50_ms", 12, 1),
+        Column("post_p99_ms", "post_p99_ms", 12, 1),
+        Column("drain_s", "drain_s", 9, 2),
+        Column("rss_start_MiB", "rss_start_mib", 14, 1),
+        Column("rss_after_post_MiB", "rss_after_post_mib", 19, 1),
+        Column("rss_end_MiB", "rss_end_mib", 12, 1),
+        Column("peak_rss_MiB", "peak_rss_mib", 13, 1),
+    ),
+)
+SECTIONS = (INGEST, QUERY, PROPAGATION, MEMORY, VALIDATION, DISCOVERED)
 
 # (backend, row name, values or None when the row was not measured)
 Row = tuple[str, str, Mapping[str, Any] | None]

@@ -1,11 +1,13 @@
 """Run the selected benchmarks on every back end and print one fixed-format report.
 
-`python -m bench` runs all of them; `python -m bench ingest|propagation` one (see
-bench.__main__ for the options). For each back end, in order: ingestion into a fresh store
-grown to `--statements`, the filtered GETs on that store, then propagation delay on fresh
-stores (in-process derivation, then Celery with a worker process), and the peak RSS of every
-process involved. Progress goes to stderr while it runs; the report is printed once at the end
-(also after a failure or Ctrl-C, with what finished) and saved under bench/results/.
+`python -m bench` runs all of them; `python -m bench ingest|propagation|validation|discovered`
+one (see bench.__main__ for the options). First the validation cost per statement, measured in
+this process; then for each back end, in order: ingestion into a fresh store grown to
+`--statements`, the filtered GETs on that store, then propagation delay on fresh stores
+(in-process derivation, then Celery with a worker process), the peak RSS of every process
+involved, and the discovered-modules scenario on a fresh store. Progress goes to stderr while
+it runs; the report is printed once at the end (also after a failure or Ctrl-C, with what
+finished) and saved under bench/results/.
 """
 
 from __future__ import annotations
@@ -15,13 +17,16 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bench import ingest, propagation
+from bench import discovered, ingest, propagation, validation
+from bench.discovered import DiscoveredConfig, DiscoveredOutcome
 from bench.report import (
+    DISCOVERED,
     FORMAT_VERSION,
     INGEST,
     MEMORY,
     PROPAGATION,
     QUERY,
+    VALIDATION,
     Row,
     Section,
     environment,
@@ -32,12 +37,16 @@ from bench.report import (
     write_run,
 )
 from bench.stats import PhaseResult
+from bench.validation import ValidationConfig, ValidationOutcome
 
-BENCHMARKS = ("all", "ingest", "propagation")
+BENCHMARKS = ("all", "ingest", "propagation", "validation", "discovered")
 # Rows of the memory section per benchmark: the process whose peak RSS is read, and where.
+# The discovered scenario reports its own RSS figures; validation starts no process.
 MEMORY_ROWS: dict[str, tuple[str, ...]] = {
     "ingest": ("api-ingest",),
     "propagation": ("api-inprocess", "api-celery", "worker-celery"),
+    "validation": (),
+    "discovered": (),
 }
 MEMORY_ROWS["all"] = MEMORY_ROWS["ingest"] + MEMORY_ROWS["propagation"]
 
@@ -52,6 +61,9 @@ class Options:
     skipped: tuple[str, ...]  # printed as is, e.g. "mongodb: skipped (LRS_MONGODB_URL not set)"
     mongodb_url: str | None
     redis_url: str
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    discovered: DiscoveredConfig = field(default_factory=DiscoveredConfig)
+    workers: int = 1  # API processes of the ingest and discovered servers
 
     def runs(self, benchmark: str) -> bool:
         return self.benchmark in ("all", benchmark)
@@ -59,18 +71,27 @@ class Options:
     @property
     def name(self) -> str:
         """The results file's name: runs of one name are comparable with each other."""
-        if self.benchmark == "propagation":
-            return "propagation"
+        if self.benchmark in ("propagation", "validation"):
+            return self.benchmark
+        if self.benchmark == "discovered":
+            return f"discovered-{self.discovered.statements}"
         return f"{self.benchmark}-{self.ingest.statements}"
+
+    @property
+    def statements(self) -> int:
+        """The header's `statements`: the store size, or what the benchmark run alone sends
+        (every selected propagation mode's measured statements together) or validates."""
+        if self.benchmark == "propagation":
+            return sum(self.propagation.statements_of(mode) for mode in self.modes)
+        if self.benchmark == "discovered":
+            return self.discovered.statements
+        if self.benchmark == "validation":
+            return self.validation.statements
+        return self.ingest.statements
 
     def header(self, env: dict[str, Any]) -> dict[str, Any]:
         """The header line's fields, in a fixed order."""
         commit = env.get("commit") or "unknown"
-        statements = (
-            self.propagation.statements
-            if self.benchmark == "propagation"
-            else self.ingest.statements
-        )
         return {
             "format": FORMAT_VERSION,
             "benchmark": self.benchmark,
@@ -78,14 +99,18 @@ class Options:
             "commit": commit[:12],
             "tree": env.get("tree", "unknown"),
             "cores": env.get("cpus"),
-            "statements": statements,
+            "statements": self.statements,
             "batch_size": self.ingest.batch_size,
             "singles": self.ingest.singles,
             "concurrency": self.ingest.concurrency,
             "queries": self.ingest.queries,
-            "rate": f"{self.propagation.rate:g}/s",
+            "rate": self.propagation.rates_text(self.modes),
             "seconds": f"{self.propagation.seconds:g}",
             "python": env.get("python"),
+            # Format 2 on: added at the end.
+            "workers": self.workers,
+            "discovered": self.discovered.statements,
+            "validations": self.validation.statements,
         }
 
 
@@ -94,10 +119,14 @@ class BackendRun:
     backend: str
     ingest: ingest.IngestOutcome | None = None
     propagation: list[propagation.Result] = field(default_factory=list)
+    discovered: DiscoveredOutcome | None = None
 
     def errors(self) -> list[str]:
         errors = [f"ingest: {self.ingest.error}"] if self.ingest and self.ingest.error else []
-        return errors + [f"propagation-{r.mode}: {r.error}" for r in self.propagation if r.error]
+        errors += [f"propagation-{r.mode}: {r.error}" for r in self.propagation if r.error]
+        if self.discovered and self.discovered.error:
+            errors.append(f"discovered: {self.discovered.error}")
+        return errors
 
 
 # --- from outcomes to rows (pure, tested) -------------------------------------------------
@@ -156,18 +185,55 @@ def memory_rows(runs: Sequence[BackendRun], options: Options) -> list[Row]:
     return rows
 
 
-def sections(runs: Sequence[BackendRun], options: Options) -> list[tuple[Section, list[Row]]]:
+def validation_rows(outcome: ValidationOutcome | None) -> list[Row]:
+    done = {s.step: s for s in outcome.steps} if outcome else {}
+    return [
+        (validation.BACKEND, step, done[step].values() if step in done else None)
+        for step in validation.STEPS
+    ]
+
+
+def discovered_rows(runs: Sequence[BackendRun]) -> list[Row]:
+    return [
+        (r.backend, discovered.ROW, r.discovered.values() if r.discovered else None) for r in runs
+    ]
+
+
+def sections(
+    runs: Sequence[BackendRun],
+    options: Options,
+    checked: ValidationOutcome | None = None,
+) -> list[tuple[Section, list[Row]]]:
+    """The report's tables, in their fixed order; `checked` is the validation benchmark's
+    outcome (not per back end)."""
     out: list[tuple[Section, list[Row]]] = []
     if options.runs("ingest"):
         out += [(INGEST, ingest_rows(runs, options)), (QUERY, query_rows(runs))]
     if options.runs("propagation"):
         out.append((PROPAGATION, propagation_rows(runs)))
-    out.append((MEMORY, memory_rows(runs, options)))
+    if MEMORY_ROWS[options.benchmark]:
+        out.append((MEMORY, memory_rows(runs, options)))
+    if options.runs("validation"):
+        out.append((VALIDATION, validation_rows(checked)))
+    if options.runs("discovered"):
+        out.append((DISCOVERED, discovered_rows(runs)))
     return out
 
 
-def notes(runs: Sequence[BackendRun], options: Options) -> list[str]:
+def notes(
+    runs: Sequence[BackendRun],
+    options: Options,
+    checked: ValidationOutcome | None = None,
+) -> list[str]:
     lines = []
+    if options.runs("validation"):
+        where = validation.BENCHMARK
+        if checked is None:
+            lines.append(note_line(validation.BACKEND, where, "not_run=interrupted"))
+        else:
+            lines += [
+                note_line(validation.BACKEND, where, t) for t in checked.notes(options.validation)
+            ]
     for run in runs:
         if run.ingest is not None:
             for key, value in run.ingest.summary.items():
@@ -192,6 +258,23 @@ def notes(runs: Sequence[BackendRun], options: Options) -> list[str]:
                 if mode not in done:
                     why = "not selected (--mode)" if mode not in options.modes else "interrupted"
                     lines.append(note_line(run.backend, f"propagation-{mode}", f"not_run={why}"))
+        if options.workers > 1 and run.ingest is not None:
+            lines.append(
+                note_line(
+                    run.backend,
+                    "ingest",
+                    f"api_processes={options.workers} (api-ingest peak RSS: sum of their VmHWM)",
+                )
+            )
+        if options.runs("discovered"):
+            where = discovered.BENCHMARK
+            if run.discovered is None:
+                lines.append(note_line(run.backend, where, "not_run=interrupted"))
+            else:
+                lines += [
+                    note_line(run.backend, where, t)
+                    for t in run.discovered.notes(options.discovered)
+                ]
     return lines
 
 
@@ -204,15 +287,26 @@ def execute(options: Options) -> int:
     env = environment()
     header = options.header(env)
     runs: list[BackendRun] = []
+    checked: ValidationOutcome | None = None
     interrupted = False
     try:
+        if options.runs("validation"):
+            checked = ValidationOutcome()
+            validation.run(options.validation, checked)
         for backend in options.backends:
             run = BackendRun(backend)
             runs.append(run)
             url = options.mongodb_url if backend == "mongodb" else None
             if options.runs("ingest"):
                 run.ingest = ingest.IngestOutcome(backend)
-                ingest.run(options.ingest, backend, url, run.ingest, log_name=options.name)
+                ingest.run(
+                    options.ingest,
+                    backend,
+                    url,
+                    run.ingest,
+                    log_name=options.name,
+                    workers=options.workers,
+                )
             if options.runs("propagation"):
                 propagation.run(
                     options.propagation,
@@ -222,11 +316,23 @@ def execute(options: Options) -> int:
                     options.redis_url,
                     run.propagation,
                 )
+            if options.runs("discovered"):
+                run.discovered = DiscoveredOutcome(backend)
+                discovered.run(
+                    options.discovered,
+                    backend,
+                    url,
+                    run.discovered,
+                    workers=options.workers,
+                    log_name=options.name,
+                )
     except KeyboardInterrupt:
         interrupted = True  # report what finished; the servers were stopped on the way out
-    tables = sections(runs, options)
-    print(render(header, options.skipped, tables, notes(runs, options)), flush=True)
+    tables = sections(runs, options, checked)
+    print(render(header, options.skipped, tables, notes(runs, options, checked)), flush=True)
     errors = [f"{run.backend} {error}" for run in runs for error in run.errors()]
+    if checked is not None and checked.error:
+        errors.append(f"validation: {checked.error}")
     document = {
         "format": FORMAT_VERSION,
         "header": header,
@@ -238,6 +344,9 @@ def execute(options: Options) -> int:
             "ingest": asdict(options.ingest),
             "propagation": asdict(options.propagation),
             "modes": list(options.modes),
+            "validation": asdict(options.validation),
+            "discovered": asdict(options.discovered),
+            "workers": options.workers,
         },
         "tables": {section.name: section_json(section, rows) for section, rows in tables},
         "notes": {
@@ -248,9 +357,11 @@ def execute(options: Options) -> int:
                     r.mode: {"notes": r.notes(), "worker": r.worker, "label": r.label}
                     for r in run.propagation
                 },
+                "discovered": run.discovered.notes(options.discovered) if run.discovered else None,
             }
             for run in runs
-        },
+        }
+        | ({"local": {"validation": checked.notes(options.validation)}} if checked else {}),
     }
     path = write_run(options.name, document)
     print(f"results: {path}")

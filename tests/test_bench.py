@@ -15,14 +15,17 @@ import pytest
 # `bench` lives next to `tests`, outside the installed packages.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import ingest, propagation  # noqa: E402
+from bench import discovered, ingest, propagation, validation  # noqa: E402
 from bench.__main__ import MONGODB_SKIPPED, parse  # noqa: E402
 from bench.report import (  # noqa: E402
+    DISCOVERED,
+    FORMAT_VERSION,
     INGEST,
     MEMORY,
     PROPAGATION,
     QUERY,
     SECTIONS,
+    VALIDATION,
     Column,
     cell,
     header_line,
@@ -30,9 +33,10 @@ from bench.report import (  # noqa: E402
     section_json,
     section_lines,
 )
-from bench.server import vm_hwm_bytes  # noqa: E402
+from bench.server import parent_pid, status_bytes, vm_hwm_bytes  # noqa: E402
 from bench.stats import PhaseResult, Recorder, percentile  # noqa: E402
 from bench.suite import BackendRun, Options, notes, sections  # noqa: E402
+from bench.validation import StepResult, ValidationOutcome  # noqa: E402
 
 NO_MONGODB: dict[str, str] = {}
 WITH_MONGODB = {"LRS_MONGODB_URL": "mongodb://db.invalid:27017"}
@@ -69,6 +73,13 @@ def test_vm_hwm_is_read_in_bytes() -> None:
     status = "Name:\tlrs\nVmPeak:\t  900000 kB\nVmHWM:\t  123456 kB\nVmRSS:\t  100000 kB\n"
     assert vm_hwm_bytes(status) == 123456 * 1024
     assert vm_hwm_bytes("Name:\tkthreadd\n") is None
+    assert status_bytes(status, "VmRSS") == 100000 * 1024
+
+
+def test_parent_pid_is_read_after_the_command_name() -> None:
+    # The command name is in parentheses and may itself hold spaces and parentheses.
+    assert parent_pid("4242 (lrs) S 4200 4242 4242 0 -1") == 4200
+    assert parent_pid("77 (a (b) c) R 1 77 77 0 -1") == 1
 
 
 # --- report formatting ---------------------------------------------------------------------
@@ -141,6 +152,52 @@ def test_section_json_uses_the_table_headers() -> None:
     }
 
 
+def test_the_new_sections_columns_are_pinned() -> None:
+    assert FORMAT_VERSION == 2
+    assert [s.name for s in SECTIONS] == [
+        "ingest",
+        "query",
+        "propagation",
+        "memory",
+        "validation",
+        "discovered",
+    ]
+    assert section_lines(VALIDATION, [])[0].split() == [
+        "[validation]",
+        "backend",
+        "step",
+        "statements",
+        "seconds",
+        "us/statement",
+    ]
+    assert section_lines(DISCOVERED, [])[0].split() == [
+        "[discovered]",
+        "backend",
+        "scenario",
+        "statements",
+        "post_seconds",
+        "statements/s",
+        "post_p50_ms",
+        "post_p99_ms",
+        "drain_s",
+        "rss_start_MiB",
+        "rss_after_post_MiB",
+        "rss_end_MiB",
+        "peak_rss_MiB",
+    ]
+
+
+def test_outcomes_fill_every_column_of_their_rows() -> None:
+    values = _discovered_outcome("embedded").values()
+    assert values is not None and {c.key for c in DISCOVERED.columns} <= set(values)
+    assert discovered.DiscoveredOutcome("embedded").values() is None
+    step = StepResult("json-decode", 20_000, 0.5)
+    assert {c.key for c in VALIDATION.columns} <= set(step.values())
+    assert step.us_per_statement == pytest.approx(25.0)
+    line = section_lines(VALIDATION, [("local", "json-decode", step.values())])[1]
+    assert line.split()[3:] == ["20000", "0.500", "25.00"]
+
+
 # --- suite rows: fixed whatever ran --------------------------------------------------------
 
 
@@ -156,9 +213,31 @@ def _row_names(text: str, tag: str) -> list[tuple[str, str]]:
     ]
 
 
-def _report(runs: list[BackendRun], options: Options) -> str:
-    info = {"format": 1, "statements": options.ingest.statements}
-    return render(info, options.skipped, sections(runs, options), notes(runs, options))
+def _report(
+    runs: list[BackendRun], options: Options, checked: ValidationOutcome | None = None
+) -> str:
+    info = {"format": FORMAT_VERSION, "statements": options.ingest.statements}
+    return render(
+        info, options.skipped, sections(runs, options, checked), notes(runs, options, checked)
+    )
+
+
+def _discovered_outcome(backend: str) -> discovered.DiscoveredOutcome:
+    outcome = discovered.DiscoveredOutcome(backend, acknowledged=2000, drain_s=1.5, drain="ok")
+    outcome.post = _phase(discovered.ROW, "statements/s", 4, 2000, 900.0)
+    outcome.rss_start = outcome.rss_after_post = outcome.rss_end = 90 * 2**20
+    outcome.peak_rss = 100 * 2**20
+    return outcome
+
+
+_ALL_TAGS = (
+    "[ingest]",
+    "[query]",
+    "[propagation]",
+    "[memory]",
+    "[validation]",
+    "[discovered]",
+)
 
 
 def test_rows_are_the_same_for_a_complete_a_partial_and_an_empty_run() -> None:
@@ -181,10 +260,20 @@ def test_rows_are_the_same_for_a_complete_a_partial_and_an_empty_run() -> None:
     skipped = propagation.Result("celery", "embedded", "label", skipped="no Redis")
     partial.propagation = [skipped]
 
+    complete.discovered = _discovered_outcome("embedded")
+    partial.discovered = discovered.DiscoveredOutcome("embedded", error="interrupted")
+    checked = ValidationOutcome(
+        [StepResult(step, 100, 0.01) for step in validation.STEPS], bytes_mean=1000.0
+    )
+    half_checked = ValidationOutcome([StepResult("validate-statement", 100, 0.01)])
+
     empty = BackendRun("embedded")
 
-    reports = [_report([run], options) for run in (complete, partial, empty)]
-    for tag in ("[ingest]", "[query]", "[propagation]", "[memory]"):
+    reports = [
+        _report([run], options, check)
+        for run, check in ((complete, checked), (partial, half_checked), (empty, None))
+    ]
+    for tag in _ALL_TAGS:
         names = [_row_names(report, tag) for report in reports]
         assert names[0] == names[1] == names[2], tag
     assert [n for _, n in _row_names(reports[0], "[query]")] == list(ingest.QUERY_PHASES)
@@ -195,13 +284,34 @@ def test_rows_are_the_same_for_a_complete_a_partial_and_an_empty_run() -> None:
         "api-celery",
         "worker-celery",
     ]
-    # Section order, then notes after every table line.
-    tags = [line.split()[0] for line in reports[1].splitlines()[1:] if line.startswith("[")]
-    firsts = [tags.index(t) for t in ("[ingest]", "[query]", "[propagation]", "[memory]")]
-    assert firsts == sorted(firsts)
+    assert _row_names(reports[0], "[validation]") == [
+        ("local", "validate-statement"),
+        ("local", "json-decode"),
+        ("local", "json-decode-stdlib"),
+    ]
+    assert _row_names(reports[0], "[discovered]") == [("embedded", "discovered-5-modules")]
+    # A row not measured (or not yet) shows `-` in every column.
+    for report, missing in ((reports[1], "json-decode"), (reports[2], "validate-statement")):
+        line = next(x for x in report.splitlines() if x.startswith("[validation]") and missing in x)
+        assert line.split()[3:] == ["-"] * len(VALIDATION.columns)
+    for report in reports[1:]:
+        line = next(x for x in report.splitlines() if "discovered-5-modules" in x)
+        assert line.split()[3:] == ["-"] * len(DISCOVERED.columns)
+    # Section order (the new ones at the end), then notes after every table line.
+    for report in reports:
+        tags = [line.split()[0] for line in report.splitlines()[1:] if line.startswith("[")]
+        firsts = [tags.index(t) for t in _ALL_TAGS]
+        assert firsts == sorted(firsts)
+        assert tags[-1] == "[notes]" and tags.index("[notes]") > tags.index("[discovered]")
     assert "[notes]       embedded  propagation-celery skipped=no Redis" in reports[1]
     assert "[notes]       embedded  ingest error=interrupted" in reports[1]
     assert "[notes]       embedded  propagation-inprocess not_run=interrupted" in reports[1]
+    assert "[notes]       embedded  discovered error=interrupted" in reports[1]
+    assert "[notes]       embedded  discovered drain=ok" in reports[0]
+    assert "[notes]       local     validation statement_bytes_mean=1000" in reports[0]
+    assert "[notes]       local     validation not_run=interrupted" in reports[2]
+    assert "validation not_run=json-decode,json-decode-stdlib (interrupted)" in reports[1]
+    assert "[notes]       embedded  discovered not_run=interrupted" in reports[2]
 
 
 def test_a_standalone_benchmark_prints_only_its_sections() -> None:
@@ -217,6 +327,12 @@ def test_a_standalone_benchmark_prints_only_its_sections() -> None:
         "api-celery",
         "worker-celery",
     ]
+    for alone, tag in (("validation", "[validation]"), ("discovered", "[discovered]")):
+        text = _report([run], _options(alone))
+        assert {line.split()[0] for line in text.splitlines()[1:] if line.startswith("[")} == {
+            tag,
+            "[notes]",
+        }, alone
 
 
 def test_the_report_lists_backends_in_order_within_each_section() -> None:
@@ -266,7 +382,9 @@ def test_store_size_and_singles() -> None:
         4000,
     )
     assert (options.propagation.seconds, options.propagation.rate) == (5.0, 50.0)
-    assert options.propagation.statements == 250
+    # An explicit rate applies to every mode.
+    assert [options.propagation.rate_of(m) for m in propagation.MODES] == [50.0, 50.0]
+    assert options.propagation.statements_of("celery") == 250
     assert options.name == "all-5000"
     # A store smaller than the default singles keeps a tenth of it for singles.
     assert _options("--statements", "500").ingest.singles == 50
@@ -288,6 +406,92 @@ def test_propagation_alone_with_one_mode() -> None:
     assert options.name == "propagation"
 
 
+def test_header_shows_the_rate_of_each_mode_and_the_new_fields_at_the_end() -> None:
+    env = {"commit": "0123456789abcdef", "tree": "clean", "cpus": 2, "python": "3.11.7"}
+    header = _options().header(env)
+    assert header["format"] == 2
+    assert header["rate"] == "inprocess:1000,celery:500/s"
+    assert list(header)[-3:] == ["workers", "discovered", "validations"]
+    assert (header["workers"], header["discovered"], header["validations"]) == (1, 50_000, 20_000)
+    explicit = _options("--rate", "250", "--workers", "3").header(env)
+    assert (explicit["rate"], explicit["workers"]) == ("inprocess:250,celery:250/s", 3)
+    celery_only = _options("propagation", "--mode", "celery", "--seconds", "10").header(env)
+    assert (celery_only["rate"], celery_only["statements"]) == ("celery:500/s", 5000)
+    assert _options("discovered").header(env)["statements"] == 50_000
+    assert _options("validation", "--validations", "300").header(env)["statements"] == 300
+
+
+def test_propagation_rates_default_per_mode() -> None:
+    options = _options()
+    assert options.propagation.rate is None
+    assert propagation.DEFAULT_RATES == {"inprocess": 1000.0, "celery": 500.0}
+    assert [options.propagation.rate_of(m) for m in propagation.MODES] == [1000.0, 500.0]
+    assert options.propagation.statements_of("inprocess") == 30_000
+    assert options.propagation.statements_of("celery") == 15_000
+
+
+def test_validation_and_discovered_options() -> None:
+    options = _options()
+    assert options.validation == validation.ValidationConfig()
+    assert (options.validation.statements, options.validation.repeats) == (20_000, 3)
+    assert (options.discovered.statements, options.discovered.batch_size) == (50_000, 500)
+    assert (options.discovered.concurrency, options.discovered.learners) == (8, 200)
+    assert options.discovered.drain_timeout == 600.0
+    assert options.workers == 1
+    quick = _options("--quick")
+    assert quick.validation == validation.QUICK and quick.discovered == discovered.QUICK
+    assert quick.discovered.statements < options.discovered.statements
+    given = _options(
+        "discovered",
+        "--discovered-statements",
+        "3000",
+        "--concurrency",
+        "4",
+        "--workers",
+        "2",
+        "--quick",
+    )
+    assert (given.benchmark, given.discovered.statements) == ("discovered", 3000)
+    assert (given.discovered.concurrency, given.workers) == (4, 2)
+    assert given.name == "discovered-3000"
+    checked = _options("validation", "--validations", "500", "--seed", "7")
+    assert (checked.validation.statements, checked.validation.seed) == (500, 7)
+    assert checked.name == "validation"
+
+
+def test_discovered_workload_brings_a_new_item_of_one_of_five_modules_each_time() -> None:
+    config = discovered.DiscoveredConfig(statements=1_234, learners=7)
+    workload = discovered.Workload(config, "t")
+    statements = [workload.statement(n) for n in range(config.statements)]
+    assert len({s["object"]["id"] for s in statements}) == config.statements
+    parents = [s["context"]["contextActivities"]["parent"][0]["id"] for s in statements]
+    assert sorted(set(parents)) == workload.modules and len(workload.modules) == 5
+    assert all(
+        s["context"]["contextActivities"]["grouping"]
+        == [{"objectType": "Activity", "id": workload.course}]
+        for s in statements
+    )
+    pairs = zip(statements, parents, strict=True)
+    assert all(s["object"]["id"].startswith(p + "/") for s, p in pairs)
+    assert len({s["actor"]["mbox"] for s in statements}) == 7
+    stamps = [s["timestamp"] for s in statements]
+    assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
+    bodies = workload.bodies()
+    assert [count for _, count in bodies] == [500, 500, 234]
+    items, viewed = workload.expected()
+    assert sum(items.values()) == sum(viewed.values()) == config.statements
+    # Every learner works in every module.
+    assert len(viewed) == 7 * 5
+
+
+def test_the_bench_statements_pass_the_validator_and_the_parser() -> None:
+    # A real (tiny) run, nothing timed: a refused statement would make the rows meaningless.
+    outcome = validation.run(validation.ValidationConfig(statements=50, repeats=1))
+    assert outcome.error == ""
+    assert [s.step for s in outcome.steps] == list(validation.STEPS)
+    assert all(s.statements == 50 for s in outcome.steps)
+
+
 @pytest.mark.parametrize(
     "argv",
     [
@@ -298,6 +502,12 @@ def test_propagation_alone_with_one_mode() -> None:
         ["--mode", "threads"],
         ["federation"],
         ["--backend", "mongodb"],  # without LRS_MONGODB_URL
+        ["--workers", "0"],
+        ["--workers", "65"],
+        ["--validations", "0"],
+        ["--discovered-statements", "0"],
+        ["discovered", "--statements", "3000"],  # sizes the ingest store, not this one
+        ["validation", "--statements", "3000"],
     ],
 )
 def test_bad_arguments_exit_with_status_2(argv: list[str]) -> None:
