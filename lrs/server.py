@@ -11,6 +11,7 @@ cleanly (clients reconnect, with Last-Event-ID, to whichever instance serves nex
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -43,6 +44,11 @@ class Server(uvicorn.Server):
 def serve(settings: Settings, host: str, port: int, log_level: str, **options: Any) -> None:
     """Serve on (host, port): in this process, or with `settings.workers` > 1 in that many
     processes sharing one listening socket (see `_supervise`)."""
+    # A request allocates thousands of short-lived objects (JSON, documents, index keys) that
+    # reference counting frees; the default threshold (700) runs the cycle collector every few
+    # hundred of them, about a tenth of the CPU under load for no garbage found. Measured with
+    # in-process ingestion of 20,000 statements: about 10% more statements/s.
+    gc.set_threshold(100_000, 50, 100)
     if settings.workers > 1:
         _supervise(settings, host, port, log_level, **options)
     else:

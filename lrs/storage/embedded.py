@@ -35,6 +35,7 @@ from pymongo.errors import DuplicateKeyError, OperationFailure
 _CODEC = CodecOptions(tz_aware=True, tzinfo=datetime.UTC)
 _CHUNK = 256  # documents fetched per round trip while streaming candidates
 _PROBE_CAP = 2000  # index entries counted per plan when choosing between plans
+_PROBE_CAPS = (16, 256, _PROBE_CAP)  # the rising caps of those counts
 _MAX_PLANS = 32
 _PLAN_CACHE = 512  # filter shapes whose plan is remembered, per collection
 _LOCK_WAIT_SECONDS = 30  # how long a write waits for another process's write to finish
@@ -972,13 +973,9 @@ class EmbeddedCollection:
     # --- planning --------------------------------------------------------------------------
 
     def _plans(
-        self,
-        filter: Mapping[str, Any],
-        sort: Sequence[tuple[str, int]] | None,
-        only: tuple[str, tuple[int, ...]] | None = None,
+        self, filter: Mapping[str, Any], sort: Sequence[tuple[str, int]] | None
     ) -> list[_Plan]:
-        """Every plan for the filter (or, with `only`, the one on that index with those
-        conditions: see `_choose`'s cache)."""
+        """Every plan for the filter."""
         pairs, complete = _conjuncts(filter)
         by_field: dict[str, list[tuple[int, _Constraint]]] = {}
         for number, (name, condition) in enumerate(pairs):
@@ -987,36 +984,70 @@ class EmbeddedCollection:
                 by_field.setdefault(name, []).append((number, constraint))
         plans: list[_Plan] = []
         for index in self.indexes:
-            if index.fields[0] not in by_field or (only and only[0] != index.name):
+            if index.fields[0] not in by_field:
                 continue
             if index.partial is not None and not _excludes_missing(by_field.get(index.partial)):
                 continue  # documents without the field are not in it
             options = [by_field.get(name, [(-1, None)]) for name in index.fields]
             for combo in itertools.islice(itertools.product(*options), _MAX_PLANS):
-                numbers = tuple(number for number, _ in combo)
-                if only and only[1] != numbers:
-                    continue
                 constraints = {
                     position: constraint
                     for position, (_, constraint) in enumerate(combo)
                     if constraint is not None
                 }
-                used = {number for number, constraint in combo if constraint is not None}
-                exact = (
-                    complete
-                    and len(used) == len(pairs)
-                    and all(c.exact for c in constraints.values())
-                    and not any(
-                        c.low and c.high and index.is_multikey(p) for p, c in constraints.items()
-                    )
-                )
-                plan = _Plan(index, constraints, exact, ordered=False, prefix=_prefix(constraints))
-                plan.numbers = numbers
-                plan.where_sql, plan.params = _where(index, constraints)
-                if sort:
-                    plan.ordered, plan.order_sql = self._order(index, sort)
-                plans.append(plan)
+                numbers = tuple(number for number, _ in combo)
+                plans.append(self._plan(index, numbers, constraints, pairs, complete, sort))
         return plans
+
+    def _plan(
+        self,
+        index: _Index,
+        numbers: tuple[int, ...],
+        constraints: dict[int, _Constraint],
+        pairs: list[tuple[str, Any]],
+        complete: bool,
+        sort: Sequence[tuple[str, int]] | None,
+    ) -> _Plan:
+        """The plan on `index` using, per index field, the filter condition numbered in
+        `numbers` (-1: none), whose constraints are `constraints`."""
+        used = {number for number in numbers if number >= 0}
+        exact = (
+            complete
+            and len(used) == len(pairs)
+            and all(c.exact for c in constraints.values())
+            and not any(c.low and c.high and index.is_multikey(p) for p, c in constraints.items())
+        )
+        plan = _Plan(index, constraints, exact, ordered=False, prefix=_prefix(constraints))
+        plan.numbers = numbers
+        plan.where_sql, plan.params = _where(index, constraints)
+        if sort:
+            plan.ordered, plan.order_sql = self._order(index, sort)
+        return plan
+
+    def _remembered(
+        self,
+        known: tuple[str, tuple[int, ...], int],
+        filter: Mapping[str, Any],
+        sort: Sequence[tuple[str, int]] | None,
+    ) -> _Plan | None:
+        """The plan remembered for the filter's shape, built for its values without planning
+        (None if the index changed since, or a condition no longer suits it)."""
+        name, numbers, multikey = known
+        index = next((i for i in self.indexes if i.name == name), None)
+        if index is None or index.multikey != multikey:
+            return None
+        pairs, complete = _conjuncts(filter)
+        constraints: dict[int, _Constraint] = {}
+        for position, number in enumerate(numbers):
+            if number < 0:
+                continue
+            if number >= len(pairs) or pairs[number][0] != index.fields[position]:
+                return None
+            constraint = _constraint(pairs[number][1])
+            if constraint is None:
+                return None
+            constraints[position] = constraint
+        return self._plan(index, numbers, constraints, pairs, complete, sort)
 
     @staticmethod
     def _order(index: _Index, sort: Sequence[tuple[str, int]]) -> tuple[bool, str]:
@@ -1048,11 +1079,9 @@ class EmbeddedCollection:
         shape = (_shape(filter), tuple(sort or ()), bool(limit))
         known = self._plan_cache.get(shape)
         if known is not None:
-            name, numbers, multikey = known
-            if any(i.name == name and i.multikey == multikey for i in self.indexes):
-                plans = self._plans(filter, sort, only=(name, numbers))
-                if plans:
-                    return plans[0]
+            remembered = self._remembered(known, filter, sort)
+            if remembered is not None:
+                return remembered
         plan, by_shape = self._decide(filter, sort, limit)
         if plan is not None and by_shape and len(self._plan_cache) < _PLAN_CACHE:
             self._plan_cache[shape] = (plan.index.name, plan.numbers, plan.index.multikey)
@@ -1080,14 +1109,16 @@ class EmbeddedCollection:
         plans = [p for p in plans if p.prefix == deepest or (p.ordered and sort and limit)]
         if len(plans) == 1:
             return plans[0], True
-        # Most constrained first; each count stops as soon as it cannot win (ties still tie).
+        # Counted under rising caps: a plan that matches a handful of entries (a sparse or
+        # partial index, a short $in list) is found in the first round, and the others are never
+        # counted further than that. Each count stops as soon as it cannot win (ties still tie).
         plans.sort(key=lambda plan: -len(plan.constraints))
-        counted = []
-        smallest = _PROBE_CAP
-        for plan in plans:
-            found = self._count(plan, min(_PROBE_CAP, smallest + 1))
-            smallest = min(smallest, found)
-            counted.append((found, plan))
+        counted: list[tuple[int, _Plan]] = []
+        for cap in _PROBE_CAPS:
+            counted = [(self._count(plan, cap), plan) for plan in plans]
+            smallest = min(found for found, _ in counted)
+            if smallest < cap:
+                break
         if smallest >= _PROBE_CAP and sort and limit:
             # Every plan matches many entries: stream one in the requested order and stop early.
             ordered = [plan for _, plan in counted if plan.ordered]
@@ -1116,9 +1147,11 @@ class EmbeddedCollection:
         return self._stream(plan, limit if plan.exact else 0), plan
 
     def _stream(self, plan: _Plan, limit: int) -> Iterator[tuple[int, dict[str, Any]]]:
-        order = plan.order_sql if plan.ordered else "rid"
+        # One query: the index entries in the plan's order, each joined to its document.
+        order = plan.order_sql if plan.ordered else "e.rid"  # t0, v0...: only the entries'
         cursor = self._db.execute(
-            f"SELECT rid FROM {plan.index.table} WHERE {plan.where_sql} ORDER BY {order}",
+            f"SELECT e.rid, d.doc FROM {plan.index.table} AS e JOIN {self.table} AS d"
+            f" ON d.rid = e.rid WHERE {plan.where_sql} ORDER BY {order}",
             plan.params,
         )
         seen: set[int] = set()
@@ -1126,22 +1159,9 @@ class EmbeddedCollection:
         try:
             while batch := cursor.fetchmany(chunk_size):
                 chunk_size = _CHUNK
-                rids = []
-                for (rid,) in batch:
+                for rid, blob in batch:
                     if rid not in seen:  # a multikey document has several entries
                         seen.add(rid)
-                        rids.append(rid)
-                if not rids:
-                    continue
-                marks = ", ".join(["?"] * len(rids))
-                found = dict(
-                    self._db.execute(
-                        f"SELECT rid, doc FROM {self.table} WHERE rid IN ({marks})", rids
-                    ).fetchall()
-                )
-                for rid in rids:
-                    blob = found.get(rid)
-                    if blob is not None:
                         yield rid, self._decode(blob)
         finally:
             cursor.close()
