@@ -361,8 +361,8 @@ class _CatchUpOnlyBus(EventBus):
     in-process transport returns (the live part is covered by tests/test_progress_faults.py)."""
 
     @contextlib.asynccontextmanager
-    async def subscribe(self) -> AsyncIterator[asyncio.Queue]:
-        async with super().subscribe() as queue:
+    async def subscribe(self, store: str | None = None) -> AsyncIterator[asyncio.Queue]:
+        async with super().subscribe(store) as queue:
             queue.put_nowait(None)
             yield queue
 
