@@ -38,8 +38,8 @@ from lrs.progress.rules import (
 from lrs.storage.database import Database
 from lrs.storage.outbox import COLLECTION as OUTBOX
 from lrs.storage.progress import (
-    COURSES,
     PROGRESS_FIELDS,
+    CatalogueReads,
     CatalogueRepository,
     ProgressRepository,
     insert_records_work,
@@ -245,6 +245,9 @@ class Deriver:
             {"store": store, "id": {"$in": ids}, "voided": {"$in": [False, True]}},
             projection={"statement": 1, "voided": 1, "learner": 1, "voids": 1, "id": 1},
         )
+        # The catalogue rows of every activity the round's statements name, in one read.
+        linked = [a for doc in docs if not doc["voided"] for a in linked_ids(_parsed(doc))]
+        yield from self.catalogue.rows_work(store, linked, lookup.reads)
         for doc in docs:
             if doc.get("voids"):
                 # Voiding retracts what the target contributed: its pairs are recomputed.
@@ -261,7 +264,7 @@ class Deriver:
                 continue
             if doc["voided"] or not doc.get("learner"):
                 continue  # voided: its voiding statement's round recomputes without it
-            statement = json.loads(doc["statement"])
+            statement = _parsed(doc)
             for module in (yield from lookup.modules(statement, discover=True)):
                 key = (module.course_id, module.id)
                 plan.modules[key] = _merged(plan.modules.get(key), module)
@@ -583,6 +586,7 @@ class _RoundCatalogue:
         self.result = result
         self.profile = profile  # the profile discovered modules follow
         self.by_context: dict[tuple[Any, ...], list[Module]] = {}
+        self.reads = CatalogueReads()
 
     def modules(self, statement: dict[str, Any], discover: bool) -> Work[list[Module]]:
         """The modules the statement touches (lrs.progress.linking), after applying what it
@@ -592,7 +596,7 @@ class _RoundCatalogue:
         context = (tuple(linked), discover, role)
         if context in self.by_context:
             return self.by_context[context]
-        found = yield from self.catalogue.modules_for_work(self.store, linked)
+        found = yield from self.catalogue.modules_for_work(self.store, linked, self.reads)
         found = [m for m in found if any(m.has_activity(a) for a in linked)]  # linking.touches
         if discover and not self._settled(found, statement, role):
             known = yield from self.catalogue.known_work(self.store, linked)
@@ -600,10 +604,13 @@ class _RoundCatalogue:
             if discovered is not None:
                 grew, role_changed = yield from self.catalogue.discover_work(self.store, discovered)
                 if grew is not None or role_changed:
+                    self.reads.forget(discovered.course_id)
                     key = (discovered.course_id, discovered.module_id)
-                    total = yield from self.catalogue.item_total_work(self.store, *key)
+                    total = yield from self.catalogue.item_total_work(self.store, *key, self.reads)
                     self.result.grown[key] = total
-                    found = yield from self.catalogue.modules_for_work(self.store, linked)
+                    found = yield from self.catalogue.modules_for_work(
+                        self.store, linked, self.reads
+                    )
                     found = [m for m in found if any(m.has_activity(a) for a in linked)]
         self.by_context[context] = found
         return found
@@ -624,14 +631,16 @@ class _RoundCatalogue:
     def header(self, course_id: str, module_id: str) -> Work[Module | None]:
         """One module as its course document has it: complete when defined; when discovered,
         its assessments only, with its item count (see `_view`)."""
-        doc = yield find_one(COURSES, {"store": self.store, "id": course_id})
+        doc = yield from self.catalogue.course_doc_work(self.store, course_id, self.reads)
         module_doc = next((m for m in (doc or {}).get("modules", []) if m["id"] == module_id), None)
         if module_doc is None:
             return None
         module = module_from_doc(module_doc)
         if not module.discovered:
             return module
-        total = yield from self.catalogue.item_total_work(self.store, course_id, module_id)
+        total = yield from self.catalogue.item_total_work(
+            self.store, course_id, module_id, self.reads
+        )
         return with_items(module, (), total)
 
     def module(self, course_id: str, module_id: str) -> Work[Module | None]:
@@ -649,9 +658,18 @@ class _RoundCatalogue:
             {"store": self.store, "course": module.course_id, "module": module.id},
             projection={"activity": 1},
         )
-        total = yield from self.catalogue.item_total_work(self.store, module.course_id, module.id)
+        total = yield from self.catalogue.item_total_work(
+            self.store, module.course_id, module.id, self.reads
+        )
         members = {row["activity"] for row in rows} - {module.id}
         return with_items(module, members, total)
+
+
+def _parsed(doc: dict[str, Any]) -> dict[str, Any]:
+    """The statement of a stored document, parsed once however often it is asked for."""
+    if "_parsed" not in doc:
+        doc["_parsed"] = json.loads(doc["statement"])
+    return doc["_parsed"]
 
 
 def _drop_voided(store: str, folds: dict[Pair, list[dict[str, Any]]]) -> Work[None]:

@@ -1106,6 +1106,16 @@ class EmbeddedCollection:
                 and all(c.single for c in plan.constraints.values())
             ):
                 return plan, True
+        # A partial index holds only the documents that have its field, which is why it was
+        # declared partial: a seek on that field by value (voids, ref_target...) is the
+        # narrowest plan there is, without counting.
+        for plan in plans:
+            partial = plan.index.partial
+            if partial is not None and plan.prefix == deepest:
+                position = plan.index.fields.index(partial)
+                constraint = plan.constraints.get(position)
+                if position < plan.prefix and constraint is not None and constraint.keys:
+                    return plan, True
         plans = [p for p in plans if p.prefix == deepest or (p.ordered and sort and limit)]
         if len(plans) == 1:
             return plans[0], True

@@ -8,7 +8,7 @@ async methods serve the API and the CLI.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +30,25 @@ from lrs.xapi.timestamps import monotonic_now_micros
 COURSES = "courses"
 ROWS = "course_activities"  # activity -> the (course, module) pairs it belongs to
 COUNTS = "module_counts"  # items of each discovered module, counted as they are discovered
+
+
+@dataclass
+class CatalogueReads:
+    """Course documents and discovered modules' sizes as one round of derivation read them:
+    each read once, however many of the round's statements need it. A discovery made in the
+    round forgets what it changed (`forget`)."""
+
+    courses: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    totals: dict[tuple[str, str], int] = field(default_factory=dict)
+    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # by activity id
+
+    def forget(self, course_id: str) -> None:
+        self.courses.pop(course_id, None)
+        for key in [key for key in self.totals if key[0] == course_id]:
+            del self.totals[key]
+        self.rows.clear()  # a discovery adds rows for ids of its own choosing
+
+
 RECORDS = "progress"
 COUNTERS = "counters"
 
@@ -174,13 +193,17 @@ class CatalogueRepository:
 
     # --- units of work for the derivation ---------------------------------------------------
 
-    def modules_for_work(self, store: str, activity_ids: list[str]) -> Work[list[Module]]:
+    def modules_for_work(
+        self, store: str, activity_ids: list[str], reads: CatalogueReads | None = None
+    ) -> Work[list[Module]]:
         """Modules that contain any of the activities. A discovered module comes partly loaded
         (`Module.item_total` set): its assessments and those of `activity_ids` that are its
         items; the caller adds what else it needs (`with_items`)."""
         if not activity_ids:
             return []
-        rows = yield find(ROWS, {"store": store, "activity": {"$in": sorted(set(activity_ids))}})
+        reads = reads if reads is not None else CatalogueReads()
+        yield from self.rows_work(store, activity_ids, reads)
+        rows = [row for activity in set(activity_ids) for row in reads.rows[activity]]
         wanted: dict[tuple[str, str], set[str]] = {}
         for row in rows:
             members = wanted.setdefault((row["course"], row["module"]), set())
@@ -188,7 +211,7 @@ class CatalogueRepository:
                 members.add(row["activity"])
         modules: list[Module] = []
         for course_id in sorted({course for course, _ in wanted}):
-            doc = yield find_one(COURSES, {"store": store, "id": course_id})
+            doc = yield from self.course_doc_work(store, course_id, reads)
             if doc is None:
                 continue
             for module_doc in doc["modules"]:
@@ -197,14 +220,46 @@ class CatalogueRepository:
                     continue
                 module = module_from_doc(module_doc)
                 if module.discovered:
-                    total = yield from self.item_total_work(store, course_id, module.id)
+                    total = yield from self.item_total_work(store, course_id, module.id, reads)
                     module = with_items(module, members, total)
                 modules.append(module)
         return modules
 
-    def item_total_work(self, store: str, course: str, module: str) -> Work[int]:
-        """How many items a discovered module has (counted once from its rows for a module an
-        earlier version discovered)."""
+    def rows_work(self, store: str, activity_ids: list[str], reads: CatalogueReads) -> Work[None]:
+        """Read the catalogue rows of those of the activities `reads` does not hold yet, in
+        one query (a round reads them for all its statements at once)."""
+        missing = sorted({a for a in activity_ids if a not in reads.rows})
+        if not missing:
+            return
+        for activity in missing:
+            reads.rows[activity] = []
+        for row in (yield find(ROWS, {"store": store, "activity": {"$in": missing}})):
+            reads.rows[row["activity"]].append(row)
+
+    def course_doc_work(
+        self, store: str, course_id: str, reads: CatalogueReads | None = None
+    ) -> Work[dict[str, Any] | None]:
+        """A course's document (read once per round with `reads`)."""
+        if reads is not None and course_id in reads.courses:
+            return reads.courses[course_id]
+        doc = yield find_one(COURSES, {"store": store, "id": course_id})
+        if reads is not None:
+            reads.courses[course_id] = doc
+        return doc
+
+    def item_total_work(
+        self, store: str, course: str, module: str, reads: CatalogueReads | None = None
+    ) -> Work[int]:
+        """How many items a discovered module has (read once per round with `reads`)."""
+        if reads is not None and (course, module) in reads.totals:
+            return reads.totals[(course, module)]
+        total = yield from self._item_total_work(store, course, module)
+        if reads is not None:
+            reads.totals[(course, module)] = total
+        return total
+
+    def _item_total_work(self, store: str, course: str, module: str) -> Work[int]:
+        # Counted once from its rows for a module an earlier version discovered.
         counter = yield find_one(COUNTS, {"_id": _count_id(store, course, module)})
         if counter is not None:
             return int(counter["n"])
