@@ -534,6 +534,17 @@ class _Plan:
     params: list[Any] = field(default_factory=list)
 
 
+def _narrowing(plan: _Plan) -> int:
+    """How many of the plan's conditions can narrow much: an equality on a boolean or null
+    (`voided: false`) splits an index into two or three parts at most, so among plans that all
+    match too many entries to count, one seeking on a value (a term, an id) is preferred."""
+    return sum(
+        1
+        for constraint in plan.constraints.values()
+        if constraint.keys is None or any(rank not in (_BOOL, _NULL) for rank, _ in constraint.keys)
+    )
+
+
 def _excludes_missing(constraints: list[tuple[int, _Constraint]] | None) -> bool:
     """Whether one of these conditions on a field rules out documents that lack it (so that a
     partial index on the field may serve the query)."""
@@ -1133,7 +1144,10 @@ class EmbeddedCollection:
             # Every plan matches many entries: stream one in the requested order and stop early.
             ordered = [plan for _, plan in counted if plan.ordered]
             if ordered:
-                return max(ordered, key=lambda plan: len(plan.constraints)), False
+                best_ordered = max(
+                    ordered, key=lambda plan: (_narrowing(plan), len(plan.constraints))
+                )
+                return best_ordered, False
         best = [plan for count, plan in counted if count == smallest]
         chosen = max(best, key=lambda plan: (plan.ordered, plan.exact, len(plan.constraints)))
         return chosen, False
