@@ -583,6 +583,29 @@ def test_ordered_streaming_plan_with_many_entries(tmp_path: Path) -> None:
     store.close()
 
 
+def test_many_entries_everywhere_the_plan_seeks_on_a_value_not_a_boolean(tmp_path: Path) -> None:
+    # Both indexes give the requested order and both match more entries than the planner
+    # counts; the one that seeks on `voided: false` would walk every document, the one that
+    # seeks on the term only those that have it. (Which plan serves the query is what this
+    # checks; the answer is the same either way, and is checked too.)
+    store, collection = new_collection(tmp_path)
+    collection.create_index([("voided", 1), ("key", -1)], False, None)
+    collection.create_index([("terms", 1), ("key", -1)], False, None)
+    docs = [
+        {"_id": n, "voided": False, "key": n, "terms": ["common", f"rare{n % 1000}"]}
+        for n in range(2500)
+    ]
+    collection.insert_many([dict(doc) for doc in docs])
+    filter = {"voided": False, "terms": "common"}
+    sort = [("key", -1)]
+    plan = collection._choose(filter, sort, 5)
+    assert plan is not None and plan.index.fields == ["terms", "key"]
+    assert [doc["_id"] for doc in collection.find(filter, sort=sort, limit=5)] == list(
+        range(2499, 2494, -1)
+    )
+    store.close()
+
+
 # The shape of the LRS's statement queries: equality on store (and voided), a range on
 # stored_key, a multikey activity list, sorted on (stored_key, id) in either direction with a
 # limit, through compound indexes that give that order.
