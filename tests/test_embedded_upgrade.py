@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import uuid
 from pathlib import Path
@@ -104,5 +105,44 @@ async def test_statements_without_terms_are_upgraded_in_place(tmp_path: Path) ->
         ids = [doc["id"] for doc in docs]
         assert await outbox.owed("derive", "default", ids) == {docs[0]["id"]}
         assert await outbox.owed("forward", "default", ids) == {docs[0]["id"]}
+    finally:
+        await services.close()
+
+
+async def test_statement_texts_from_before_schema_4_get_context_activities_as_arrays(
+    tmp_path: Path,
+) -> None:
+    """Earlier versions kept a statement's text as received; the exact format now serves the
+    stored text as it is, so the migration rewrites a single contextActivities object as an
+    array (Data 2.4.6.2), once, and leaves every other text alone."""
+    settings = Settings(storage="embedded", data_dir=tmp_path, database="lrs", redis_url=None)
+    services = build_services(settings)
+    await services.start(background=False)
+    try:
+        docs = await _documents_as_an_earlier_version_wrote_them(2)
+        single = {"parent": {"id": "http://example.com/parent"}}
+        as_received = json.loads(docs[0]["statement"])
+        as_received["context"] = {"contextActivities": single}
+        docs[0]["statement"] = json.dumps(as_received)
+        untouched = docs[1]["statement"]
+        await services.statements.statements.insert_many(docs)
+        await services.statements.meta.replace_one(
+            {"_id": "statements"}, {"_id": "statements", "schema": 3}, upsert=True
+        )
+        # terms of both (the helper drops them), two outbox entries, the one text
+        assert await services.statements.migrate() == 2 + 2 + 1
+        stored = {
+            doc["id"]: doc["statement"]
+            for doc in await services.statements.statements.find(
+                {}, projection={"statement": 1, "id": 1}
+            )
+        }
+        assert json.loads(stored[docs[0]["id"]])["context"]["contextActivities"] == {
+            "parent": [{"id": "http://example.com/parent"}]
+        }
+        assert stored[docs[1]["id"]] == untouched
+        page = await services.statements.query("default", StatementQuery(verb=VERB))
+        assert {s["id"] for s in page.statements} == {doc["id"] for doc in docs}
+        assert await services.statements.migrate() == 0
     finally:
         await services.close()

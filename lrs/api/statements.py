@@ -317,8 +317,15 @@ async def get_statements(
         more = f"{root}/xapi/statements?" + "&".join(
             f"{k}={_quote(v)}" for k, v in next_params.items()
         )
-    latest = max((s.get("stored", "") for s in page.statements), default=None)
-    headers = _statement_headers(services, latest or None)
+    headers = _statement_headers(services, page.last_stored)
+    if fmt == "exact" and not with_attachments:
+        # The stored texts are the exact format already (lrs.storage.statement_docs): the page
+        # is written around them, without parsing and serializing each statement again.
+        payload = b'{"statements":[%s],"more":%s}' % (
+            ",".join(page.texts).encode("utf-8"),
+            json.dumps(more).encode("utf-8"),
+        )
+        return Response(payload, media_type="application/json", headers=headers)
     body = {
         "statements": [format_statement(s, fmt, languages) for s in page.statements],
         "more": more,

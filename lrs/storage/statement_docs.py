@@ -1,8 +1,9 @@
 """How a statement is kept: its storage document, built from the statement alone (pure).
 
-Each statement is kept as its exact JSON text (`statement`) next to the fields the xAPI queries
-filter on. Keeping the text avoids MongoDB's restrictions on field names (extension keys are
-IRIs with dots, and may start with `$`) and returns statements byte-for-byte as stored.
+Each statement is kept as its JSON text (`statement`, contextActivities as arrays, as every
+format returns them) next to the fields the xAPI queries filter on. Keeping the text avoids
+MongoDB's restrictions on field names (extension keys are IRIs with dots, and may start with
+`$`), and a page of statements in the exact format is these texts as they are.
 
 `voided` has three values: False (visible), True (voided: only `voidedStatementId` finds it)
 and None: written but not committed yet (MongoDB's all-or-nothing protocol, see
@@ -22,6 +23,7 @@ from lrs.xapi.agents import (
     related_agents,
     statement_agents,
 )
+from lrs.xapi.formats import context_activities_as_arrays
 
 VOIDED_VERB = "http://adlnet.gov/expapi/verbs/voided"
 MAX_REFERENCE_DEPTH = 16
@@ -108,6 +110,14 @@ def chain_link(doc: dict[str, Any]) -> dict[str, Any]:
     return {"id": doc["id"], **{k: doc.get(k) for k in SUMMARY_FIELDS}}
 
 
+def statement_text(statement: dict[str, Any]) -> str:
+    """The stored JSON text of a statement: compact, contextActivities as arrays (Data
+    2.4.6.2), the form the exact format serves."""
+    return json.dumps(
+        context_activities_as_arrays(statement), separators=(",", ":"), ensure_ascii=False
+    )
+
+
 def statement_document(
     store: str,
     statement: dict[str, Any],
@@ -121,7 +131,9 @@ def statement_document(
     doc = {
         "store": store,
         "id": statement["id"],
-        "statement": json.dumps(statement, separators=(",", ":"), ensure_ascii=False),
+        # As every format returns it (contextActivities as arrays), so that a page in the
+        # exact format is the stored texts as they are (lrs.api.statements).
+        "statement": statement_text(statement),
         "stored_key": stored_key,
         "voided": voided,
         "terms": terms([fields, *chain]),

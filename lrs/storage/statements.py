@@ -7,6 +7,7 @@ How a statement is kept: `lrs.storage.statement_docs`. How a batch is written al
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Iterable
@@ -18,7 +19,7 @@ from bson import ObjectId
 from lrs.storage import outbox
 from lrs.storage.attachments import AttachmentRepository
 from lrs.storage.database import Collection, Database
-from lrs.storage.statement_docs import TERM_FIELDS, narrowing_term, term, terms
+from lrs.storage.statement_docs import TERM_FIELDS, narrowing_term, statement_text, term, terms
 from lrs.storage.statement_writes import (
     BATCHES,
     Committed,
@@ -28,10 +29,12 @@ from lrs.storage.statement_writes import (
     recover_batches,
 )
 from lrs.storage.unit import LastStoredKey, Work
+from lrs.xapi.timestamps import format_micros
 
 # Version of the statement document layout, see `StatementRepository.migrate`: 2 added `terms`,
-# 3 moved the outbox markers (`derived`, `fanned_out`) into the outbox collection.
-_SCHEMA = 3
+# 3 moved the outbox markers (`derived`, `fanned_out`) into the outbox collection, 4 keeps the
+# statement text with contextActivities as arrays (`statement_text`).
+_SCHEMA = 4
 # Indexes earlier versions declared that this one no longer uses (dropped at start-up: every
 # index costs every write).
 _OBSOLETE_INDEXES = (
@@ -62,8 +65,13 @@ class StatementQuery:
 
 @dataclass
 class QueryPage:
-    statements: list[dict[str, Any]]
+    texts: list[str]  # each statement's stored JSON text (see `statement_text`)
     next_cursor: tuple[int, str] | None
+    last_stored: str | None = None  # the latest `stored` among them
+
+    @functools.cached_property
+    def statements(self) -> list[dict[str, Any]]:
+        return [json.loads(text) for text in self.texts]
 
 
 class StatementRepository:
@@ -122,6 +130,7 @@ class StatementRepository:
                     "stored_key": 1,
                     "derived": 1,
                     "fanned_out": 1,
+                    "statement": 1,
                     **{f: 1 for f in TERM_FIELDS},
                 },
                 sort=[("_id", 1)],
@@ -146,6 +155,14 @@ class StatementRepository:
                         )  # fmt: skip
                         await self.outbox.entries.replace_one(
                             {"_id": entry["_id"]}, entry, upsert=True
+                        )
+                        updated += 1
+                # Schema 4: the text as the exact format serves it.
+                if '"contextActivities"' in doc.get("statement", ""):
+                    text = statement_text(json.loads(doc["statement"]))
+                    if text != doc["statement"]:
+                        await self.statements.update_one(
+                            {"_id": doc["_id"]}, {"$set": {"statement": text}}
                         )
                         updated += 1
             last = page[-1]["_id"]
@@ -191,7 +208,9 @@ class StatementRepository:
         more = len(docs) > query.limit
         docs = docs[: query.limit]
         cursor = (docs[-1]["stored_key"], docs[-1]["id"]) if more and docs else None
-        return QueryPage([json.loads(doc["statement"]) for doc in docs], cursor)
+        # A statement's `stored` is its batch's key, formatted (lrs.storage.statement_writes).
+        last = format_micros(max(doc["stored_key"] for doc in docs)) if docs else None
+        return QueryPage([doc["statement"] for doc in docs], cursor, last)
 
     @staticmethod
     def _query_filter(store: str, query: StatementQuery) -> dict[str, Any]:
