@@ -121,6 +121,10 @@ class Authenticator:
         self._pepper = secrets.token_bytes(16)
         self._verified: dict[str, _Verified] = {}
         self._revision = SharedRead(self._read_revision)
+        # Slow checks in flight, by (key, fingerprint, hash): a burst of requests with the same
+        # credentials (a client's connections, all arriving once the remembered check expired)
+        # waits for one check instead of queueing one each on the verifier's two threads.
+        self._checks: dict[tuple[str, bytes, str], asyncio.Future[bool]] = {}
 
     async def _read_revision(self) -> int:
         # Every request waits for this read (it runs in a task of its own, SharedRead): on the
@@ -166,12 +170,27 @@ class Authenticator:
         # Verified before under an older revision, and the secret's hash is unchanged: the
         # fingerprint still proves the secret, no slow hash needed.
         same = known is not None and known.secret_hash == secret_hash and known.expires > now
-        if not same and not await _verify(secret, secret_hash):
+        if not same and not await self._check(key, fingerprint, secret, secret_hash):
             return await self._refuse(key, client)
         self._verified[key] = _Verified(
             fingerprint, credential, secret_hash, revision, now + self.cache_seconds
         )
         return credential
+
+    async def _check(self, key: str, fingerprint: bytes, secret: str, secret_hash: str) -> bool:
+        """The slow check of a secret against its hash, shared by concurrent requests that
+        present the same secret for the same key and hash."""
+        token = (key, fingerprint, secret_hash)
+        pending = self._checks.get(token)
+        if pending is None or pending.get_loop() is not asyncio.get_running_loop():
+            pending = asyncio.ensure_future(_verify(secret, secret_hash))
+            self._checks[token] = pending
+            pending.add_done_callback(lambda done: self._forget_check(token, done))
+        return await asyncio.shield(pending)
+
+    def _forget_check(self, token: tuple[str, bytes, str], done: asyncio.Future[bool]) -> None:
+        if self._checks.get(token) is done:
+            del self._checks[token]
 
     async def _refuse(self, key: str | None, client: str | None, count: bool = True) -> Credential:
         if count:

@@ -160,6 +160,30 @@ async def test_hot_path_runs_no_slow_hash_and_one_shared_revision_read(
     assert len(hashed) == 1
 
 
+async def test_a_burst_of_requests_with_new_credentials_shares_one_slow_hash(
+    lrs: LRS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client's connections arriving together before (or once the remembered check expired)
+    any was verified wait for one slow check, instead of one each queued on the verifier's two
+    threads; a wrong secret in the same burst is still refused on its own check."""
+    hashed: list[str] = []
+    verify = auth_module.verify_secret
+
+    def counting(secret: str, secret_hash: str) -> bool:
+        hashed.append(secret)
+        return verify(secret, secret_hash)
+
+    monkeypatch.setattr(auth_module, "verify_secret", counting)
+    credential, secret = await lrs.services.credentials.create("default", ["all"], "burst")
+    right = basic_auth(credential.key, secret)
+    wrong = basic_auth(credential.key, secret + "x")
+    results = await asyncio.gather(
+        *(status(lrs.client, right) for _ in range(12)), status(lrs.client, wrong)
+    )
+    assert results == [200] * 12 + [401]
+    assert sorted(hashed) == sorted([secret, secret + "x"])
+
+
 async def test_shared_read_never_answers_with_a_value_read_before_the_caller_asked() -> None:
     """The revision a request gets comes from a read that started after the request arrived
     (so a revocation that completed before it is seen), shared with the requests that arrived
