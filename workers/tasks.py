@@ -20,9 +20,10 @@ log = logging.getLogger("workers")
     default_retry_delay=1,
 )
 def derive_statements(self, store: str, ids: list[str], entries: list[str] | None = None) -> int:  # noqa: ANN001
-    """Derive progress for newly stored statements, then clear their outbox entries."""
+    """Derive progress for newly stored statements (and, in the same round, others still owed
+    in the store: Deriver.derive_owed), then clear their outbox entries."""
     try:
-        return run(lambda services: services.deriver.derive_statements(store, ids, entries or []))
+        return run(lambda services: services.deriver.derive_owed(store, ids, entries or []))
     except VersionConflict as exc:
         raise self.retry(exc=exc) from exc
 

@@ -77,6 +77,8 @@ class VersionConflict(RuntimeError):
 # Rounds up to this many statements are one unit of work; larger ones run in chunks of
 # statements resolved, then of learner-module pairs folded and written.
 _ONE_UNIT = 500
+# How many statements a worker's round takes at most (its own and others still owed).
+CATCH_UP_STATEMENTS = 5000
 _RESOLVE_CHUNK = 1000
 _APPLY_CHUNK = 250
 
@@ -149,6 +151,30 @@ class Deriver:
         statements already derived, changes nothing. Returns the number of records changed."""
         result = await self._derive_round(store, ids, list(entries))
         return await self._after(store, result)
+
+    async def derive_owed(
+        self, store: str, ids: list[str], entries: list[str], limit: int = CATCH_UP_STATEMENTS
+    ) -> int:
+        """A worker's round (Celery): the statements of its own outbox entries, and with them
+        the store's oldest other entries still owed, up to `limit` statements. A worker that
+        falls behind then catches up in large rounds, where one read and one write of a record
+        serve many statements (as the in-process dispatcher's coalescing does), and a task
+        whose entries an earlier round took finds nothing left to do. Messages without entries
+        (sent by an earlier version) are derived as they are."""
+        if not entries:
+            return await self.derive_statements(store, ids)
+        owed = set(await self.statements.outbox.still_owed(entries))
+        if not owed:
+            return 0
+        round_ids = list(ids)
+        round_entries = sorted(owed)
+        for entry in await self.statements.outbox.oldest_of_store("derive", store, limit=100):
+            if len(round_ids) >= limit:
+                break
+            if entry["_id"] not in owed:
+                round_ids.extend(entry["ids"])
+                round_entries.append(entry["_id"])
+        return await self.derive_statements(store, sorted(set(round_ids)), round_entries)
 
     async def derive_module(self, store: str, module: Module) -> int:
         """Recompute every learner's record of one module from the statements (a catalogue

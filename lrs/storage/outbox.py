@@ -90,6 +90,21 @@ class Outbox:
             {"$and": clauses}, sort=[("stored_key", 1), ("_id", 1)], limit=limit
         )
 
+    async def still_owed(self, entry_ids: list[str]) -> list[str]:
+        """Those of these entries that are still there (not done by someone else meanwhile)."""
+        if not entry_ids:
+            return []
+        docs = await self.entries.find(
+            {"_id": {"$in": sorted(set(entry_ids))}}, projection={"_id": 1}
+        )
+        return [doc["_id"] for doc in docs]
+
+    async def oldest_of_store(self, kind: Kind, store: str, limit: int) -> list[dict[str, Any]]:
+        """The store's oldest entries of one kind (at most `limit`)."""
+        return await self.entries.find(
+            {"kind": kind, "store": store}, sort=[("stored_key", 1), ("_id", 1)], limit=limit
+        )
+
     async def done(self, entry_ids: list[str]) -> None:
         if entry_ids:
             await self.entries.delete_many({"_id": {"$in": sorted(set(entry_ids))}})
