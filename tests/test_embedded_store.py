@@ -606,6 +606,31 @@ def test_many_entries_everywhere_the_plan_seeks_on_a_value_not_a_boolean(tmp_pat
     store.close()
 
 
+def test_ids_looked_up_through_a_unique_index_still_meet_the_other_conditions(
+    tmp_path: Path,
+) -> None:
+    # A list of ids on a unique index is chosen without counting, and only the conditions that
+    # seek does not guarantee are checked on the candidates: the `voided` and `kind` conditions
+    # must still exclude documents, and the `id` list must not be re-checked wrongly.
+    store, collection = new_collection(tmp_path)
+    collection.create_index([("store", 1), ("id", 1)], True, None)
+    collection.create_index([("store", 1), ("voided", 1)], False, None)
+    docs = [
+        {"_id": n, "store": "s", "id": f"i{n}", "voided": n % 3 == 0, "kind": n % 2}
+        for n in range(3000)
+    ]
+    collection.insert_many([dict(doc) for doc in docs])
+    wanted = [f"i{n}" for n in range(0, 60)] + ["missing"]
+    filter = {"store": "s", "id": {"$in": wanted}, "voided": {"$in": [False]}, "kind": 1}
+    plan = collection._choose(filter, None, 0)
+    assert plan is not None and plan.index.fields == ["store", "id"]
+    assert plan.residual == {"$and": [{"voided": {"$in": [False]}}, {"kind": 1}]}
+    expected = sorted(doc["_id"] for doc in docs if matches(doc, filter))
+    assert expected and sorted(doc["_id"] for doc in collection.find(filter)) == expected
+    assert collection.count(filter) == len(expected)
+    store.close()
+
+
 # The shape of the LRS's statement queries: equality on store (and voided), a range on
 # stored_key, a multikey activity list, sorted on (stored_key, id) in either direction with a
 # limit, through compound indexes that give that order.
