@@ -436,6 +436,7 @@ class _DedicatedThread:
         self._closing = False
         # (begin, commit, rollback) of a write group; set once the store is open.
         self.group: tuple[Callable[[], None], Callable[[], None], Callable[[], None]] | None = None
+        self.before_job: Callable[[], None] | None = None  # called before each job runs
         self._thread = threading.Thread(target=self._work, name="lrs-embedded", daemon=True)
         self._thread.start()
 
@@ -461,6 +462,8 @@ class _DedicatedThread:
 
     def _work(self) -> None:
         while (job := self._next()) is not None:
+            if self.before_job is not None:
+                self.before_job()
             if not job.write or self.group is None:
                 job.execute()
                 job.settle()
@@ -530,6 +533,8 @@ def open_embedded(data_dir: Any, name: str) -> Database:
         log.warning("imported %s from %s (kept as %s.before-upgrade)", counts, legacy, name)
     store: EmbeddedStore = thread.call(EmbeddedStore, str(file))
     thread.group = (store.begin, store.commit, store.rollback)
+    store.refresh_per_job = True
+    thread.before_job = store.expire_refresh
     ops: dict[str, EmbeddedOps] = {}
 
     def ops_for(collection: str) -> EmbeddedOps:
