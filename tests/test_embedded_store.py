@@ -1450,3 +1450,26 @@ def test_an_index_cannot_change_its_uniqueness_silently(tmp_path: Path) -> None:
         collection.create_index([("u", 1)], True, None)
     collection.create_index([("u", 1)], False, None)  # the same definition again: a no-op
     store.close()
+
+
+async def test_the_served_store_sees_another_process_change_at_its_next_job(
+    tmp_path: Path,
+) -> None:
+    # The server's store thread looks for other connections' commits once per job, not before
+    # every query: a multikey flag another process set must be planned with from the next job
+    # on (planned as a scalar index, {a: {$gt: 5, $lt: 8}} would miss [1, 10]).
+    from lrs.storage.database import open_embedded
+
+    database = open_embedded(tmp_path, "lrs")
+    try:
+        served = database["c"]
+        await served.create_index([("a", 1)])
+        await served.insert_many([{"_id": 1, "a": 6}, {"_id": 2, "a": 20}])
+        assert ids(await served.find({"a": {"$gt": 5, "$lt": 8}})) == [1]
+        other = EmbeddedStore(str(tmp_path / "lrs.sqlite3"))
+        other.collection("c").insert_many([{"_id": 3, "a": [1, 10]}])
+        other.close()
+        assert ids(await served.find({"a": {"$gt": 5, "$lt": 8}})) == [1, 3]
+        assert await served.count({"a": {"$gt": 5, "$lt": 8}}) == 2
+    finally:
+        await database.close()
