@@ -3,9 +3,10 @@
 Every request is checked against the store, cheaply:
 - a secret verified once (scrypt, slow on purpose) is remembered in memory as a peppered
   SHA-256 fingerprint, and trusted while the credentials revision has not changed (a revocation
-  or a replaced secret bumps it, lrs.storage.credentials) and for at most
-  LRS_AUTH_CACHE_SECONDS; so the hot path costs a hash and one read of the revision, a read that
-  requests arriving at the same moment share;
+  or a replaced secret bumps it, lrs.storage.credentials); it is checked again at least every
+  LRS_AUTH_CACHE_SECONDS (in the background while the client keeps using it); so the hot path
+  costs a hash and one read of the revision, a read that requests arriving at the same moment
+  share;
 - the slow hash runs on a small thread pool, never on the event loop, and an unknown key is
   checked against a dummy hash so that it costs what a known key costs;
 - failed attempts are throttled per key and per client address (lrs.throttle): 429 with
@@ -18,6 +19,7 @@ import asyncio
 import base64
 import concurrent.futures
 import hashlib
+import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -54,6 +56,12 @@ KNOWN_SCOPES = frozenset(
 
 # scrypt takes 16 MiB and tens of milliseconds per check: two at a time, off the event loop.
 _VERIFIER = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="lrs-auth")
+# In the last quarter of a remembered check's life, a request starts its renewal in the
+# background and is served from memory: a busy client never waits for the slow hash again (every
+# request of a credential used to stall behind one check whenever the remembered one expired).
+_RENEW_FRACTION = 0.25
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -125,6 +133,7 @@ class Authenticator:
         # credentials (a client's connections, all arriving once the remembered check expired)
         # waits for one check instead of queueing one each on the verifier's two threads.
         self._checks: dict[tuple[str, bytes, str], asyncio.Future[bool]] = {}
+        self._renewals: dict[str, asyncio.Future[None]] = {}  # by key, at most one each
 
     async def _read_revision(self) -> int:
         # Every request waits for this read (it runs in a task of its own, SharedRead): on the
@@ -157,6 +166,8 @@ class Authenticator:
         if known is not None and not secrets.compare_digest(known.fingerprint, fingerprint):
             known = None
         if known is not None and known.revision == revision and known.expires > now:
+            if known.expires - now < self.cache_seconds * _RENEW_FRACTION:
+                self._renew(key, known, secret)
             return known.credential
         found = await self.repository.lookup(key)
         if found is None:
@@ -187,6 +198,39 @@ class Authenticator:
             self._checks[token] = pending
             pending.add_done_callback(lambda done: self._forget_check(token, done))
         return await asyncio.shield(pending)
+
+    def _renew(self, key: str, known: _Verified, secret: str) -> None:
+        if key in self._renewals:
+            return
+        renewal = asyncio.ensure_future(self._renewal(key, known, secret))
+        self._renewals[key] = renewal
+        renewal.add_done_callback(lambda _: self._renewals.pop(key, None))
+
+    async def _renewal(self, key: str, known: _Verified, secret: str) -> None:
+        """Check a remembered secret again, as its expiry would; extend it or forget it. The
+        revision stays the one it was verified under: a change since then is still noticed."""
+        try:
+            found = await self.repository.lookup(key)
+            if found is not None and not found[0].revoked:
+                credential, secret_hash = found
+                valid = await self._check(key, known.fingerprint, secret, secret_hash)
+            else:
+                valid = False
+        except Exception:  # the next request after the expiry checks in line instead
+            log.warning("could not renew the remembered check of %s", key, exc_info=True)
+            return
+        if self._verified.get(key) is not known:
+            return  # replaced or forgotten meanwhile: that is newer
+        if not valid:
+            del self._verified[key]
+            return
+        self._verified[key] = _Verified(
+            known.fingerprint,
+            credential,
+            secret_hash,
+            known.revision,
+            time.monotonic() + self.cache_seconds,
+        )
 
     def _forget_check(self, token: tuple[str, bytes, str], done: asyncio.Future[bool]) -> None:
         if self._checks.get(token) is done:

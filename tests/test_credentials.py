@@ -184,6 +184,65 @@ async def test_a_burst_of_requests_with_new_credentials_shares_one_slow_hash(
     assert sorted(hashed) == sorted([secret, secret + "x"])
 
 
+async def test_a_remembered_check_is_renewed_in_the_background_before_it_expires(
+    lrs: LRS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that keeps using its credential never waits for the slow hash again: in the
+    last quarter of the remembered check's life a request is answered from memory while the
+    check runs again in the background, which extends it; a secret that no longer verifies is
+    forgotten by the renewal."""
+    gate = threading.Event()
+    gate.set()
+    hashed: list[str] = []
+    verify = auth_module.verify_secret
+
+    def gated(secret: str, secret_hash: str) -> bool:
+        hashed.append(secret)
+        assert gate.wait(30)
+        return verify(secret, secret_hash)
+
+    monkeypatch.setattr(auth_module, "verify_secret", gated)
+    clock = [1000.0]
+    monkeypatch.setattr(auth_module, "time", type("Clock", (), {"monotonic": lambda: clock[0]}))
+    credential, secret = await lrs.services.credentials.create("default", ["all"], "renewed")
+    authenticator = auth_module.Authenticator(lrs.services.credentials, cache_seconds=100)
+    header = basic_auth(credential.key, secret)
+    assert (await authenticator.authenticate(header)).key == credential.key
+    assert len(hashed) == 1
+    clock[0] += 80  # in the last quarter: renewed in the background
+    gate.clear()  # the renewal's slow hash cannot finish: the request must not wait for it
+    served = await asyncio.wait_for(authenticator.authenticate(header), timeout=10)
+    assert served.key == credential.key
+    renewal = authenticator._renewals[credential.key]
+    gate.set()
+    await renewal
+    assert len(hashed) == 2
+    clock[0] += 60  # past the first check's expiry, within the renewed one: no slow hash
+    assert (await authenticator.authenticate(header)).key == credential.key
+    assert len(hashed) == 2
+    # The stored secret replaced behind the revision's back (only the renewal can notice).
+    known = authenticator._verified[credential.key]
+    authenticator._verified[credential.key] = auth_module._Verified(
+        known.fingerprint, known.credential, unknown_key_hash(), known.revision, known.expires
+    )
+    monkeypatch.setattr(
+        lrs.services.credentials,
+        "lookup",
+        _returning((credential, unknown_key_hash())),
+    )
+    clock[0] += 20  # the last quarter of the renewed check
+    await authenticator.authenticate(header)
+    await authenticator._renewals[credential.key]
+    assert credential.key not in authenticator._verified
+
+
+def _returning(value: Any) -> Any:
+    async def lookup(key: str) -> Any:
+        return value
+
+    return lookup
+
+
 async def test_shared_read_never_answers_with_a_value_read_before_the_caller_asked() -> None:
     """The revision a request gets comes from a read that started after the request arrived
     (so a revocation that completed before it is seen), shared with the requests that arrived
