@@ -34,6 +34,7 @@ the celery mode the worker's capacity: statements derived per second of task exe
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import math
@@ -51,6 +52,7 @@ from urllib.parse import quote
 
 import httpx
 
+from bench.report import RESULTS_DIR
 from bench.server import BenchError, Server, peak_rss_bytes
 from bench.stats import percentile
 
@@ -107,6 +109,7 @@ class Result:
     unsent: int = 0  # not sent within the run: every in-flight slot was taken to the end
     acked: int = 0
     errors: int = 0
+    failure_reasons: collections.Counter[str] = field(default_factory=collections.Counter)
     post_p50_ms: float = 0.0
     post_p99_ms: float = 0.0
     visible: int = 0
@@ -137,7 +140,8 @@ class Result:
         if self.unsent:
             notes.append(f"unsent={self.unsent} (every POST slot busy to the end)")
         if self.errors:
-            notes.append(f"failed_posts={self.errors}")
+            reasons = ", ".join(f"{r}: {n}" for r, n in self.failure_reasons.most_common())
+            notes.append(f"failed_posts={self.errors} ({reasons or 'reason unknown'})")
         if self.missing:
             notes.append(f"never_visible={self.missing} (within {Config.drain_timeout:g} s)")
         if self.before_ack:
@@ -287,13 +291,16 @@ async def _offer(
     acks: dict[tuple[tuple[str, str], int], float],
     post_latencies: list[float],
     duration: float,
+    failures: collections.Counter[str] | None = None,
 ) -> tuple[float, int, int]:
     """Open loop: batch i is sent at start + i * batch_size / rate whatever the answers of
     earlier ones, up to `max_in_flight` requests, and nothing after `duration` seconds.
-    Returns (seconds spent sending, failed requests, statements left unsent)."""
+    Returns (seconds spent sending, failed requests, statements left unsent); counts each
+    failure's reason (exception or status) in `failures`."""
     interval = config.batch_size / rate
     errors = 0
     tasks: set[asyncio.Task[None]] = set()
+    reasons = collections.Counter[str]()
     in_flight = asyncio.Semaphore(config.max_in_flight)
 
     async def send(batch: list[tuple[tuple[str, str], int, dict]]) -> None:
@@ -301,14 +308,16 @@ async def _offer(
         started = time.perf_counter()
         try:
             response = await client.post("/xapi/statements", json=[s for _, _, s in batch])
-        except httpx.HTTPError:
+        except httpx.HTTPError as exc:
             errors += 1
+            reasons[type(exc).__name__] += 1
             return
         finally:
             in_flight.release()
         answered = time.perf_counter()
         if response.status_code != 200:
             errors += 1
+            reasons[f"HTTP {response.status_code}"] += 1
             return
         post_latencies.append(answered - started)
         for pair, k, _ in batch:
@@ -336,6 +345,8 @@ async def _offer(
     sent = min(time.perf_counter(), stop) - start
     if tasks:
         await asyncio.wait(tasks, timeout=config.drain_timeout + 60)
+    if failures is not None:
+        failures.update(reasons)
     return sent, errors, unsent
 
 
@@ -395,6 +406,7 @@ async def measure(
                 acks,
                 post_latencies,
                 config.seconds,
+                result.failure_reasons,
             )
             last_ack = max(acks.values(), default=time.perf_counter())
             deadline = time.monotonic() + config.drain_timeout
@@ -477,7 +489,10 @@ def _one_line(exc: BaseException) -> str:
 
 def run_inprocess(config: Config, result: Result, mongodb_url: str | None = None) -> None:
     extra = {"LRS_DERIVATION": "inprocess"}
-    with Server.start(result.backend, mongodb_url=mongodb_url, extra_env=extra) as server:
+    log_copy = RESULTS_DIR / f"propagation-inprocess-{result.backend}.server.log"
+    with Server.start(
+        result.backend, mongodb_url=mongodb_url, extra_env=extra, keep_log=log_copy
+    ) as server:
         _measure(server, config, None, "default", result)
         # Read before the server stops: VmHWM disappears with the process.
         result.api_peak_rss = server.peak_rss_bytes()
