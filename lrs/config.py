@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     # store they share one database file; without Redis their SSE clients are served by
     # polling the store for changes (lrs.progress.live).
     workers: int = Field(default=1, ge=1, le=64)
+    # How long an idle keep-alive connection stays open. Longer than clients' own idle expiry
+    # (httpx and many pools use 5 s, uvicorn's default too): with equal timers a client reuses a
+    # connection at the moment the server closes it, and that request fails (ReadError).
+    keep_alive_seconds: float = Field(default=65.0, gt=0)
     # Base URL used in authority agents (account homePage) and absolute links.
     public_url: str = "http://localhost:8000"
 

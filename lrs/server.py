@@ -78,6 +78,7 @@ def _serve_here(
         port=port,
         log_level=log_level,
         log_config=None,
+        timeout_keep_alive=settings.keep_alive_seconds,
         **options,
     )
     server = Server(config)
