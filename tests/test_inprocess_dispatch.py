@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
+from lrs.progress import dispatch
 from lrs.progress.dispatch import InProcessDispatcher, _coalesce
 from lrs.storage.outbox import Owed
 
@@ -56,6 +59,33 @@ async def test_every_submitted_statement_is_derived_in_fewer_rounds() -> None:
     entries = [e for kind, _, call in deriver.calls if kind == "statements" for e in call[1]]
     assert sorted(entries) == sorted(f"entry-{n}" for n in range(40))
     assert len(deriver.calls) < 40
+
+
+async def test_under_a_stream_of_requests_a_round_waits_for_the_next_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Requests that follow each other (single POSTs) each submit while the previous round has
+    # just ended: the round waits a moment so the next request's statements join it, instead
+    # of each request paying a round's fixed cost. A statement that comes alone is derived at
+    # once (no wait before the first round). The window is widened so a slow machine cannot
+    # make the second submission look unrelated to the first round.
+    monkeypatch.setattr(dispatch, "_BUSY_WINDOW", 30.0)
+    deriver = RecordingDeriver()
+    dispatcher = InProcessDispatcher(None, None, deriver, sweep_interval=3600)  # type: ignore[arg-type]
+    dispatcher._consumer = asyncio.create_task(dispatcher._consume())
+    try:
+        dispatcher.submit(Owed("s", ["first"], ["entry-first"]))
+        await dispatcher.idle(timeout=10)
+        assert deriver.calls == [("statements", "s", (["first"], ["entry-first"]))]
+        dispatcher.submit(Owed("s", ["a"], ["entry-a"]))
+        for _ in range(3):
+            await asyncio.sleep(0)  # the consumer takes "a" and waits for company
+        assert dispatcher._queue.empty()
+        dispatcher.submit(Owed("s", ["b"], ["entry-b"]))
+        await dispatcher.idle(timeout=10)
+    finally:
+        dispatcher._consumer.cancel()
+    assert deriver.calls[1:] == [("statements", "s", (["a", "b"], ["entry-a", "entry-b"]))]
 
 
 class Outbox:
