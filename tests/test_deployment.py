@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from lrs.config import Settings
 from tests.redis_hygiene import forget_and_check
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -227,6 +228,9 @@ def test_the_api_scales_behind_the_proxy() -> None:
     # Every replica's address (Docker's DNS answers one per container), and SSE unbuffered.
     assert re.search(r"dynamic a api 8000", caddyfile)
     assert "flush_interval -1" in caddyfile
+    # Idle upstream connections end on Caddy's side first (keep-alive race, lrs.config).
+    keepalive = re.search(r"keepalive (\d+)s", caddyfile)
+    assert keepalive and int(keepalive.group(1)) < Settings().keep_alive_seconds
 
 
 def test_lrs_containers_run_read_only_with_a_writable_tmp() -> None:
