@@ -125,20 +125,31 @@ def test_revocation_by_the_cli_reaches_a_running_api_process(tmp_path: Path) -> 
     asyncio.run(scenario())
 
 
+def _record_slow_checks(
+    monkeypatch: pytest.MonkeyPatch, gate: threading.Event | None = None
+) -> list[str]:
+    """The secrets the slow hash checks from now on, in order; with `gate`, each check waits
+    until it is set."""
+    checked: list[str] = []
+    verify = auth_module.verify_secret
+
+    def recording(secret: str, secret_hash: str) -> bool:
+        checked.append(secret)
+        if gate is not None:
+            assert gate.wait(30)
+        return verify(secret, secret_hash)
+
+    monkeypatch.setattr(auth_module, "verify_secret", recording)
+    return checked
+
+
 async def test_hot_path_runs_no_slow_hash_and_one_shared_revision_read(
     lrs: LRS, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Once verified, a secret is not hashed again while nothing changed; each request reads
     the credentials revision once at most, and requests arriving together share the read.
     A revocation elsewhere re-reads the credential, still without the slow hash."""
-    hashed: list[str] = []
-    verify = auth_module.verify_secret
-
-    def counting(secret: str, secret_hash: str) -> bool:
-        hashed.append(secret_hash)
-        return verify(secret, secret_hash)
-
-    monkeypatch.setattr(auth_module, "verify_secret", counting)
+    hashed = _record_slow_checks(monkeypatch)
     reads = 0
     revision = lrs.services.credentials.revision
 
@@ -166,14 +177,7 @@ async def test_a_burst_of_requests_with_new_credentials_shares_one_slow_hash(
     """A client's connections arriving together before (or once the remembered check expired)
     any was verified wait for one slow check, instead of one each queued on the verifier's two
     threads; a wrong secret in the same burst is still refused on its own check."""
-    hashed: list[str] = []
-    verify = auth_module.verify_secret
-
-    def counting(secret: str, secret_hash: str) -> bool:
-        hashed.append(secret)
-        return verify(secret, secret_hash)
-
-    monkeypatch.setattr(auth_module, "verify_secret", counting)
+    hashed = _record_slow_checks(monkeypatch)
     credential, secret = await lrs.services.credentials.create("default", ["all"], "burst")
     right = basic_auth(credential.key, secret)
     wrong = basic_auth(credential.key, secret + "x")
@@ -193,15 +197,7 @@ async def test_a_remembered_check_is_renewed_in_the_background_before_it_expires
     forgotten by the renewal."""
     gate = threading.Event()
     gate.set()
-    hashed: list[str] = []
-    verify = auth_module.verify_secret
-
-    def gated(secret: str, secret_hash: str) -> bool:
-        hashed.append(secret)
-        assert gate.wait(30)
-        return verify(secret, secret_hash)
-
-    monkeypatch.setattr(auth_module, "verify_secret", gated)
+    hashed = _record_slow_checks(monkeypatch, gate)
     clock = [1000.0]
     monkeypatch.setattr(auth_module, "time", type("Clock", (), {"monotonic": lambda: clock[0]}))
     credential, secret = await lrs.services.credentials.create("default", ["all"], "renewed")
