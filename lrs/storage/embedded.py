@@ -1049,21 +1049,17 @@ class EmbeddedCollection:
     ) -> _Plan:
         """The plan on `index` using, per index field, the filter condition numbered in
         `numbers` (-1: none), whose constraints are `constraints`."""
-        used = {number for number in numbers if number >= 0}
-        exact = (
-            complete
-            and len(used) == len(pairs)
-            and all(c.exact for c in constraints.values())
-            and not any(c.low and c.high and index.is_multikey(p) for p, c in constraints.items())
-        )
+        # The filter conditions the seek alone guarantees (a range on a multikey field does
+        # not: its bounds may be met by different elements). All of them: no post-filter.
+        guaranteed = {
+            numbers[position]
+            for position, c in constraints.items()
+            if c.exact and not (c.low and c.high and index.is_multikey(position))
+        }
+        exact = complete and len(guaranteed) == len(pairs)
         plan = _Plan(index, constraints, exact, ordered=False, prefix=_prefix(constraints))
         plan.numbers = numbers
         if complete and not exact:
-            guaranteed = {
-                numbers[position]
-                for position, c in constraints.items()
-                if c.exact and not (c.low and c.high and index.is_multikey(position))
-            }
             plan.residual = {
                 "$and": [{name: c} for n, (name, c) in enumerate(pairs) if n not in guaranteed]
             }
