@@ -1210,6 +1210,41 @@ def test_multikey_marked_through_another_store_is_seen(tmp_path: Path) -> None:
     cli.close()
 
 
+def test_another_stores_data_commits_keep_the_metadata_and_plans(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process writing all the time (the derivation process, `--workers`) moves SQLite's
+    data_version at every commit: only a change of the collections or indexes makes this store
+    load its metadata again (which also forgets its remembered plans)."""
+    path = str(tmp_path / "lrs.sqlite3")
+    server, other = EmbeddedStore(path), EmbeddedStore(path)
+    served = server.collection("c")
+    served.create_index([("a", 1)], False, None)
+    served.insert_many([{"_id": 1, "a": 1}])
+    other.collection("c").insert_many([{"_id": 0, "a": 0}])
+    # The server looks once after its own index change (it knows no newer count than before).
+    assert ids(served.find({"a": 0})) == [0]
+    loads: list[str] = []
+    original = EmbeddedCollection.load_metadata
+
+    def counting(self: EmbeddedCollection) -> None:
+        if self._store is server:
+            loads.append(self.name)
+        original(self)
+
+    monkeypatch.setattr(EmbeddedCollection, "load_metadata", counting)
+    for n in range(2, 5):
+        other.collection("c").insert_many([{"_id": n, "a": n}])
+        assert ids(served.find({"a": n})) == [n]  # the other's writes are seen ...
+    assert loads == []  # ... without reloading anything
+    other.collection("c").create_index([("b", 1)], False, None)
+    assert ids(served.find({"a": 2})) == [2]
+    assert "c" in loads
+    assert [i.name for i in served.indexes] == ["_id_", "a_1", "b_1"]
+    server.close()
+    other.close()
+
+
 def _in_another_process(path: str, code: str) -> str:
     """Run `code` (with `collection`, the collection "c" of the store on `path`) in a separate
     Python process, as the CLI runs next to a server; returns what it prints."""

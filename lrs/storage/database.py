@@ -317,6 +317,7 @@ class Database:
         self._runner = runner
         # Embedded: a unit of work runs in one transaction (see `run`).
         self.context = Context(atomic=runner is not None)
+        self._change_mark: Callable[[], Awaitable[int]] | None = None
 
     def __getitem__(self, name: str) -> Collection:
         if name not in self._collections:
@@ -329,6 +330,12 @@ class Database:
         if self._runner is not None:
             return await self._runner(work, write)
         return await drive_async(work, self._execute)
+
+    async def change_mark(self) -> int | None:
+        """A number that moves whenever another connection commits a write (embedded store:
+        SQLite's data_version), so a poller can skip looking when nothing changed; None where
+        the back end cannot tell (look every time)."""
+        return await self._change_mark() if self._change_mark is not None else None
 
     async def _execute(self, op: Op | StoredClock | LastStoredKey | Sleep) -> Any:
         if isinstance(op, StoredClock):
@@ -567,6 +574,11 @@ def open_embedded(data_dir: Any, name: str) -> Database:
         lambda collection: EmbeddedCollectionAdapter(thread.call(ops_for, collection), thread),
         runner,
     )
+
+    async def change_mark() -> int:
+        return await thread.run(False, store.data_version)
+
+    database._change_mark = change_mark
 
     def close() -> None:
         thread.call(store.close)

@@ -659,6 +659,7 @@ class EmbeddedStore:
         )
         self._collections: dict[str, EmbeddedCollection] = {}
         self._seen_version: int | None = None
+        self._seen_metadata: int | None = None
         # Looking at PRAGMA data_version before every query cost a tenth of a GET's time. The
         # owner of the connection may instead expire the look at each of its jobs (a job
         # reading several times sees the metadata as of its start, which is what it gets from
@@ -683,10 +684,20 @@ class EmbeddedStore:
         version = self._db.execute("PRAGMA data_version").fetchone()[0]
         if version != self._seen_version:
             self._seen_version = version
-            self.reload_metadata()
+            # Another process writing all the time (`--workers`, the derivation process) moves
+            # data_version at every commit; the metadata itself rarely changes.
+            row = self._db.execute("SELECT value FROM clock WHERE name = 'metadata'").fetchone()
+            metadata = row[0] if row else 0
+            if metadata != self._seen_metadata:
+                self._seen_metadata = metadata
+                self.reload_metadata()
         # Under the write lock nobody else commits, so one look lasts the transaction; with
         # `refresh_per_job`, one look lasts until the owner's next job (`expire_refresh`).
         self._refreshed = self._depth > 0 or self.refresh_per_job
+
+    def data_version(self) -> int:
+        """Moves when another connection commits (SQLite's PRAGMA data_version)."""
+        return int(self._db.execute("PRAGMA data_version").fetchone()[0])
 
     def expire_refresh(self) -> None:
         """The next read looks again whether another connection committed."""
@@ -825,6 +836,7 @@ class EmbeddedCollection:
             table = f"d{number}"
             db.execute(f"CREATE TABLE {table} (rid INTEGER PRIMARY KEY, doc BLOB NOT NULL)")
             db.execute("INSERT INTO collections VALUES (?, ?)", (self.name, table))
+            _metadata_changed(db)
             self.table = table
             self._add_index(db, "_id_", ["_id"], unique=True)
         else:
@@ -867,6 +879,7 @@ class EmbeddedCollection:
             db.execute(
                 "DELETE FROM indexes WHERE collection = ? AND name = ?", (self.name, index.name)
             )
+            _metadata_changed(db)
             self.indexes.remove(index)
             self._plan_cache = {}
             return True
@@ -898,6 +911,7 @@ class EmbeddedCollection:
             "INSERT INTO indexes VALUES (?, ?, ?, ?, ?, 0, ?)",
             (self.name, name, json.dumps(fields), int(unique), table, partial),
         )
+        _metadata_changed(db)
         index = _Index(name, fields, unique, table, 0, partial)
         self.indexes.append(index)
         self._plan_cache = {}
@@ -931,6 +945,7 @@ class EmbeddedCollection:
                 "UPDATE indexes SET multikey = ? WHERE collection = ? AND name = ?",
                 (index.multikey, self.name, index.name),
             )
+            _metadata_changed(db)
         placeholders = ", ".join(["?"] * (2 * len(index.fields) + 1))
         try:
             db.executemany(f"INSERT INTO {index.table} VALUES ({placeholders})", rows)
@@ -1379,6 +1394,15 @@ class EmbeddedCollection:
             found = self._matching(filter)
             self._delete(db, found)
         return len(found)
+
+
+def _metadata_changed(db: sqlite3.Connection) -> None:
+    """Count a change of the collections or indexes tables, in the same transaction: other
+    connections reload their metadata when this count moved (`refresh_if_changed`)."""
+    db.execute(
+        "INSERT INTO clock VALUES ('metadata', 1)"
+        " ON CONFLICT (name) DO UPDATE SET value = value + 1"
+    )
 
 
 def _shallow_fields(update: Mapping[str, Any]) -> set[str] | None:
