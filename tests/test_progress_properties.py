@@ -30,7 +30,7 @@ from lrs.config import Settings
 from lrs.progress.catalogue import MODULE_RULES, CourseDefinition
 from lrs.services import Services, build_services
 from lrs.storage.credentials import Credential
-from lrs.storage.database import Collection, Database
+from lrs.storage.database import Collection, Database, open_embedded
 from tests.conftest import LRS
 from tests.progress_reference import (
     ADL,
@@ -315,14 +315,21 @@ async def quiet_services(
 
 
 async def deliver(
-    definition: dict[str, Any], sends: list[Statement], seed: int
+    definition: dict[str, Any],
+    sends: list[Statement],
+    seed: int,
+    database: Database | None = None,
+    brief_writes: bool = False,
 ) -> tuple[Records, int]:
     """Store the sends batch by batch; after each batch one derivation of its new ids starts
     (the dispatcher's job), sometimes with a second one racing it on an overlapping id set.
     Derivations overlap each other and later writes, and are only awaited at random points and
-    at the end. Returns the records, and how many records a full re-derivation then changes."""
+    at the end. Returns the records, and how many records a full re-derivation then changes.
+    On the in-memory back end unless another `database` is given."""
     rng = random.Random(seed)
-    services, new_ids = await quiet_services(_memory_database(Scheduler(rng)), definition)
+    database = database or _memory_database(Scheduler(rng))
+    services, new_ids = await quiet_services(database, definition)
+    services.deriver.brief_writes = brief_writes
     try:
         derive = services.deriver.derive_statements
         running: list[asyncio.Task[int]] = []
@@ -445,6 +452,42 @@ def test_rounds_run_in_chunks_derive_the_same(data: st.DataObject) -> None:
         mock.patch.object(deriver, "_APPLY_CHUNK", 1),
     ):
         run(definition, data.draw(sends_of(statements), "sends"), _seed(data), expected)
+
+
+@settings(PROPERTY_SETTINGS, max_examples=max(EXAMPLES // 5, 20))
+@given(data=st.data())
+def test_brief_writes_on_the_embedded_store_derive_the_same(
+    data: st.DataObject, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The derivation process (lrs.derivation_process) reads and folds outside the embedded
+    store's write transaction and writes in a short one: other writes, and the racing
+    derivations, land between its reads and its writes. Voiding included."""
+    definition = data.draw(course_definitions(), "course")
+    statements = data.draw(histories(definition), "statements")
+    voidable = [s for s in statements if s["verb"]["id"] != VOID_VERB]
+    if voidable and data.draw(st.booleans(), "void one"):
+        target = data.draw(st.sampled_from(voidable), "voided")
+        statements = [
+            *statements,
+            {
+                "id": _statement_id(len(statements)),
+                "actor": target["actor"],
+                "verb": {"id": VOID_VERB},
+                "object": {"objectType": "StatementRef", "id": target["id"]},
+                "timestamp": BASE.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            },
+        ]
+    expected = expected_progress(COURSE, definition, statements)
+    sends = data.draw(sends_of(statements), "sends")
+
+    async def delivered() -> tuple[Records, int]:
+        directory = tmp_path_factory.mktemp("brief")
+        database = open_embedded(directory, "properties")
+        return await deliver(definition, sends, _seed(data), database, brief_writes=True)
+
+    records, changed = asyncio.run(delivered())
+    assert_matches_reference(records, expected)
+    assert changed == 0, "a full re-derivation still changed records: an update was lost"
 
 
 @PROPERTY_SETTINGS

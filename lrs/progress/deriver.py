@@ -137,6 +137,10 @@ class Deriver:
         # Told of discovered modules that grew, to re-summarize their other learners soon
         # (the dispatcher); the outbox keeps it durable meanwhile.
         self.on_grown: Callable[[str, list[ModuleKey]], None] | None = None
+        # Beside processes that write all the time (the derivation process, lrs.derivation_process):
+        # read and fold outside the write transaction, then write in a short one with version
+        # checks, as on MongoDB, so that the API's writes are not held up while this folds.
+        self.brief_writes = False
         # Stores statements the LRS itself writes (cmi5 `satisfied`), with its own authority.
         self.emit: Callable[[str, list[dict[str, Any]]], Awaitable[None]] | None = None
         self.own_authority: dict[str, Any] = {"objectType": "Agent", "name": "LRS"}
@@ -224,22 +228,51 @@ class Deriver:
         that requests queued on the store are served in between: resolve the statements'
         modules, fold pair by pair, then clear the outbox entries. Each unit is consistent on
         its own: every pair re-checks its statements against voiding made meanwhile."""
-        if len(ids) <= _ONE_UNIT:
+        if len(ids) <= _ONE_UNIT and not self.brief_writes:
             return await self.database.run(self._statements_work(store, ids, entries))
+        # Reads only where writes are brief: a discovery among them writes on its own.
+        reads = not self.brief_writes
         result = Round()
         plan = _Plan()
         lookup = _RoundCatalogue(self.catalogue, store, result, self.profiles.get("generic"))
         for start in range(0, len(ids), _RESOLVE_CHUNK):
             chunk = ids[start : start + _RESOLVE_CHUNK]
-            await self.database.run(self._resolve_work(store, chunk, plan, lookup, result))
+            await self.database.run(
+                self._resolve_work(store, chunk, plan, lookup, result), write=reads
+            )
         pairs = plan.pairs()
+        closed = False
         for start in range(0, len(pairs), _APPLY_CHUNK):
             chunk = pairs[start : start + _APPLY_CHUNK]
-            await self.database.run(
-                self._apply_work(store, plan, chunk, lookup, result, recheck=True)
-            )
-        await self.database.run(self._close_work(store, entries, result))
+            if self.brief_writes:
+                planned = await self.database.run(
+                    self._fold_work(store, plan, chunk, lookup, recheck=True), write=False
+                )
+                # The last chunk's write also clears the outbox entries: one commit less.
+                closed = start + _APPLY_CHUNK >= len(pairs)
+                await self.database.run(
+                    self._write_and_close(store, planned, lookup, result, entries, closed)
+                )
+            else:
+                await self.database.run(
+                    self._apply_work(store, plan, chunk, lookup, result, recheck=True)
+                )
+        if not closed:
+            await self.database.run(self._close_work(store, entries, result))
         return result
+
+    def _write_and_close(
+        self,
+        store: str,
+        planned: list[tuple[Pair, dict[str, Any], dict[str, Any] | None, bool]],
+        lookup: _RoundCatalogue,
+        result: Round,
+        entries: list[str],
+        close: bool,
+    ) -> Work[None]:
+        yield from self._write(store, planned, lookup, result)
+        if close:
+            yield from self._close_work(store, entries, result)
 
     def _statements_work(self, store: str, ids: list[str], entries: list[str]) -> Work[Round]:
         """A whole round in one unit of work."""
@@ -310,6 +343,20 @@ class Deriver:
         recheck: bool,
     ) -> Work[None]:
         """Fold each pair's statements into its record (or recompute it) and write it."""
+        planned = yield from self._fold_work(store, plan, pairs, lookup, recheck=recheck)
+        yield from self._write(store, planned, lookup, result)
+
+    def _fold_work(
+        self,
+        store: str,
+        plan: _Plan,
+        pairs: list[Pair],
+        lookup: _RoundCatalogue,
+        *,
+        recheck: bool,
+    ) -> Work[list[tuple[Pair, dict[str, Any], dict[str, Any] | None, bool]]]:
+        """Each pair's new record (its statements folded into the one read, or recomputed),
+        with the record read, where it changes: what `_write` writes."""
         records = yield from records_work(store, [record_key(*p) for p in pairs])
         folds = {pair: plan.folds[pair] for pair in pairs if pair in plan.folds}
         if recheck:
@@ -340,7 +387,7 @@ class Deriver:
             ):
                 continue  # e.g. a statement folded before: nothing to write
             planned.append((pair, new, record, fence))
-        yield from self._write(store, planned, lookup, result)
+        return planned
 
     def _close_work(self, store: str, entries: list[str], result: Round) -> Work[None]:
         """The round's outbox entries are done; grown discovered modules are owed a
