@@ -41,6 +41,18 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="API processes to run (default LRS_WORKERS, 1): one per core to use",
     )
+    serve.add_argument(
+        "--derivation",
+        choices=["auto", "inprocess", "process", "celery"],
+        default=None,
+        help="who derives progress (default LRS_DERIVATION, auto): 'process' runs a "
+        "derivation process beside the API processes, on a core of its own",
+    )
+    commands.add_parser(
+        "derive",
+        help="run a derivation process in the foreground: derive what the outbox owes, as "
+        "`lrs serve` does with LRS_DERIVATION=process (then serve with --derivation process)",
+    ).add_argument("--log-level", default="info")
 
     # Thin wrappers around `celery -A workers ...`: every further argument goes to Celery
     # (`lrs worker --help` shows Celery's options), hence no argparse options of their own.
@@ -193,20 +205,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "serve":
         from lrs.observability import configure_logging
-        from lrs.server import serve
+        from lrs.server import serve, serving_settings
 
         settings = get_settings()
         if args.workers is not None:
             if args.workers < 1:
                 parser.error("--workers must be at least 1")
             settings = settings.model_copy(update={"workers": args.workers})
+        if args.derivation is not None:
+            settings = settings.model_copy(update={"derivation": args.derivation})
         configure_logging(args.log_level)
+        try:
+            settings = serving_settings(settings)
+        except ValueError as exc:
+            parser.error(str(exc))
         serve(
             settings,
             host=args.host or settings.host,
             port=args.port or settings.port,
             log_level=args.log_level,
         )
+        return 0
+    if args.command == "derive":
+        from lrs import derivation_process
+        from lrs.observability import configure_logging
+
+        configure_logging(args.log_level)
+        derivation_process.run(get_settings())
         return 0
     if args.command == "credentials":
         return asyncio.run(_credentials(args))

@@ -20,8 +20,10 @@ class Settings(BaseSettings):
     storage: str = Field(default="auto", pattern="^(auto|mongodb|embedded|memory)$")
 
     redis_url: str | None = None
-    # Progress derivation: "celery" (needs Redis) or "inprocess"; "auto" picks by LRS_REDIS_URL.
-    derivation: str = Field(default="auto", pattern="^(auto|celery|inprocess)$")
+    # Progress derivation: "celery" (needs Redis), "inprocess" (in the API process) or
+    # "process" (a derivation process `lrs serve` runs beside the API processes, on a core of
+    # its own); "auto" picks by LRS_REDIS_URL.
+    derivation: str = Field(default="auto", pattern="^(auto|celery|inprocess|process)$")
     # The outbox sweep: how often, and how old an underived statement must be to be re-sent.
     sweep_interval: float = 30.0
     outbox_grace: float = 30.0

@@ -17,7 +17,12 @@ from lrs.federation.service import Federation
 from lrs.ingestion import AfterStore, Ingestion, IngestionError
 from lrs.observability import Metrics
 from lrs.progress.deriver import Deriver
-from lrs.progress.dispatch import CeleryDispatcher, Dispatcher, InProcessDispatcher
+from lrs.progress.dispatch import (
+    CeleryDispatcher,
+    Dispatcher,
+    ElsewhereDispatcher,
+    InProcessDispatcher,
+)
 from lrs.progress.profiles import Profiles, load_profiles
 from lrs.storage.activities import ActivityRepository
 from lrs.storage.credentials import Credential, CredentialRepository
@@ -120,8 +125,9 @@ def build_services(settings: Settings, database: Database | None = None) -> Serv
     bus: EventBus
     if settings.redis_url:
         bus = RedisEventBus(settings.redis_url)
-    elif settings.workers > 1:
-        # Several API processes and no Redis: each polls the store for the others' changes.
+    elif settings.workers > 1 or settings.derivation_mode == "process":
+        # Several processes and no Redis: each API process polls the store for the changes
+        # the others (API processes, the derivation process) made.
         from lrs.progress.live import StorePollingBus
 
         bus = StorePollingBus(progress)
@@ -139,6 +145,10 @@ def build_services(settings: Settings, database: Database | None = None) -> Serv
             requeue_after=settings.outbox_requeue_after,
             queue_cap=settings.outbox_queue_cap,
             recover=statements.recover_batches,
+        )
+    elif settings.derivation_mode == "process":
+        dispatcher = ElsewhereDispatcher(
+            statements.outbox, catalogue, settings.sweep_interval, settings.outbox_grace
         )
     else:
         dispatcher = InProcessDispatcher(

@@ -7,11 +7,13 @@ import contextlib
 import json
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator
 
 import pytest
 
 from lrs.api import operations
+from lrs.derivation_process import HEARTBEAT_PREFIX
 from lrs.observability import JsonFormatter, request_id
 from tests.conftest import LRS, statement
 
@@ -73,6 +75,36 @@ async def test_ready_fails_when_the_embedded_store_stops_answering(
     assert response.status_code == 503, response.text
     database = response.json()["checks"]["database"]
     assert not database["ok"] and "not answered" in database["error"]
+
+
+async def test_ready_needs_the_derivation_process_heartbeat(lrs: LRS) -> None:
+    """With LRS_DERIVATION=process the API derives nothing: it is ready only while a derivation
+    process beats (a Celery worker's heartbeat does not stand in for it)."""
+    heartbeats = lrs.services.database["heartbeats"]
+    lrs.services.settings.derivation = "process"
+    try:
+        await heartbeats.update_one(
+            {"_id": "celery@host"},
+            {"$set": {"name": "celery@host", "at": time.time()}},
+            upsert=True,
+        )
+        missing = await lrs.client.get("/ready")
+        name = f"{HEARTBEAT_PREFIX}host:42"
+        await heartbeats.update_one(
+            {"_id": name}, {"$set": {"name": name, "at": time.time()}}, upsert=True
+        )
+        beating = await lrs.client.get("/ready")
+    finally:
+        lrs.services.settings.derivation = "auto"
+    assert missing.status_code == 503, missing.text
+    assert "no derivation process heartbeat" in missing.json()["checks"]["workers"]["error"]
+    assert beating.status_code == 200, beating.text
+    assert beating.json()["checks"]["workers"] == {
+        "ok": True,
+        "mode": "process",
+        "workers": [name],
+        "ms": beating.json()["checks"]["workers"]["ms"],
+    }
 
 
 async def test_ready_fails_when_redis_is_unreachable(lrs: LRS) -> None:

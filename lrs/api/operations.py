@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from lrs.api import openapi
+from lrs.derivation_process import HEARTBEAT_PREFIX as DERIVATION_PROCESS_PREFIX
 from lrs.observability import Metrics
 from lrs.services import Services
 
@@ -151,13 +152,21 @@ async def _backlog(services: Services) -> dict[str, Any]:
 
 
 async def _workers(services: Services) -> dict[str, Any]:
-    if services.settings.derivation_mode != "celery":
+    mode = services.settings.derivation_mode
+    if mode == "inprocess":
         return {"mode": "inprocess"}
     beats = await services.database["heartbeats"].find({}, sort=[("at", -1)], limit=20)
-    fresh = [b for b in beats if time.time() - b["at"] < HEARTBEAT_STALE_SECONDS]
+    fresh = [
+        b["name"]
+        for b in beats
+        if time.time() - b["at"] < HEARTBEAT_STALE_SECONDS
+        # Celery workers and derivation processes both beat; each mode needs its own.
+        and b["name"].startswith(DERIVATION_PROCESS_PREFIX) == (mode == "process")
+    ]
     if not fresh:
-        raise RuntimeError("no worker heartbeat in the last minute")
-    return {"mode": "celery", "workers": [b["name"] for b in fresh]}
+        who = "derivation process" if mode == "process" else "worker"
+        raise RuntimeError(f"no {who} heartbeat in the last minute")
+    return {"mode": mode, "workers": fresh}
 
 
 @router.get(

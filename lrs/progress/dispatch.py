@@ -255,6 +255,28 @@ class InProcessDispatcher(Dispatcher):
                 await self._consumer
 
 
+class ElsewhereDispatcher(Dispatcher):
+    """An API process beside a derivation process (`LRS_DERIVATION=process`): nothing to hand
+    over and nothing to sweep. The batch's outbox entry, written with it, is the hand-over: the
+    derivation process finds it (lrs.derivation_process), so the API's core is left to
+    requests."""
+
+    def submit(self, owed: Owed) -> None:
+        """The outbox entry says it all."""
+
+    async def submit_course(self, store: str, course_id: str) -> None:
+        """The course's pending marker says it all."""
+
+    def submit_resummary(self, store: str, course_id: str, module_id: str) -> None:
+        """Its outbox entry says it all (only a deriver asks for one)."""
+
+    async def start(self) -> None:
+        """No sweep: the derivation process looks at the outbox all the time."""
+
+    async def close(self) -> None:
+        """Nothing started."""
+
+
 # Statements merged into one derivation round. A round folds each learner-module pair once
 # however many of its statements it holds, so rounds that grow while derivation is behind are
 # what lets it catch up; a large round runs as several short units (lrs.progress.deriver), so

@@ -1,0 +1,115 @@
+"""The derivation process (`LRS_DERIVATION=process`): derivation on a core of its own.
+
+In the embedded mode the API process used to derive what it stored, on the same store thread
+and under the same GIL as the requests: about two thirds of that thread's time under write
+load went to progress. Here the API processes only store (each batch with its outbox entry, in
+one transaction) and this process derives: it looks at the outbox every `POLL_SECONDS`, hands
+every entry it finds to the same in-process dispatcher and deriver the API used, and deletes
+the entries once their statements are derived. Nothing is lost if it dies: the entries stay,
+and the process that replaces it (`lrs serve` restarts it) finds them.
+
+Live events reach SSE clients through the store: every record written takes the next number of
+the store's change sequence, which the API processes poll (lrs.progress.live).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+
+from lrs.config import Settings
+from lrs.progress.dispatch import InProcessDispatcher
+from lrs.services import Services, build_services
+
+log = logging.getLogger("lrs.derivation")
+
+# How often the outbox is looked at when the last look found nothing. Under load every look
+# finds work, and the rounds grow with the backlog (up to lrs.progress.dispatch._COALESCE_MAX).
+POLL_SECONDS = 0.01
+REST_AFTER_SECONDS = 1.0
+REST_FACTOR = 5
+# Without a change in the store (a commit by another process) the outbox is looked at only
+# this often: what a failed round left is retried then.
+LOOK_ANYWAY_SECONDS = 1.0
+# Its heartbeat in the store, for `GET /ready` (as Celery workers', workers.heartbeat).
+HEARTBEAT_PREFIX = "derivation:"
+HEARTBEAT_SECONDS = 15.0
+
+
+def deriving_settings(settings: Settings) -> Settings:
+    """The settings of the process that derives: it derives itself, with no grace period (what
+    is in the outbox is its to derive), and needs no live listener of its own."""
+    return settings.model_copy(update={"derivation": "inprocess", "workers": 1})
+
+
+async def derive_forever(services: Services, poll: float = POLL_SECONDS) -> None:
+    """Derive what the outbox owes, as soon as it appears, until cancelled."""
+    dispatcher = services.dispatcher
+    if not isinstance(dispatcher, InProcessDispatcher):
+        raise TypeError("build the derivation process's services from deriving_settings()")
+    name = f"{HEARTBEAT_PREFIX}{socket.gethostname()}:{os.getpid()}"
+    next_beat = 0.0
+    quiet_since: int | None = None  # the change mark when the last look found nothing
+    next_look = 0.0
+    last_work = 0.0
+    await dispatcher.start()
+    try:
+        while True:
+            found = 0
+            try:
+                if time.monotonic() >= next_beat:
+                    await _beat(services, name)
+                    next_beat = time.monotonic() + HEARTBEAT_SECONDS
+                # Read before the look: a write committed during it moves the mark again.
+                mark = await services.database.change_mark()
+                now = time.monotonic()
+                if mark is None or mark != quiet_since or now >= next_look:
+                    found = await dispatcher.sweep(grace=0.0)
+                    quiet_since = mark if not found else None
+                    # A round that failed left its entries: looked at again within a second.
+                    next_look = now + LOOK_ANYWAY_SECONDS
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the store is busy or away: the next look tries again
+                log.exception("could not derive what the outbox owes")
+                quiet_since = None
+            if found:
+                last_work = time.monotonic()
+            else:
+                # Every look costs a little CPU: at rest (nothing for a second), look less often.
+                resting = time.monotonic() - last_work > REST_AFTER_SECONDS
+                await asyncio.sleep(poll * REST_FACTOR if resting else poll)
+    finally:
+        await dispatcher.close()
+
+
+async def _beat(services: Services, name: str) -> None:
+    await services.database["heartbeats"].update_one(
+        {"_id": name}, {"$set": {"name": name, "at": time.time()}}, upsert=True
+    )
+
+
+async def _main(settings: Settings) -> None:
+    services = build_services(deriving_settings(settings))
+    services.deriver.brief_writes = True
+    await services.start(background=False)
+    task = asyncio.create_task(derive_forever(services))
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, task.cancel)
+    log.info("deriving progress from the outbox (pid %d)", os.getpid())
+    try:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    finally:
+        await services.close()
+
+
+def run(settings: Settings) -> None:
+    """The derivation process's body (`lrs serve` forks it; `lrs derive` runs it here)."""
+    asyncio.run(_main(settings))

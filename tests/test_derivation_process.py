@@ -1,0 +1,222 @@
+"""`LRS_DERIVATION=process` (issue 10): the API processes only store, and a derivation process
+beside them derives what the outbox owes (lrs.derivation_process). Statements stored while the
+derivation process is down are derived when it is back; SSE clients of the API see the changes
+through the store's change sequence (lrs.progress.live)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import secrets
+import signal
+import socket
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+
+from lrs.config import Settings
+from lrs.derivation_process import HEARTBEAT_PREFIX, derive_forever, deriving_settings
+from lrs.progress.catalogue import CourseDefinition
+from lrs.progress.dispatch import ElsewhereDispatcher, InProcessDispatcher
+from lrs.progress.live import StorePollingBus
+from lrs.server import serving_settings
+from lrs.services import build_services
+from lrs.storage.credentials import Credential
+from tests.test_progress_e2e import (
+    LOOPBACK,
+    ChildProcess,
+    EventStream,
+    _lrs,
+    basic,
+    child_env,
+    free_port,
+)
+
+COURSE = "http://example.com/courses/derivation-process"
+MODULE = f"{COURSE}/m1"
+PAGES = [f"{COURSE}/page{i}" for i in range(3)]
+STORE = "default"
+CREDENTIAL = Credential(
+    key="process",
+    store=STORE,
+    scopes=frozenset({"all"}),
+    name="test",
+    authority={"objectType": "Agent", "account": {"homePage": "http://lrs.test", "name": "p"}},
+)
+
+
+def _statement(learner: str, page: str, minute: int) -> dict[str, Any]:
+    return {
+        "actor": {"mbox": learner},
+        "verb": {"id": "http://adlnet.gov/expapi/verbs/experienced"},
+        "object": {"id": page},
+        "timestamp": f"2026-01-01T10:{minute:02d}:00Z",
+    }
+
+
+async def _until(check: Any, timeout: float = 15.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, "not in time"
+        await asyncio.sleep(0.02)
+
+
+def test_lrs_serve_derives_in_a_process_of_its_own_on_several_cores_by_default(
+    tmp_path: Path,
+) -> None:
+    embedded = Settings(storage="embedded", data_dir=tmp_path, redis_url=None)
+    assert serving_settings(embedded, cores=2).derivation_mode == "process"
+    assert serving_settings(embedded, cores=1).derivation_mode == "inprocess"
+    chosen = embedded.model_copy(update={"derivation": "inprocess"})
+    assert serving_settings(chosen, cores=8).derivation_mode == "inprocess"
+    with_redis = embedded.model_copy(update={"redis_url": "redis://127.0.0.1:6379/0"})
+    assert serving_settings(with_redis, cores=8).derivation_mode == "celery"
+    mongodb = Settings(mongodb_url="mongodb://db.invalid:27017", redis_url=None)
+    assert serving_settings(mongodb, cores=8).derivation_mode == "inprocess"
+    memory = Settings(storage="memory", redis_url=None, derivation="process")
+    with pytest.raises(ValueError, match="needs a store processes share"):
+        serving_settings(memory, cores=8)
+
+
+async def test_the_api_only_stores_and_the_derivation_process_derives(tmp_path: Path) -> None:
+    """Two sets of services on one data directory, as `lrs serve` runs them in two processes:
+    the API's hands nothing over (the outbox entry stays), the deriver's finds it, derives it,
+    and the API's live bus delivers the change to its subscriber."""
+    settings = Settings(storage="embedded", data_dir=tmp_path, redis_url=None, derivation="process")
+    api = build_services(settings)
+    deriver = build_services(deriving_settings(settings))
+    deriver.deriver.brief_writes = True
+    assert isinstance(api.dispatcher, ElsewhereDispatcher)
+    assert isinstance(api.bus, StorePollingBus)
+    assert isinstance(deriver.dispatcher, InProcessDispatcher)
+    api.bus.interval = 0.02
+    await api.start()
+    await deriver.start(background=False)
+    deriving: asyncio.Task[None] | None = None
+    try:
+        definition = {"title": "Process", "modules": [{"id": MODULE, "content": PAGES}]}
+        course = CourseDefinition.model_validate(definition).to_course(COURSE)
+        await api.catalogue.put(STORE, course, definition)
+        async with api.bus.subscribe(STORE) as events:
+            learners = [f"mailto:l{i}@example.com" for i in range(3)]
+            for minute, page in enumerate(PAGES):
+                batch = [_statement(learner, page, minute) for learner in learners]
+                await api.ingestion.store(CREDENTIAL, batch, version="1.0.3", as_list=True)
+            # Nothing derives in the API: the outbox holds the batches, no record exists.
+            await asyncio.sleep(0.2)
+            underived, _ = await api.statements.outbox.backlog("derive")
+            assert underived == 3 * len(PAGES)
+            assert await api.progress.find(STORE, course=COURSE, limit=100) == []
+
+            deriving = asyncio.create_task(derive_forever(deriver, poll=0.005))
+
+            async def derived() -> bool:
+                # The outbox entries go once the records are written, in the next unit.
+                if (await api.statements.outbox.backlog("derive"))[0]:
+                    return False
+                records = await api.progress.find(STORE, course=COURSE, limit=100)
+                return len(records) == 3 and {r["status"] for r in records} == {"completed"}
+
+            await _until(derived)
+
+            completed: set[str] = set()
+            while completed != {f"mbox:{learner}" for learner in learners}:
+                _, event = await asyncio.wait_for(events.get(), 10)
+                if event["record"]["status"] == "completed":
+                    completed.add(event["record"]["learner"])
+        beats = await api.database["heartbeats"].find({})
+        here = f"{HEARTBEAT_PREFIX}{socket.gethostname()}:{os.getpid()}"
+        assert [b["name"] for b in beats] == [here]
+    finally:
+        if deriving is not None:
+            deriving.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await deriving
+        await deriver.close()
+        await api.close()
+
+
+async def test_lrs_serve_runs_a_derivation_process_that_is_replaced_when_it_dies(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    key, secret = "process", secrets.token_urlsafe(18)
+    env = child_env(
+        LRS_STORAGE="embedded",
+        LRS_DATA_DIR=str(tmp_path / "data"),
+        LRS_ADMIN_KEY=key,
+        LRS_ADMIN_SECRET=secret,
+        LRS_PUBLIC_URL=f"http://{LOOPBACK}:{port}",
+    )
+    command = _lrs(
+        "serve", "--host", LOOPBACK, "--port", str(port), "--derivation", "process",
+        "--log-level", "info",
+    )  # fmt: skip
+    server = ChildProcess(command, env, tmp_path / "serve.log")
+    base_url = f"http://{LOOPBACK}:{port}"
+
+    def answers() -> bool:
+        try:
+            return httpx.get(f"{base_url}/ready", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        server.wait_for(answers, "lrs serve --derivation process")
+        headers = {"Authorization": basic(key, secret), "X-Experience-API-Version": "1.0.3"}
+        definition = {"title": "Process", "modules": [{"id": MODULE, "content": PAGES}]}
+        async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=15) as client:
+            answer = await client.put(f"/courses/{quote(COURSE, safe='')}", json=definition)
+            assert answer.status_code == 201, answer.text
+            ready = (await client.get("/ready")).json()["checks"]["workers"]
+            assert ready["mode"] == "process", ready
+            (name,) = ready["workers"]
+            deriver_pid = int(name.rsplit(":", 1)[1])
+
+            async with EventStream(client, {"course": COURSE}) as stream:
+                sent = await client.post(
+                    "/xapi/statements", json=_statement("mailto:first@example.com", PAGES[0], 0)
+                )
+                assert sent.status_code == 200, sent.text
+                await stream.wait_for(
+                    lambda record: record["learner"] == "mbox:mailto:first@example.com"
+                )
+
+                # The derivation process dies; what is stored meanwhile waits in the outbox.
+                os.kill(deriver_pid, signal.SIGKILL)
+                learners = [f"mailto:later{i}@example.com" for i in range(4)]
+                batch = [
+                    _statement(learner, page, minute)
+                    for minute, page in enumerate(PAGES)
+                    for learner in learners
+                ]
+                sent = await client.post("/xapi/statements", json=batch)
+                assert sent.status_code == 200, sent.text
+
+                def all_completed(events: list[dict[str, Any]]) -> bool:
+                    done = {
+                        e["record"]["learner"]
+                        for e in events
+                        if e["record"]["status"] == "completed"
+                    }
+                    return {f"mbox:{learner}" for learner in learners} <= done
+
+                await stream.wait_for(lambda _: all_completed(stream.events))
+            listed = await client.get("/progress", params={"course": COURSE, "limit": "100"})
+            records = {r["learner"]: r["status"] for r in listed.json()["records"]}
+            assert records == {
+                "mbox:mailto:first@example.com": "in_progress",
+                **{f"mbox:{learner}": "completed" for learner in learners},
+            }
+        assert re.search(rf"the derivation process \(pid {deriver_pid}\) ended", server.text())
+    finally:
+        server.process.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(server.process.wait, 20)
+        server.stop()
+    assert server.process.returncode == 0, server.text()
+    assert "Traceback" not in server.text(), server.text()
