@@ -8,6 +8,8 @@ bench.suite).
     python -m bench propagation --mode celery
     python -m bench validation
     python -m bench discovered --discovered-statements 5000 --workers 2
+    python -m bench ingest --derivation inprocess
+    python -m bench propagation --mode process
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from bench.suite import BENCHMARKS, Options, execute
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 MONGODB_SKIPPED = "mongodb: skipped (LRS_MONGODB_URL not set)"
 MAX_WORKERS = 64  # as lrs serve (LRS_WORKERS)
+# LRS_DERIVATION of the ingest and discovered servers (celery needs Redis and a worker: only the
+# propagation benchmark runs that topology).
+DERIVATIONS = ("auto", "inprocess", "process")
 
 
 def _positive(text: str) -> int:
@@ -132,7 +137,7 @@ def parser() -> argparse.ArgumentParser:
         "--mode",
         action="append",
         choices=propagation.MODES,
-        help="repeatable; default: inprocess and celery",
+        help=f"repeatable; default: every mode ({', '.join(propagation.MODES)})",
     )
     g.add_argument(
         "--redis-url",
@@ -158,6 +163,14 @@ def parser() -> argparse.ArgumentParser:
         type=_workers,
         help="API processes of the ingest and discovered servers (lrs serve --workers; their "
         "RSS figures are then summed over the processes); propagation always runs one (1)",
+    )
+    g.add_argument(
+        "--derivation",
+        choices=DERIVATIONS,
+        help="who derives progress in the ingest and discovered servers (LRS_DERIVATION): "
+        "inprocess, the API processes; process, a derivation process beside them (RSS figures "
+        "then summed with it); auto (default), what lrs serve picks on this machine (process on "
+        "the embedded store with 2 cores or more); propagation measures each in its own mode",
     )
     g.add_argument(
         "--backend",
@@ -254,6 +267,7 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Options:
         validation=val,
         discovered=disc,
         workers=args.workers or 1,
+        derivation=args.derivation or "auto",
     )
 
 

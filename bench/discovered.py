@@ -5,8 +5,9 @@ the server has derived all of them, and whether its memory stays flat meanwhile.
     python -m bench discovered                              # 50,000 statements
     python -m bench discovered --discovered-statements 5000
 
-On a fresh store of the back end, a default `lrs serve` without Redis (derivation in the API
-process; `--workers N` for N API processes on the store). Statement n:
+On a fresh store of the back end, a default `lrs serve` without Redis (`--derivation`: who
+derives, `auto` unless given: in the API process or in a derivation process beside it;
+`--workers N` for N API processes on the store). Statement n:
 - object: a new activity `<course>/m<n % 5>/item<n>`, verb experienced;
 - context.contextActivities.parent = [module n % 5], grouping = [the course], which is how the
   LRS discovers the module and the item (lrs.progress.discovery);
@@ -17,7 +18,8 @@ Figures (one row per back end, see `bench.report`): the POST phase (batches of `
 `concurrency` requests in flight: seconds, statements/s, latency per request), `drain_s` from
 the last acknowledged POST until GET /ready reports no underived statement (polled; `-` when it
 gave up after `drain_timeout`), and the API's RSS when it had started, right after the POSTs,
-once drained, and its peak. Then a check of the derived progress (in the notes, never failing
+once drained, and its peak (summed over the API processes and the derivation process when
+`lrs serve` runs several). Then a check of the derived progress (in the notes, never failing
 the run): every (learner, module) record's `items_total` and `viewed` against what was sent.
 """
 
@@ -122,12 +124,14 @@ class DiscoveredOutcome:
     acknowledged: int = 0
     drain_s: float | None = None  # None: not drained (gave up, failed or interrupted)
     drain: str = "not measured"  # how the drain ended, for the notes
-    rss_start: int | None = None  # bytes (summed over the API processes with --workers)
+    rss_start: int | None = None  # bytes (summed over the supervisor's children, if any)
     rss_after_post: int | None = None
     rss_end: int | None = None
     peak_rss: int | None = None
     progress_check: str = "not run"
     workers: int = 1
+    # What the server ran, once it started: "processes ..." for the notes (bench.server).
+    processes: str = ""
     error: str = ""
     log_problems: list[str] = field(default_factory=list)
 
@@ -160,8 +164,8 @@ class DiscoveredOutcome:
             f"drain={self.drain}",
             f"progress_check={self.progress_check}",
         ]
-        if self.workers > 1:
-            notes.append(f"rss=sum over the {self.workers} API processes (VmRSS, VmHWM each)")
+        if self.processes:
+            notes.append(self.processes)
         if self.log_problems:
             notes.append(
                 f"server_log_problem_lines={len(self.log_problems)} "
@@ -294,18 +298,21 @@ def run(
     outcome: DiscoveredOutcome | None = None,
     workers: int = 1,
     log_name: str = BENCHMARK,
+    derivation: str = "auto",
 ) -> DiscoveredOutcome:
-    """The scenario on a fresh server of `backend`, filling `outcome`; the server is stopped
-    either way. Errors are kept in `outcome.error`; Ctrl-C is recorded too, then propagates."""
+    """The scenario on a fresh server of `backend` (`workers` API processes,
+    LRS_DERIVATION=`derivation`), filling `outcome`; the server is stopped either way. Errors
+    are kept in `outcome.error`; Ctrl-C is recorded too, then propagates."""
     outcome = DiscoveredOutcome(backend, workers=workers) if outcome is None else outcome
     outcome.workers = workers
     print(f"[{BENCHMARK}] {backend} {config.statements} statements ...", file=sys.stderr)
-    extra = {"LRS_DERIVATION": "inprocess"}
+    extra = {"LRS_DERIVATION": derivation}
     log_copy = RESULTS_DIR / f"{log_name}-{backend}.server.log"
     try:
         with Server.start(
             backend, mongodb_url=mongodb_url, extra_env=extra, keep_log=log_copy, workers=workers
         ) as server:
+            outcome.processes = server.processes_note("rss", "VmRSS, VmHWM")
             try:
                 asyncio.run(_scenario(server, config, outcome))
             except (BenchError, httpx.HTTPError, KeyboardInterrupt) as exc:

@@ -11,7 +11,11 @@ Phases (fixed names and order, see `bench.report`):
 - get-paging              first page, then follow `more`          requests/s (every page counts)
 - scan-limit-1000         read the whole store, 1000 a page       requests/s (also counts it)
 Figures per phase: requests made, statements sent (POST) or returned (GET), rate, latency
-percentiles per request (nearest rank). The server's peak RSS is read before it stops.
+percentiles per request (nearest rank). The server's peak RSS is read before it stops (summed
+over the API processes and the derivation process when `lrs serve` runs several).
+
+The server is a default `lrs serve` without Redis: `derivation` (LRS_DERIVATION, `auto` unless
+given) decides who derives, in the API process or in a derivation process beside it.
 """
 
 from __future__ import annotations
@@ -425,6 +429,8 @@ class IngestOutcome:
     phases: list[PhaseResult] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     api_peak_rss: int | None = None  # bytes, the server's VmHWM just before it stopped
+    # What the server ran, once it started: "processes ..." for the notes (bench.server).
+    processes: str = ""
     error: str = ""  # why the run stopped early
     log_problems: list[str] = field(default_factory=list)
 
@@ -436,9 +442,10 @@ def run(
     outcome: IngestOutcome | None = None,
     log_name: str = BENCHMARK,
     workers: int = 1,
+    derivation: str = "auto",
 ) -> IngestOutcome:
-    """Run the benchmark on a fresh server of `backend` (`workers` API processes), filling
-    `outcome`.
+    """Run the benchmark on a fresh server of `backend` (`workers` API processes,
+    LRS_DERIVATION=`derivation`), filling `outcome`.
 
     The server is stopped either way. A BenchError (server did not start, a request failed) is
     recorded in `outcome.error`; Ctrl-C is recorded too, then propagates.
@@ -457,8 +464,13 @@ def run(
     started = time.perf_counter()
     try:
         with Server.start(
-            backend, mongodb_url=mongodb_url, keep_log=log_copy, workers=workers
+            backend,
+            mongodb_url=mongodb_url,
+            extra_env={"LRS_DERIVATION": derivation},
+            keep_log=log_copy,
+            workers=workers,
         ) as server:
+            outcome.processes = server.processes_note("api-ingest peak RSS")
             try:
                 asyncio.run(_run_phases(server, config, corpus, statements, state))
             except (BenchError, httpx.HTTPError, KeyboardInterrupt) as exc:

@@ -1,16 +1,22 @@
 """Propagation benchmark: the delay from a statement's acknowledgement (its POST response) to
 the SSE event that shows its effect on progress (design notes 6), at a steady offered load.
 
-    python -m bench propagation           # 30 s per mode: inprocess 1,000/s, celery 500/s
+    python -m bench propagation           # 30 s per mode: inprocess and process 1,000/s,
+                                          # celery 500/s
     python -m bench propagation --seconds 5 --mode celery --rate 200
 
 The offered load is per mode, issue 10's targets (DEFAULT_RATES): 1,000 statements/s with
-in-process derivation, 500/s with one Celery worker process; `--rate` sets one figure for both.
+in-process derivation and with a derivation process, 500/s with one Celery worker process;
+`--rate` sets one figure for all.
 
 Modes, each on a fresh store of the back end (embedded, or MongoDB with LRS_MONGODB_URL), over
 loopback HTTP, with the load generator and the SSE client in this process:
 - inprocess: `lrs serve` with LRS_DERIVATION=inprocess and no Redis: derivation on a task of
              the API process, events on its in-process bus.
+- process:   `lrs serve` with LRS_DERIVATION=process and no Redis: a supervisor that forks the
+             API process and a derivation process beside it (lrs.derivation_process), which
+             derives from the outbox; the API process learns of the new progress by polling
+             the store (lrs.progress.live) and relays it as events.
 - celery:    the production topology: an `lrs serve` process that enqueues Celery tasks on
              Redis, and a separate Celery worker process (solo pool) that derives and
              publishes events on Redis pub/sub, which the API relays. Both processes open the
@@ -27,8 +33,9 @@ each of them. A statement whose effect was pushed before its own POST had answer
 0 ms (counted in `before_ack`).
 
 Besides the delays: statements made visible per second over the run (equals the offered load
-when derivation keeps up), the peak RSS of the API process and of the worker process, and for
-the celery mode the worker's capacity: statements derived per second of task execution time.
+when derivation keeps up), the peak RSS of the API process (in the process mode: summed with the
+derivation process's) and of the worker process, and for the celery mode the worker's capacity:
+statements derived per second of task execution time.
 """
 
 from __future__ import annotations
@@ -56,9 +63,9 @@ from bench.report import RESULTS_DIR
 from bench.server import BenchError, Server, peak_rss_bytes
 from bench.stats import percentile
 
-MODES = ("inprocess", "celery")
+MODES = ("inprocess", "process", "celery")
 # Statements per second offered to each mode unless a rate is given (issue 10's targets).
-DEFAULT_RATES: dict[str, float] = {"inprocess": 1000.0, "celery": 500.0}
+DEFAULT_RATES: dict[str, float] = {"inprocess": 1000.0, "process": 1000.0, "celery": 500.0}
 ROOT = Path(__file__).resolve().parents[1]
 VIEWED = "http://adlnet.gov/expapi/verbs/experienced"
 READY_TIMEOUT = 60.0
@@ -86,7 +93,8 @@ class Config:
         return int(self.rate_of(mode) * self.seconds)
 
     def rates_text(self, modes: tuple[str, ...]) -> str:
-        """The rates offered, for the report's header: `inprocess:1000,celery:500/s`."""
+        """The rates offered, for the report's header: e.g.
+        `inprocess:1000,process:1000,celery:500/s`."""
         return ",".join(f"{mode}:{self.rate_of(mode):g}" for mode in modes) + "/s"
 
     def learners(self, statements: int) -> int:
@@ -121,8 +129,10 @@ class Result:
     visible_rate: float = 0.0  # statements made visible per second, first ack to last event
     drain_s: float = 0.0  # last POST answered -> last statement visible
     events: int = 0
-    api_peak_rss: int | None = None  # bytes
+    api_peak_rss: int | None = None  # bytes; process mode: API and derivation process summed
     worker_peak_rss: int | None = None  # bytes; celery mode only
+    # What the server ran, when it ran several processes: for the notes (bench.server).
+    processes: str = ""
     worker: dict[str, Any] = field(default_factory=dict)
     log_problems: list[str] = field(default_factory=list)
 
@@ -146,6 +156,8 @@ class Result:
             notes.append(f"never_visible={self.missing} (within {Config.drain_timeout:g} s)")
         if self.before_ack:
             notes.append(f"visible_before_ack={self.before_ack} (counted as 0 ms)")
+        if self.processes:
+            notes.append(self.processes)
         if self.worker:
             w = self.worker
             notes.append(
@@ -467,6 +479,8 @@ def _redis_answers(url: str) -> bool:
 
 LABELS = {
     "inprocess": "in-process derivation and events, no Redis",
+    "process": "lrs serve with a derivation process beside the API process, events through "
+    "the store (no Redis)",
     "celery": "lrs serve + Celery worker process (solo pool), Redis broker and pub/sub",
 }
 
@@ -487,14 +501,19 @@ def _one_line(exc: BaseException) -> str:
     return (f"{type(exc).__name__}: {exc}").replace("\n", " ")[:300]
 
 
-def run_inprocess(config: Config, result: Result, mongodb_url: str | None = None) -> None:
-    extra = {"LRS_DERIVATION": "inprocess"}
-    log_copy = RESULTS_DIR / f"propagation-inprocess-{result.backend}.server.log"
+def run_without_redis(config: Config, result: Result, mongodb_url: str | None = None) -> None:
+    """The inprocess and process modes: `lrs serve` alone, LRS_DERIVATION set to the mode
+    (explicitly: `auto` would pick either, depending on the machine)."""
+    extra = {"LRS_DERIVATION": result.mode}
+    log_copy = RESULTS_DIR / f"propagation-{result.mode}-{result.backend}.server.log"
     with Server.start(
         result.backend, mongodb_url=mongodb_url, extra_env=extra, keep_log=log_copy
     ) as server:
+        if server.processes > 1:
+            result.processes = server.processes_note(f"api-{result.mode} peak RSS")
         _measure(server, config, None, "default", result)
-        # Read before the server stops: VmHWM disappears with the process.
+        # Read before the server stops: VmHWM disappears with the process (summed over the
+        # supervisor's children in the process mode: the API and the derivation process).
         result.api_peak_rss = server.peak_rss_bytes()
         result.log_problems = server.problems()
 
@@ -556,8 +575,8 @@ def run(
         result = Result(mode, backend, LABELS[mode])
         results.append(result)
         try:
-            if mode == "inprocess":
-                run_inprocess(config, result, mongodb_url)
+            if mode in ("inprocess", "process"):
+                run_without_redis(config, result, mongodb_url)
             else:
                 run_celery(config, result, redis_url, mongodb_url)
         except BenchError as exc:  # e.g. a server that does not start: the next mode may

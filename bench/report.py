@@ -3,10 +3,11 @@
 The printed format is an interface: runs are compared by diffing two outputs or grepping rows
 (`grep '^\\[query\\]'`), so section names, row names, their order, column headers (which carry
 the units) and widths never depend on the figures. A row that was not measured still appears,
-with `-` in every column. Change the format only by adding columns at the end of a section, or
-sections at the end, and bump FORMAT_VERSION when you do.
+with `-` in every column. Change the format only by adding columns at the end of a section,
+sections at the end, or rows (printed by every run from then on), and bump FORMAT_VERSION when
+you do.
 
-    lrs-bench format=2 date=... commit=... tree=... cores=2 statements=100000 ...
+    lrs-bench format=3 date=... commit=... tree=... cores=2 statements=100000 ...
     [ingest]      backend   phase                     requests  statements   seconds  ...
     [ingest]      embedded  post-batch-100                 990       99000    120.41  ...
 """
@@ -27,7 +28,11 @@ from typing import Any
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # 2: the header's `rate` per propagation mode, `workers`, `discovered` and `validations` at the
 #    end of the header; the sections `validation` and `discovered` after `memory`.
-FORMAT_VERSION = 2
+# 3: the propagation mode `process` (a derivation process beside the API process): its row
+#    between `inprocess` and `celery` in `propagation`, and `api-process` between
+#    `api-inprocess` and `api-celery` in `memory`; the header's `derivation` (of the ingest and
+#    discovered servers) after `workers`.
+FORMAT_VERSION = 3
 MISSING = "-"
 
 _TAG_WIDTH = 13  # "[propagation]"

@@ -5,8 +5,10 @@ Usage:
         ... talk to server.base_url with server.key / server.secret ...
         rss = server.peak_rss_bytes()
 
-With `workers=N` (> 1) the process started is `lrs serve --workers N`'s supervisor, which forks
-the N API processes; the RSS figures are then the sum over those N (not the supervisor).
+`lrs serve` starts a supervisor that forks the API processes when `workers=N` (> 1), and also
+when derivation runs in a process of its own (LRS_DERIVATION=process, which `auto` resolves to on
+the embedded store of a machine with several cores): N API processes and the derivation process.
+The RSS figures are then the sum over the supervisor's children (not the supervisor itself).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -65,6 +67,8 @@ class Server:
     keep_log: Path | None = None  # where to save the server log when the server is done
     env: dict[str, str] = field(default_factory=dict)  # the server's environment, for helpers
     workers: int = 1  # API processes (`lrs serve --workers`)
+    # Who derives progress, as `lrs serve` resolves LRS_DERIVATION in this server's environment.
+    derivation: str = "inprocess"
     log_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -73,6 +77,15 @@ class Server:
     @property
     def base_url(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def processes(self) -> int:
+        """The processes measured: the API processes, plus the derivation process if any."""
+        return self.workers + (1 if self.derivation == "process" else 0)
+
+    def processes_note(self, figure: str, fields: str = "VmHWM") -> str:
+        """`[notes]` text on what this server's RSS figures are made of (see processes_note)."""
+        return processes_note(self.workers, self.derivation, figure, fields)
 
     @classmethod
     def start(
@@ -87,8 +100,8 @@ class Server:
         launcher: list[str] | None = None,
         workers: int = 1,
     ) -> Server:
-        """Start a server on a fresh store and wait until /xapi/about answers (and, with
-        `workers` > 1, until the supervisor has forked every API process).
+        """Start a server on a fresh store and wait until /xapi/about answers (and, under a
+        supervisor, until it has forked every API process and the derivation process).
 
         `launcher` replaces the `lrs` command (its `serve ...` arguments follow), for a wrapper
         that runs `lrs serve` in its own process after some set-up (bench.celery_child)."""
@@ -114,6 +127,7 @@ class Server:
         if mongodb_url:
             env["LRS_MONGODB_URL"] = mongodb_url
         env.update(extra_env or {})
+        derivation = derivation_in_effect(env, workers)
         command = (launcher or _lrs_command()) + [
             "serve",
             "--host",
@@ -152,6 +166,7 @@ class Server:
             keep_log=keep_log,
             env=env,
             workers=workers,
+            derivation=derivation,
         )
         try:
             server._wait_ready(ready_timeout)
@@ -172,29 +187,33 @@ class Server:
                 )
             try:
                 if httpx.get(url, timeout=2.0).status_code == 200 and (
-                    len(self.api_pids()) >= self.workers
+                    len(self.api_pids()) >= self.processes
                 ):
                     return
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
                 raise BenchError(
-                    f"the server did not answer {url} within {timeout:.0f}s:\n" + self.log_tail()
+                    f"the server did not answer {url} with its {self.processes} processes "
+                    f"(derivation {self.derivation}; {len(self.api_pids())} seen) within "
+                    f"{timeout:.0f}s:\n" + self.log_tail()
                 )
             time.sleep(0.1)
 
     def api_pids(self) -> list[int]:
-        """The API processes: the one started, or with `workers` > 1 its children (the
-        supervisor's own memory is left out: it forks before it builds anything)."""
+        """The processes measured: the one started, or when it is a supervisor its children
+        (the API processes and the derivation process; the supervisor's own memory is left
+        out: it forks before it builds anything). Whatever children it has, rather than a
+        guess from the settings: `lrs serve` alone has none."""
         if self.process.poll() is not None:
             return []
         pid = self.process.pid
-        return child_pids(pid) if self.workers > 1 else [pid]
+        return child_pids(pid) or [pid]
 
     def peak_rss_bytes(self) -> int | None:
-        """Peak resident set size (VmHWM) of the API process so far, summed over the API
-        processes with `workers` > 1 (pages shared since the fork count once per process, so
-        the sum overstates); None if unknown."""
+        """Peak resident set size (VmHWM) of the API process so far, or under a supervisor
+        the sum over its children (pages shared since the fork count once per process, so the
+        sum overstates); None if unknown."""
         return _summed(peak_rss_bytes, self.api_pids())
 
     def rss_bytes(self) -> int | None:
@@ -264,6 +283,40 @@ class Server:
     ) -> None:
         self.stop()
         self.cleanup(self.keep_log)
+
+
+def derivation_in_effect(env: Mapping[str, str], workers: int = 1) -> str:
+    """Who derives progress in an `lrs serve` with this environment: LRS_DERIVATION as
+    `lrs serve` resolves it (lrs.server.serving_settings: `auto` is a derivation process on the
+    embedded store of a machine with several cores, without Redis), so the bench knows how many
+    processes to wait for and what its RSS figures are the sum of."""
+    from lrs.config import Settings
+    from lrs.server import serving_settings
+
+    # model_construct: these values only, never the bench's own LRS_ environment or .env file.
+    settings = Settings.model_construct(
+        derivation=env.get("LRS_DERIVATION") or "auto",
+        storage=env.get("LRS_STORAGE") or "auto",
+        mongodb_url=env.get("LRS_MONGODB_URL") or None,
+        redis_url=env.get("LRS_REDIS_URL") or None,
+        workers=workers,
+    )
+    try:
+        return serving_settings(settings).derivation_mode
+    except ValueError as exc:
+        raise BenchError(str(exc)) from exc
+
+
+def processes_note(workers: int, derivation: str, figure: str, fields: str = "VmHWM") -> str:
+    """`[notes]` text: who derived, and that `figure` (e.g. "api-ingest peak RSS") is a sum
+    when the server ran several processes, e.g. `derivation=process api_processes=1
+    derivation_processes=1 (api-ingest peak RSS: sum over them, VmHWM each)`."""
+    text = f"derivation={derivation} api_processes={workers}"
+    if derivation == "process":
+        text += " derivation_processes=1"
+    if workers > 1 or derivation == "process":
+        text += f" ({figure}: sum over them, {fields} each)"
+    return text
 
 
 def status_bytes(status: str, field: str) -> int | None:

@@ -4,10 +4,12 @@
 one (see bench.__main__ for the options). First the validation cost per statement, measured in
 this process; then for each back end, in order: ingestion into a fresh store grown to
 `--statements`, the filtered GETs on that store, then propagation delay on fresh stores
-(in-process derivation, then Celery with a worker process), the peak RSS of every process
-involved, and the discovered-modules scenario on a fresh store. Progress goes to stderr while
-it runs; the report is printed once at the end (also after a failure or Ctrl-C, with what
-finished) and saved under bench/results/.
+(in-process derivation, then a derivation process beside the API process, then Celery with a
+worker process), the peak RSS of every process involved (summed over the API processes and the
+derivation process of an `lrs serve` that runs several), and the discovered-modules scenario on
+a fresh store. `--derivation` sets LRS_DERIVATION for the ingest and discovered servers.
+Progress goes to stderr while it runs; the report is printed once at the end (also after a
+failure or Ctrl-C, with what finished) and saved under bench/results/.
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ BENCHMARKS = ("all", "ingest", "propagation", "validation", "discovered")
 # The discovered scenario reports its own RSS figures; validation starts no process.
 MEMORY_ROWS: dict[str, tuple[str, ...]] = {
     "ingest": ("api-ingest",),
-    "propagation": ("api-inprocess", "api-celery", "worker-celery"),
+    # api-process: the API process and the derivation process, summed.
+    "propagation": ("api-inprocess", "api-process", "api-celery", "worker-celery"),
     "validation": (),
     "discovered": (),
 }
@@ -64,6 +67,8 @@ class Options:
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     discovered: DiscoveredConfig = field(default_factory=DiscoveredConfig)
     workers: int = 1  # API processes of the ingest and discovered servers
+    # LRS_DERIVATION of the ingest and discovered servers: auto, inprocess or process.
+    derivation: str = "auto"
 
     def runs(self, benchmark: str) -> bool:
         return self.benchmark in ("all", benchmark)
@@ -109,6 +114,7 @@ class Options:
             "python": env.get("python"),
             # Format 2 on: added at the end.
             "workers": self.workers,
+            "derivation": self.derivation,  # format 3 on
             "discovered": self.discovered.statements,
             "validations": self.validation.statements,
         }
@@ -176,6 +182,7 @@ def memory_rows(runs: Sequence[BackendRun], options: Options) -> list[Row]:
         peaks = {
             "api-ingest": run.ingest.api_peak_rss if run.ingest else None,
             "api-inprocess": done["inprocess"].api_peak_rss if "inprocess" in done else None,
+            "api-process": done["process"].api_peak_rss if "process" in done else None,
             "api-celery": done["celery"].api_peak_rss if "celery" in done else None,
             "worker-celery": done["celery"].worker_peak_rss if "celery" in done else None,
         }
@@ -247,6 +254,9 @@ def notes(
                         f"server_log_problem_lines={len(problems)} first={problems[0][:200]}",
                     )
                 )
+            if run.ingest.processes:
+                # Who derived (`auto` resolved), and whether api-ingest is a sum over processes.
+                lines.append(note_line(run.backend, "ingest", run.ingest.processes))
             if run.ingest.error:
                 lines.append(note_line(run.backend, "ingest", f"error={run.ingest.error}"))
         for result in run.propagation:
@@ -258,14 +268,6 @@ def notes(
                 if mode not in done:
                     why = "not selected (--mode)" if mode not in options.modes else "interrupted"
                     lines.append(note_line(run.backend, f"propagation-{mode}", f"not_run={why}"))
-        if options.workers > 1 and run.ingest is not None:
-            lines.append(
-                note_line(
-                    run.backend,
-                    "ingest",
-                    f"api_processes={options.workers} (api-ingest peak RSS: sum of their VmHWM)",
-                )
-            )
         if options.runs("discovered"):
             where = discovered.BENCHMARK
             if run.discovered is None:
@@ -306,6 +308,7 @@ def execute(options: Options) -> int:
                     run.ingest,
                     log_name=options.name,
                     workers=options.workers,
+                    derivation=options.derivation,
                 )
             if options.runs("propagation"):
                 propagation.run(
@@ -325,6 +328,7 @@ def execute(options: Options) -> int:
                     run.discovered,
                     workers=options.workers,
                     log_name=options.name,
+                    derivation=options.derivation,
                 )
     except KeyboardInterrupt:
         interrupted = True  # report what finished; the servers were stopped on the way out
@@ -347,6 +351,7 @@ def execute(options: Options) -> int:
             "validation": asdict(options.validation),
             "discovered": asdict(options.discovered),
             "workers": options.workers,
+            "derivation": options.derivation,
         },
         "tables": {section.name: section_json(section, rows) for section, rows in tables},
         "notes": {

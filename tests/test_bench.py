@@ -7,9 +7,15 @@ the columns of the printed report, whatever the figures or the failures of a run
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 # `bench` lives next to `tests`, outside the installed packages.
@@ -33,7 +39,15 @@ from bench.report import (  # noqa: E402
     section_json,
     section_lines,
 )
-from bench.server import parent_pid, status_bytes, vm_hwm_bytes  # noqa: E402
+from bench.server import (  # noqa: E402
+    BenchError,
+    Server,
+    derivation_in_effect,
+    parent_pid,
+    processes_note,
+    status_bytes,
+    vm_hwm_bytes,
+)
 from bench.stats import PhaseResult, Recorder, percentile  # noqa: E402
 from bench.suite import BackendRun, Options, notes, sections  # noqa: E402
 from bench.validation import StepResult, ValidationOutcome  # noqa: E402
@@ -80,6 +94,126 @@ def test_parent_pid_is_read_after_the_command_name() -> None:
     # The command name is in parentheses and may itself hold spaces and parentheses.
     assert parent_pid("4242 (lrs) S 4200 4242 4242 0 -1") == 4200
     assert parent_pid("77 (a (b) c) R 1 77 77 0 -1") == 1
+
+
+# --- the server's processes ----------------------------------------------------------------
+
+
+def test_derivation_in_effect_is_what_lrs_serve_resolves(monkeypatch: pytest.MonkeyPatch) -> None:
+    embedded = {"LRS_STORAGE": "embedded"}
+    for asked in ("inprocess", "process", "celery"):
+        assert derivation_in_effect(embedded | {"LRS_DERIVATION": asked}) == asked
+    # auto: a derivation process on the embedded store of a machine with 2 cores or more,
+    # not with Redis nor on MongoDB, nor on one core (lrs.server.serving_settings).
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert derivation_in_effect(embedded) == "process"
+    assert derivation_in_effect(embedded | {"LRS_DERIVATION": "auto"}) == "process"
+    assert derivation_in_effect(embedded | {"LRS_REDIS_URL": "redis://r.invalid"}) == "celery"
+    mongodb = {"LRS_STORAGE": "mongodb", "LRS_MONGODB_URL": "mongodb://db.invalid"}
+    assert derivation_in_effect(mongodb) == "inprocess"
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert derivation_in_effect(embedded) == "inprocess"
+    # Only the server's environment counts, never the bench's own.
+    monkeypatch.setenv("LRS_DERIVATION", "process")
+    assert derivation_in_effect(embedded) == "inprocess"
+    with pytest.raises(BenchError):
+        derivation_in_effect({"LRS_STORAGE": "memory", "LRS_DERIVATION": "process"})
+
+
+def test_processes_note_says_who_derived_and_when_rss_is_a_sum() -> None:
+    assert processes_note(1, "inprocess", "api-ingest peak RSS") == (
+        "derivation=inprocess api_processes=1"
+    )
+    assert processes_note(1, "process", "api-process peak RSS") == (
+        "derivation=process api_processes=1 derivation_processes=1 "
+        "(api-process peak RSS: sum over them, VmHWM each)"
+    )
+    assert processes_note(3, "inprocess", "rss", "VmRSS, VmHWM") == (
+        "derivation=inprocess api_processes=3 (rss: sum over them, VmRSS, VmHWM each)"
+    )
+
+
+# A stand-in for `lrs serve`: forks `sys.argv[1]` children that sleep (its supervisor's shape),
+# or none; then sleeps itself. Killed with its process group at the end of the test.
+_FORKER = """
+import os, sys, time
+for _ in range(int(sys.argv[1])):
+    if os.fork() == 0:
+        time.sleep(60)
+        os._exit(0)
+time.sleep(60)
+"""
+
+
+# forker(children, workers=1, derivation="inprocess"): a Server around a new stand-in.
+Forker = Callable[..., Server]
+
+
+@pytest.fixture
+def forker(tmp_path: Path) -> Iterator[Forker]:
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("needs /proc")
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(children: int, workers: int = 1, derivation: str = "inprocess") -> Server:
+        process = subprocess.Popen(
+            [sys.executable, "-c", _FORKER, str(children)], start_new_session=True
+        )
+        started.append(process)
+        return Server(
+            backend="embedded",
+            port=1,
+            workdir=tmp_path,
+            process=process,
+            key="k",
+            secret="s",
+            database="d",
+            workers=workers,
+            derivation=derivation,
+        )
+
+    yield start
+    for process in started:
+        os.killpg(process.pid, signal.SIGKILL)  # the stand-in and its children only
+        process.wait()
+
+
+def _children(server: Server, count: int) -> list[int]:
+    deadline = time.monotonic() + 30  # a bound, not a timing: the forks are quick
+    while len(pids := server.api_pids()) < count or server.process.pid in pids:
+        assert time.monotonic() < deadline, f"{count} children never appeared"
+        time.sleep(0.02)
+    return pids
+
+
+def test_the_processes_measured_are_the_supervisors_children_if_any(forker: Forker) -> None:
+    alone = forker(0)
+    assert alone.api_pids() == [alone.process.pid] and alone.processes == 1
+    # One API process and the derivation process (LRS_DERIVATION=process, or auto resolved).
+    beside = forker(2, workers=1, derivation="process")
+    assert beside.processes == 2
+    pids = _children(beside, 2)
+    assert len(pids) == 2 and all(p != beside.process.pid for p in pids)
+    assert beside.peak_rss_bytes() is not None and beside.rss_bytes() is not None
+    assert forker(3, workers=2, derivation="process").processes == 3
+    assert forker(0, derivation="celery").processes == 1
+
+
+def test_ready_waits_for_every_api_process_and_the_derivation_process(
+    forker: Forker,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # /xapi/about answers at once: readiness then hangs on the processes alone.
+    monkeypatch.setattr(httpx, "get", lambda url, timeout: httpx.Response(200))
+    beside = forker(2, workers=1, derivation="process")
+    beside._wait_ready(30.0)
+    assert len(beside.api_pids()) == 2
+    forker(0)._wait_ready(30.0)
+    # A supervisor short of its derivation process is not ready.
+    short = forker(1, workers=1, derivation="process")
+    _children(short, 1)
+    with pytest.raises(BenchError, match="2 processes"):
+        short._wait_ready(0.3)
 
 
 # --- report formatting ---------------------------------------------------------------------
@@ -153,7 +287,7 @@ def test_section_json_uses_the_table_headers() -> None:
 
 
 def test_the_new_sections_columns_are_pinned() -> None:
-    assert FORMAT_VERSION == 2
+    assert FORMAT_VERSION == 3
     assert [s.name for s in SECTIONS] == [
         "ingest",
         "query",
@@ -249,9 +383,12 @@ def test_rows_are_the_same_for_a_complete_a_partial_and_an_empty_run() -> None:
         for name in ("post-batch-100", "post-single", *ingest.QUERY_PHASES)
     ]
     complete.ingest.api_peak_rss = 150 * 2**20
+    complete.ingest.processes = processes_note(1, "process", "api-ingest peak RSS")
     for mode in propagation.MODES:
         result = propagation.Result(mode, "embedded", "label", acked=10, delay_p50_ms=3.0)
         result.api_peak_rss = result.worker_peak_rss = 100 * 2**20
+        if mode == "process":
+            result.processes = processes_note(1, "process", "api-process peak RSS")
         complete.propagation.append(result)
 
     partial = BackendRun("embedded", ingest.IngestOutcome("embedded", error="interrupted"))
@@ -277,13 +414,32 @@ def test_rows_are_the_same_for_a_complete_a_partial_and_an_empty_run() -> None:
         names = [_row_names(report, tag) for report in reports]
         assert names[0] == names[1] == names[2], tag
     assert [n for _, n in _row_names(reports[0], "[query]")] == list(ingest.QUERY_PHASES)
-    assert [n for _, n in _row_names(reports[0], "[propagation]")] == ["inprocess", "celery"]
+    assert [n for _, n in _row_names(reports[0], "[propagation]")] == [
+        "inprocess",
+        "process",
+        "celery",
+    ]
     assert [n for _, n in _row_names(reports[0], "[memory]")] == [
         "api-ingest",
         "api-inprocess",
+        "api-process",
         "api-celery",
         "worker-celery",
     ]
+    # The process mode's rows are measured in a complete run, `-` in the others.
+    for report, measured in zip(reports, (True, False, False), strict=True):
+        for tag, name in (("[propagation]", "process"), ("[memory]", "api-process")):
+            line = next(x for x in report.splitlines() if x.startswith(tag) and f" {name} " in x)
+            assert (line.split()[3] != "-") is measured, (tag, line)
+    assert "[memory]      embedded  api-process                      100.0" in reports[0]
+    assert (
+        "[notes]       embedded  propagation-process derivation=process api_processes=1 "
+        "derivation_processes=1 (api-process peak RSS: sum over them, VmHWM each)"
+    ) in reports[0]
+    assert (
+        "[notes]       embedded  ingest derivation=process api_processes=1 "
+        "derivation_processes=1 (api-ingest peak RSS: sum over them, VmHWM each)"
+    ) in reports[0]
     assert _row_names(reports[0], "[validation]") == [
         ("local", "validate-statement"),
         ("local", "json-decode"),
@@ -306,6 +462,7 @@ def test_rows_are_the_same_for_a_complete_a_partial_and_an_empty_run() -> None:
     assert "[notes]       embedded  propagation-celery skipped=no Redis" in reports[1]
     assert "[notes]       embedded  ingest error=interrupted" in reports[1]
     assert "[notes]       embedded  propagation-inprocess not_run=interrupted" in reports[1]
+    assert "[notes]       embedded  propagation-process not_run=interrupted" in reports[1]
     assert "[notes]       embedded  discovered error=interrupted" in reports[1]
     assert "[notes]       embedded  discovered drain=ok" in reports[0]
     assert "[notes]       local     validation statement_bytes_mean=1000" in reports[0]
@@ -321,9 +478,16 @@ def test_a_standalone_benchmark_prints_only_its_sections() -> None:
     assert [n for _, n in _row_names(ingest_only, "[memory]")] == ["api-ingest"]
     propagation_only = _report([run], _options("propagation", "--mode", "inprocess"))
     assert "propagation-celery not_run=not selected (--mode)" in propagation_only
+    assert "propagation-process not_run=not selected (--mode)" in propagation_only
     assert "[ingest]" not in propagation_only and "[query]" not in propagation_only
+    assert [n for _, n in _row_names(propagation_only, "[propagation]")] == [
+        "inprocess",
+        "process",
+        "celery",
+    ]
     assert [n for _, n in _row_names(propagation_only, "[memory]")] == [
         "api-inprocess",
+        "api-process",
         "api-celery",
         "worker-celery",
     ]
@@ -359,7 +523,8 @@ def test_no_arguments_run_everything_at_full_size_on_embedded_and_say_mongodb_is
     assert options.backends == ("embedded",)
     assert options.skipped == (MONGODB_SKIPPED,)
     assert MONGODB_SKIPPED == "mongodb: skipped (LRS_MONGODB_URL not set)"
-    assert options.modes == ("inprocess", "celery")
+    assert options.modes == ("inprocess", "process", "celery")
+    assert options.derivation == "auto"
     assert options.redis_url == "redis://127.0.0.1:6379/0"
     assert options.name == "all-100000"
 
@@ -383,7 +548,7 @@ def test_store_size_and_singles() -> None:
     )
     assert (options.propagation.seconds, options.propagation.rate) == (5.0, 50.0)
     # An explicit rate applies to every mode.
-    assert [options.propagation.rate_of(m) for m in propagation.MODES] == [50.0, 50.0]
+    assert [options.propagation.rate_of(m) for m in propagation.MODES] == [50.0, 50.0, 50.0]
     assert options.propagation.statements_of("celery") == 250
     assert options.name == "all-5000"
     # A store smaller than the default singles keeps a tenth of it for singles.
@@ -404,17 +569,51 @@ def test_propagation_alone_with_one_mode() -> None:
     assert options.benchmark == "propagation" and options.modes == ("celery",)
     assert (options.propagation.batch_size, options.propagation.warmup) == (10, 0.0)
     assert options.name == "propagation"
+    process = _options("propagation", "--mode", "process", "--mode", "inprocess")
+    assert process.modes == ("process", "inprocess")
+    assert process.statements == 2 * 30_000
+
+
+def test_the_process_mode_runs_lrs_serve_with_a_derivation_process() -> None:
+    assert propagation.MODES == ("inprocess", "process", "celery")
+    assert set(propagation.LABELS) == set(propagation.MODES)
+    assert "derivation process" in propagation.LABELS["process"]
+    result = propagation.Result("process", "embedded", propagation.LABELS["process"])
+    result.processes = processes_note(1, "process", "api-process peak RSS")
+    assert result.notes() == [result.processes]
+    assert propagation.Result("inprocess", "embedded", "label").notes() == []
+
+
+def test_derivation_option_for_the_ingest_and_discovered_servers() -> None:
+    assert _options().derivation == "auto"
+    for value in ("auto", "inprocess", "process"):
+        assert _options("--derivation", value).derivation == value
+    options = _options("discovered", "--derivation", "process", "--workers", "2")
+    assert (options.derivation, options.workers) == ("process", 2)
+    outcome = discovered.DiscoveredOutcome("embedded", workers=2)
+    outcome.processes = processes_note(2, "process", "rss", "VmRSS, VmHWM")
+    assert (
+        "derivation=process api_processes=2 derivation_processes=1 "
+        "(rss: sum over them, VmRSS, VmHWM each)"
+    ) in outcome.notes(options.discovered)
 
 
 def test_header_shows_the_rate_of_each_mode_and_the_new_fields_at_the_end() -> None:
     env = {"commit": "0123456789abcdef", "tree": "clean", "cpus": 2, "python": "3.11.7"}
     header = _options().header(env)
-    assert header["format"] == 2
-    assert header["rate"] == "inprocess:1000,celery:500/s"
-    assert list(header)[-3:] == ["workers", "discovered", "validations"]
-    assert (header["workers"], header["discovered"], header["validations"]) == (1, 50_000, 20_000)
-    explicit = _options("--rate", "250", "--workers", "3").header(env)
-    assert (explicit["rate"], explicit["workers"]) == ("inprocess:250,celery:250/s", 3)
+    assert header["format"] == 3
+    assert header["rate"] == "inprocess:1000,process:1000,celery:500/s"
+    assert list(header)[-4:] == ["workers", "derivation", "discovered", "validations"]
+    assert (header["workers"], header["derivation"]) == (1, "auto")
+    assert (header["discovered"], header["validations"]) == (50_000, 20_000)
+    explicit = _options("--rate", "250", "--workers", "3", "--derivation", "inprocess")
+    assert (explicit.header(env)["rate"], explicit.header(env)["workers"]) == (
+        "inprocess:250,process:250,celery:250/s",
+        3,
+    )
+    assert explicit.header(env)["derivation"] == "inprocess"
+    line = header_line(explicit.header(env))
+    assert " workers=3 derivation=inprocess discovered=" in line
     celery_only = _options("propagation", "--mode", "celery", "--seconds", "10").header(env)
     assert (celery_only["rate"], celery_only["statements"]) == ("celery:500/s", 5000)
     assert _options("discovered").header(env)["statements"] == 50_000
@@ -424,9 +623,10 @@ def test_header_shows_the_rate_of_each_mode_and_the_new_fields_at_the_end() -> N
 def test_propagation_rates_default_per_mode() -> None:
     options = _options()
     assert options.propagation.rate is None
-    assert propagation.DEFAULT_RATES == {"inprocess": 1000.0, "celery": 500.0}
-    assert [options.propagation.rate_of(m) for m in propagation.MODES] == [1000.0, 500.0]
+    assert propagation.DEFAULT_RATES == {"inprocess": 1000.0, "process": 1000.0, "celery": 500.0}
+    assert [options.propagation.rate_of(m) for m in propagation.MODES] == [1000.0, 1000.0, 500.0]
     assert options.propagation.statements_of("inprocess") == 30_000
+    assert options.propagation.statements_of("process") == 30_000
     assert options.propagation.statements_of("celery") == 15_000
 
 
@@ -504,6 +704,8 @@ def test_the_bench_statements_pass_the_validator_and_the_parser() -> None:
         ["--backend", "mongodb"],  # without LRS_MONGODB_URL
         ["--workers", "0"],
         ["--workers", "65"],
+        ["--derivation", "celery"],  # needs Redis and a worker: the propagation mode only
+        ["--derivation", "threads"],
         ["--validations", "0"],
         ["--discovered-statements", "0"],
         ["discovered", "--statements", "3000"],  # sizes the ingest store, not this one
