@@ -7,6 +7,7 @@ the columns of the printed report, whatever the figures or the failures of a run
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -716,3 +717,23 @@ def test_bad_arguments_exit_with_status_2(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         _options(*argv)
     assert exit_info.value.code == 2
+
+
+def test_the_client_does_not_collect_garbage_during_a_measured_phase() -> None:
+    """The bench client's collector would stall its requests in flight (tens of ms), which the
+    latency figures would blame on the server: it is paused for the phase, then back on."""
+    import gc
+
+    from bench.stats import measure
+
+    seen: list[bool] = []
+
+    async def call(job: int) -> int:
+        seen.append(gc.isenabled())
+        await asyncio.sleep(0)
+        return 1
+
+    assert gc.isenabled()
+    result = asyncio.run(measure("phase", "requests/s", range(5), call, 2))
+    assert seen == [False] * 5 and result.requests == 5
+    assert gc.isenabled()
