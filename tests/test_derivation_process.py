@@ -19,6 +19,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
+from lrs.api.courses import save_course
 from lrs.config import Settings
 from lrs.derivation_process import HEARTBEAT_PREFIX, derive_forever, deriving_settings
 from lrs.progress.catalogue import CourseDefinition
@@ -129,6 +130,18 @@ async def test_the_api_only_stores_and_the_derivation_process_derives(tmp_path: 
                 _, event = await asyncio.wait_for(events.get(), 10)
                 if event["record"]["status"] == "completed":
                     completed.add(event["record"]["learner"])
+
+            # A course redefined through the API is re-derived by the derivation process too
+            # (its pending marker is the hand-over): a fourth page makes everyone in progress.
+            definition["modules"][0]["content"] = [*PAGES, f"{COURSE}/page3"]
+            course = CourseDefinition.model_validate(definition).to_course(COURSE)
+            await save_course(api, STORE, course, definition)
+
+            async def rederived() -> bool:
+                records = await api.progress.find(STORE, course=COURSE, limit=100)
+                return {(r["status"], r["required"]) for r in records} == {("in_progress", 4)}
+
+            await _until(rederived)
         beats = await api.database["heartbeats"].find({})
         here = f"{HEARTBEAT_PREFIX}{socket.gethostname()}:{os.getpid()}"
         assert [b["name"] for b in beats] == [here]
