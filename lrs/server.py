@@ -78,6 +78,7 @@ def serving_settings(settings: Settings, cores: int | None = None) -> Settings:
         and not settings.redis_url
         and settings.storage_kind == "embedded"
         and cores >= 2
+        and hasattr(os, "fork")  # the supervisor forks (not on Windows)
     ):
         return settings.model_copy(update={"derivation": "process"})
     return settings
