@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from lrs.events import EventBus
@@ -91,6 +91,24 @@ class _Plan:
     folds: dict[Pair, list[dict[str, Any]]] = field(default_factory=dict)
     recompute: set[Pair] = field(default_factory=set)
     modules: dict[ModuleKey, Module] = field(default_factory=dict)
+    # A discovered module's partial views (one per statement context), until `merge_views`.
+    views: dict[ModuleKey, list[Module]] = field(default_factory=dict)
+
+    def add_view(self, module: Module) -> None:
+        key = (module.course_id, module.id)
+        if module.discovered:
+            self.views.setdefault(key, []).append(module)
+        else:
+            self.modules[key] = module
+
+    def merge_views(self) -> None:
+        """Each discovered module's views as one, built once per round: merged statement by
+        statement, the view was rebuilt at each statement that discovered an item, a cost that
+        grew with the square of the items a round discovers."""
+        for key, views in self.views.items():
+            known = self.modules.get(key)
+            self.modules[key] = _merged([known, *views] if known is not None else views)
+        self.views.clear()
 
     def pairs(self) -> list[Pair]:
         return sorted(set(self.folds) | self.recompute, key=lambda p: (*p[:3], p[3] or ""))
@@ -325,8 +343,7 @@ class Deriver:
                 continue  # voided: its voiding statement's round recomputes without it
             statement = _parsed(doc)
             for module in (yield from lookup.modules(statement, discover=True)):
-                key = (module.course_id, module.id)
-                plan.modules[key] = _merged(plan.modules.get(key), module)
+                plan.add_view(module)
                 pair = self._pair(doc["learner"], module, statement)
                 plan.folds.setdefault(pair, []).append(statement)
                 if pair[3] is not None:
@@ -357,8 +374,10 @@ class Deriver:
     ) -> Work[list[tuple[Pair, dict[str, Any], dict[str, Any] | None, bool]]]:
         """Each pair's new record (its statements folded into the one read, or recomputed),
         with the record read, where it changes: what `_write` writes."""
+        plan.merge_views()
         records = yield from records_work(store, [record_key(*p) for p in pairs])
         folds = {pair: plan.folds[pair] for pair in pairs if pair in plan.folds}
+        headers: dict[ModuleKey, Module] = {}  # discovered modules: their assessments only
         if recheck:
             yield from _drop_voided(store, folds)
         planned: list[tuple[Pair, dict[str, Any], dict[str, Any] | None, bool]] = []
@@ -369,7 +388,7 @@ class Deriver:
             facts: Facts | None = None
             if pair not in plan.recompute and (record is None or "facts" in record):
                 facts = Facts.from_doc(record["facts"]) if record is not None else Facts()
-                view = _view(module, facts)
+                view = _pair_view(module, facts, folds.get(pair, []), headers)
                 profile = self.profiles.get(module.profile)
                 for statement in folds.get(pair, []):
                     facts = fold(view, profile, facts, statement)
@@ -768,15 +787,45 @@ def _trigger(statements: list[dict[str, Any]], moment: str) -> dict[str, Any] | 
     return max(before, key=lambda t: (t[0], t[1]))[2] if before else None
 
 
-def _merged(known: Module | None, module: Module) -> Module:
-    """Two partial views of one discovered module (from different statements) as one."""
-    if known is None or not module.discovered or known is module:
+def _merged(views: list[Module]) -> Module:
+    """Partial views of one discovered module (from different statements) as one: the last
+    one's items (its assessments are the latest word on roles) and every other's, with the
+    largest item count."""
+    distinct = list({id(view): view for view in views}.values())
+    last = distinct[-1]
+    if len(distinct) == 1:
+        return last  # the usual case: the statements of a round share their contexts
+    total = max(view.item_total or 0 for view in distinct)
+    items = {item.id for view in distinct for item in view.items}
+    if total == last.item_total and len(items) == len(last.items):
+        return last
+    return with_items(last, items, total)
+
+
+def _pair_view(
+    module: Module,
+    facts: Facts,
+    statements: list[dict[str, Any]],
+    headers: dict[ModuleKey, Module],
+) -> Module:
+    """A discovered module as one learner's fold and summary need it: its assessments, the
+    items the learner has facts about and the items these statements touch. The items the
+    round discovered through other learners' statements are left out (an item without facts
+    counts for nothing), so that a pair costs what its own items cost, however many items the
+    round or the module holds."""
+    if not module.discovered or module.item_total is None:
         return module
-    total = max(known.item_total or 0, module.item_total or 0)
-    if total == known.item_total and all(known.item(i.id) for i in module.items):
-        return known  # nothing new (the usual case: statements of one round share modules)
-    items = {item.id for item in known.items} | {item.id for item in module.items}
-    return with_items(module, items, total)
+    key = (module.course_id, module.id)
+    if key not in headers:
+        assessments = tuple(item for item in module.items if item.role == "assessment")
+        headers[key] = replace(module, items=assessments)
+    touched = {
+        item.id
+        for statement in statements
+        for activity in linked_ids(statement)
+        if (item := module.item(activity)) is not None
+    }
+    return with_items(headers[key], set(facts.items) | touched, module.item_total)
 
 
 def _view(module: Module, facts: Facts) -> Module:
