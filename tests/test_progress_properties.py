@@ -784,3 +784,66 @@ async def test_leftover_not_started_record_depends_on_order(lrs: LRS) -> None:
     # Ada (view, then its voiding) and Bob (voiding, then the view) sent the same statements.
     assert summaries[0] == summaries[1]
     assert summary.json()["modules"][1]["learners"] in (0, 2)
+
+
+def test_a_round_that_discovers_many_items_derives_as_rounds_of_one_statement() -> None:
+    """A round merges the views of a discovered module its statements discover items of once,
+    and folds each learner against its own items only (lrs.progress.deriver: _merged,
+    _pair_view): the records equal those of deriving the statements one round each."""
+    module = "http://example.com/discovered/m"
+    learners = [{"mbox": f"mailto:d{i}@example.com"} for i in range(4)]
+    rng = random.Random(7)
+    statements: list[Statement] = []
+    for n in range(40):
+        learner = learners[n % 4]
+        page = f"{module}/page{rng.randrange(25)}"
+        statement = {
+            "id": _statement_id(n),
+            "actor": learner,
+            "verb": {"id": "http://adlnet.gov/expapi/verbs/experienced"},
+            "object": {"objectType": "Activity", "id": page},
+            "context": {"contextActivities": {"parent": [{"id": module}]}},
+            "timestamp": (BASE + timedelta(minutes=n)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        if n % 9 == 5:  # a judged item: the module's assessment from then on
+            statement["object"]["id"] = f"{module}/quiz"
+            statement["verb"]["id"] = "http://adlnet.gov/expapi/verbs/passed"
+            statement["result"] = {"success": True, "score": {"scaled": 0.5 + n / 100}}
+        statements.append(statement)
+
+    async def derived(rounds: int) -> dict[tuple[str, str, str], dict[str, Any]]:
+        settings_ = Settings(storage="memory", redis_url=None, derivation="inprocess")
+        services = build_services(settings_, _memory_database(Scheduler(random.Random(1))))
+        ids: list[str] = []
+        services.after_store[:] = [lambda store, new, token: ids.extend(new)]
+        await services.start(background=False)
+        try:
+            for start in range(0, len(statements), 10):
+                batch = statements[start : start + 10]
+                await store_statements(services, CREDENTIAL, batch, version="1.0.3")
+            if rounds == 1:
+                await services.deriver.derive_statements(STORE, list(ids))
+            else:
+                for statement_id in ids:
+                    await services.deriver.derive_statements(STORE, [statement_id])
+            records = await services.progress.find(STORE, limit=1000, include_not_started=True)
+            for course, module_id in {(r["course"], r["module"]) for r in records}:
+                await services.deriver.resummarize(STORE, course, module_id)
+            records = await services.progress.find(STORE, limit=1000, include_not_started=True)
+            # Recomputed from the statements against the complete module: nothing changes.
+            for course in {r["course"] for r in records}:
+                assert await services.deriver.derive_course(STORE, course) == 0
+            return {
+                (r["learner"], r["course"], r["module"]): {
+                    k: v for k, v in r.items() if k not in VOLATILE
+                }
+                for r in records
+            }
+        finally:
+            await services.close()
+
+    together = asyncio.run(derived(rounds=1))
+    one_by_one = asyncio.run(derived(rounds=len(statements)))
+    assert len(together) == len(learners)
+    assert all(r["discovered"] and r["items"] for r in together.values())
+    assert together == one_by_one
