@@ -52,19 +52,16 @@ async def derive_forever(services: Services, poll: float = POLL_SECONDS) -> None
     dispatcher = services.dispatcher
     if not isinstance(dispatcher, InProcessDispatcher):
         raise TypeError("build the derivation process's services from deriving_settings()")
-    name = f"{HEARTBEAT_PREFIX}{socket.gethostname()}:{os.getpid()}"
-    next_beat = 0.0
     quiet_since: int | None = None  # the change mark when the last look found nothing
     next_look = 0.0
     last_work = 0.0
     await dispatcher.start()
+    # On a task of its own: a look at the outbox under a backlog lasts as long as the backlog.
+    beating = asyncio.create_task(_beat_forever(services))
     try:
         while True:
             found = 0
             try:
-                if time.monotonic() >= next_beat:
-                    await _beat(services, name)
-                    next_beat = time.monotonic() + HEARTBEAT_SECONDS
                 # Read before the look: a write committed during it moves the mark again.
                 mark = await services.database.change_mark()
                 now = time.monotonic()
@@ -85,13 +82,24 @@ async def derive_forever(services: Services, poll: float = POLL_SECONDS) -> None
                 resting = time.monotonic() - last_work > REST_AFTER_SECONDS
                 await asyncio.sleep(poll * REST_FACTOR if resting else poll)
     finally:
+        beating.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beating
         await dispatcher.close()
 
 
-async def _beat(services: Services, name: str) -> None:
-    await services.database["heartbeats"].update_one(
-        {"_id": name}, {"$set": {"name": name, "at": time.time()}}, upsert=True
-    )
+async def _beat_forever(services: Services) -> None:
+    name = f"{HEARTBEAT_PREFIX}{socket.gethostname()}:{os.getpid()}"
+    while True:
+        try:
+            await services.database["heartbeats"].update_one(
+                {"_id": name}, {"$set": {"name": name, "at": time.time()}}, upsert=True
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the store is away: /ready will say so
+            log.exception("could not record the derivation process's heartbeat")
+        await asyncio.sleep(HEARTBEAT_SECONDS)
 
 
 async def _main(settings: Settings) -> None:

@@ -233,3 +233,44 @@ async def test_lrs_serve_runs_a_derivation_process_that_is_replaced_when_it_dies
         server.stop()
     assert server.process.returncode == 0, server.text()
     assert "Traceback" not in server.text(), server.text()
+
+
+async def test_the_heartbeat_goes_on_while_a_long_backlog_is_derived(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A look at the outbox under a large backlog lasts as long as the backlog: the heartbeat
+    that /ready checks must not wait for it (the API would be reported not ready under load)."""
+    from lrs import derivation_process
+
+    monkeypatch.setattr(derivation_process, "HEARTBEAT_SECONDS", 0.02)
+    settings = Settings(storage="embedded", data_dir=tmp_path, redis_url=None, derivation="process")
+    services = build_services(deriving_settings(settings))
+    await services.start(background=False)
+    looking = asyncio.Event()
+
+    async def endless_look(grace: float | None = None) -> int:
+        looking.set()
+        await asyncio.sleep(3600)
+        return 0
+
+    monkeypatch.setattr(services.dispatcher, "sweep", endless_look)
+    task = asyncio.create_task(derive_forever(services))
+    try:
+        await asyncio.wait_for(looking.wait(), 10)
+        heartbeats = services.database["heartbeats"]
+
+        async def beat_time() -> float:
+            docs = await heartbeats.find({})
+            return max((doc["at"] for doc in docs), default=0.0)
+
+        first = await beat_time()
+        await _until(lambda: _later(beat_time, first))
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await services.close()
+
+
+async def _later(read: Any, than: float) -> bool:
+    return await read() > than
