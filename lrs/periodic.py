@@ -19,12 +19,14 @@ class Periodic:
         self._log = log
         self._what = what
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def start(self) -> None:
+        self._stopping = False
         self._task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self._step()
             except asyncio.CancelledError:
@@ -34,7 +36,14 @@ class Periodic:
             await asyncio.sleep(self._interval)
 
     async def stop(self) -> None:
-        if self._task:
+        if self._task is None:
+            return
+        # A flag as well as cancel(): Python 3.11's wait_for (in a step, e.g. a broker call
+        # with a timeout) can swallow a cancellation that races with its timeout; the loop
+        # then went on, and shutdown waited for it for ever.
+        self._stopping = True
+        while not self._task.done():
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait({self._task}, timeout=1.0)
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            self._task.result()
