@@ -312,7 +312,7 @@ async def _offer(
     interval = config.batch_size / rate
     errors = 0
     tasks: set[asyncio.Task[None]] = set()
-    reasons = collections.Counter[str]()
+    reasons = failures if failures is not None else collections.Counter[str]()
     in_flight = asyncio.Semaphore(config.max_in_flight)
 
     async def send(batch: list[tuple[tuple[str, str], int, dict]]) -> None:
@@ -357,8 +357,6 @@ async def _offer(
     sent = min(time.perf_counter(), stop) - start
     if tasks:
         await asyncio.wait(tasks, timeout=config.drain_timeout + 60)
-    if failures is not None:
-        failures.update(reasons)
     return sent, errors, unsent
 
 

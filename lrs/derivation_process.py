@@ -25,6 +25,7 @@ import time
 from lrs.config import Settings
 from lrs.progress.dispatch import InProcessDispatcher
 from lrs.services import Services, build_services
+from lrs.storage import heartbeats
 
 log = logging.getLogger("lrs.derivation")
 
@@ -92,9 +93,7 @@ async def _beat_forever(services: Services) -> None:
     name = f"{HEARTBEAT_PREFIX}{socket.gethostname()}:{os.getpid()}"
     while True:
         try:
-            await services.database["heartbeats"].update_one(
-                {"_id": name}, {"$set": {"name": name, "at": time.time()}}, upsert=True
-            )
+            await heartbeats.record(services.database, name)
         except asyncio.CancelledError:
             raise
         except Exception:  # the store is away: /ready will say so

@@ -44,9 +44,9 @@ class Server(uvicorn.Server):
 
 
 def serve(settings: Settings, host: str, port: int, log_level: str, **options: Any) -> None:
-    """Serve on (host, port): in this process, or under a supervisor (`_supervise`) with
-    `settings.workers` > 1 API processes sharing one listening socket and, with
-    LRS_DERIVATION=process, a derivation process."""
+    """Serve on (host, port) with `settings` as `serving_settings` resolved them: in this
+    process, or under a supervisor (`_supervise`) with `settings.workers` > 1 API processes
+    sharing one listening socket and, with LRS_DERIVATION=process, a derivation process."""
     # A request allocates thousands of short-lived objects (JSON, documents, index keys) that
     # reference counting frees; the default threshold (700) runs the cycle collector every few
     # hundred of them, about a tenth of the CPU under load for no garbage found. Measured with
@@ -55,7 +55,6 @@ def serve(settings: Settings, host: str, port: int, log_level: str, **options: A
     # stopped the process for 25-40 ms (every second or two under batch ingestion), at 20,000
     # for 6-10 ms, at the same throughput.
     gc.set_threshold(20_000, 50, 100)
-    settings = serving_settings(settings)
     if settings.workers > 1 or settings.derivation_mode == "process":
         _supervise(settings, host, port, log_level, **options)
     else:

@@ -27,28 +27,12 @@ from lrs.progress.dispatch import ElsewhereDispatcher, InProcessDispatcher
 from lrs.progress.live import StorePollingBus
 from lrs.server import serving_settings
 from lrs.services import build_services
-from lrs.storage.credentials import Credential
-from tests.test_progress_e2e import (
-    LOOPBACK,
-    ChildProcess,
-    EventStream,
-    _lrs,
-    basic,
-    child_env,
-    free_port,
-)
+from tests.test_progress_e2e import EventStream, basic, child_env, start_api_process
+from tests.test_progress_properties import CREDENTIAL, STORE
 
 COURSE = "http://example.com/courses/derivation-process"
 MODULE = f"{COURSE}/m1"
 PAGES = [f"{COURSE}/page{i}" for i in range(3)]
-STORE = "default"
-CREDENTIAL = Credential(
-    key="process",
-    store=STORE,
-    scopes=frozenset({"all"}),
-    name="test",
-    authority={"objectType": "Agent", "account": {"homePage": "http://lrs.test", "name": "p"}},
-)
 
 
 def _statement(learner: str, page: str, minute: int) -> dict[str, Any]:
@@ -157,30 +141,19 @@ async def test_the_api_only_stores_and_the_derivation_process_derives(tmp_path: 
 async def test_lrs_serve_runs_a_derivation_process_that_is_replaced_when_it_dies(
     tmp_path: Path,
 ) -> None:
-    port = free_port()
     key, secret = "process", secrets.token_urlsafe(18)
     env = child_env(
         LRS_STORAGE="embedded",
         LRS_DATA_DIR=str(tmp_path / "data"),
         LRS_ADMIN_KEY=key,
         LRS_ADMIN_SECRET=secret,
-        LRS_PUBLIC_URL=f"http://{LOOPBACK}:{port}",
     )
-    command = _lrs(
-        "serve", "--host", LOOPBACK, "--port", str(port), "--derivation", "process",
-        "--log-level", "info",
-    )  # fmt: skip
-    server = ChildProcess(command, env, tmp_path / "serve.log")
-    base_url = f"http://{LOOPBACK}:{port}"
-
-    def answers() -> bool:
-        try:
-            return httpx.get(f"{base_url}/ready", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
+    # Ready: the derivation process has beaten (GET /ready needs its heartbeat).
+    server = start_api_process(
+        env, tmp_path, "serve", args=("--derivation", "process"), ready_path="/ready"
+    )
+    base_url = server.base_url
     try:
-        server.wait_for(answers, "lrs serve --derivation process")
         headers = {"Authorization": basic(key, secret), "X-Experience-API-Version": "1.0.3"}
         definition = {"title": "Process", "modules": [{"id": MODULE, "content": PAGES}]}
         async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=15) as client:

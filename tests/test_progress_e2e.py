@@ -401,18 +401,28 @@ def child_env(**values: str) -> dict[str, str]:
     return env
 
 
-def start_api_process(env: dict[str, str], workdir: Path, name: str = "api") -> ChildProcess:
-    """`lrs serve` on a free loopback port; `env` must hold the LRS_ settings."""
+def start_api_process(
+    env: dict[str, str],
+    workdir: Path,
+    name: str = "api",
+    *,
+    args: tuple[str, ...] = (),
+    ready_path: str = "/xapi/about",
+) -> ChildProcess:
+    """`lrs serve` (with `args`) on a free loopback port, once `ready_path` answers 200; `env`
+    must hold the LRS_ settings."""
     port = free_port()
     env = {**env, "LRS_HOST": LOOPBACK, "LRS_PORT": str(port)}
     env["LRS_PUBLIC_URL"] = f"http://{LOOPBACK}:{port}"
-    command = _lrs("serve", "--host", LOOPBACK, "--port", str(port), "--log-level", "warning")
+    command = _lrs(
+        "serve", "--host", LOOPBACK, "--port", str(port), "--log-level", "warning", *args
+    )
     child = ChildProcess(command, env, workdir / f"{name}.log")
     child.base_url = f"http://{LOOPBACK}:{port}"
 
     def answers() -> bool:
         try:
-            return httpx.get(f"{child.base_url}/xapi/about", timeout=2).status_code == 200
+            return httpx.get(f"{child.base_url}{ready_path}", timeout=2).status_code == 200
         except httpx.TransportError:
             return False
 

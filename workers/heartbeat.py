@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Any
 
+from lrs.storage import heartbeats
 from workers import runtime
 
 INTERVAL_SECONDS = 15.0  # well inside the API's 60 s staleness limit
@@ -22,9 +22,7 @@ def beat(name: str) -> None:
     """Record one heartbeat for the worker `name` now."""
 
     async def record(services: Any) -> None:
-        await services.database["heartbeats"].update_one(
-            {"_id": name}, {"$set": {"name": name, "at": time.time()}}, upsert=True
-        )
+        await heartbeats.record(services.database, name)
 
     runtime.run(record)
 

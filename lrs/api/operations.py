@@ -17,6 +17,7 @@ from lrs.api import openapi
 from lrs.derivation_process import HEARTBEAT_PREFIX as DERIVATION_PROCESS_PREFIX
 from lrs.observability import Metrics
 from lrs.services import Services
+from lrs.storage import heartbeats
 
 router = APIRouter()
 
@@ -155,7 +156,7 @@ async def _workers(services: Services) -> dict[str, Any]:
     mode = services.settings.derivation_mode
     if mode == "inprocess":
         return {"mode": "inprocess"}
-    beats = await services.database["heartbeats"].find({}, sort=[("at", -1)], limit=20)
+    beats = await heartbeats.latest(services.database)
     fresh = [
         b["name"]
         for b in beats

@@ -681,7 +681,7 @@ class EmbeddedStore:
         created an index or marked one multikey)."""
         if self._refreshed:
             return
-        version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        version = self.data_version()
         if version != self._seen_version:
             self._seen_version = version
             # Another process writing all the time (`--workers`, the derivation process) moves
