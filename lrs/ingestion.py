@@ -32,6 +32,16 @@ from lrs.xapi.validation import StatementValidationError, validate_statement
 AfterStore = Callable[[str, list[str], str], None]
 
 
+@dataclass(frozen=True)
+class Stored:
+    """What storing a batch gave: every statement of the request as completed (ids set), and,
+    where the store can tell it without another read, an X-Experience-API-Consistent-Through
+    value that is true once the batch is acknowledged (None: ask the store)."""
+
+    statements: list[dict[str, Any]]
+    consistent_through: int | None
+
+
 class IngestionError(Exception):
     """A request the LRS refuses; `status` is the HTTP status to answer (nothing was stored)."""
 
@@ -56,9 +66,9 @@ class Ingestion:
         version: str,
         as_list: bool = True,
         parts: list[AttachmentPart] | None = None,
-    ) -> list[dict[str, Any]]:
-        """Validate, complete and store a batch all-or-nothing; returns every statement of the
-        request as completed (ids set). Raises IngestionError (400, 409, 503)."""
+    ) -> Stored:
+        """Validate, complete and store a batch all-or-nothing (see `Stored`). Raises
+        IngestionError (400, 409, 503)."""
         parts = parts or []
         prepared = prepare(statements, as_list, parts, credential, version)
         # Compare what the client sent, not what the LRS added (timestamp, stored, authority):
@@ -93,7 +103,7 @@ class Ingestion:
             assert committed.token is not None
             for hook in self.after_store:
                 hook(credential.store, ids, committed.token)
-        return prepared
+        return Stored(prepared, self.statements.consistent_through_after(committed))
 
 
 def prepare(

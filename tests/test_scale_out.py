@@ -8,7 +8,8 @@ proxy, seen through HTTP only.
   API the statement came through (Redis pub/sub fans each change out to every API process).
 - `X-Experience-API-Consistent-Through` is truthful across processes: every statement stored at
   or before the value API A gives is in that answer of API A, statements POSTed through API B
-  meanwhile included.
+  meanwhile included; and every statement stored at or before the value of a POST's answer
+  from API B is in any answer of API A that starts after it.
 
 The store is the embedded one in a temporary directory (SQLite locking makes it shareable), or
 the MongoDB of LRS_TEST_MONGODB_URL when set; Redis is the test Redis, with a Celery queue and
@@ -280,6 +281,12 @@ async def test_consistent_through_is_truthful_across_processes(scale_out: ScaleO
                 for _ in range(batches):
                     answer = await api_b.post("/xapi/statements", json=batch())
                     assert answer.status_code == 200, answer.text
+                    # A POST's value (its own stored key on the embedded store) vouches for
+                    # every statement stored at or before it, to any read that starts after.
+                    through = answer.headers["X-Experience-API-Consistent-Through"]
+                    after = await api_a.get("/xapi/statements", params=query)
+                    assert after.status_code == 200, after.text
+                    observations.append((through, {s["id"] for s in after.json()["statements"]}))
             finally:
                 writing = False
 

@@ -69,6 +69,9 @@ def response_version(request_version: str | None, default: str = LATEST_2X) -> s
 
 # Computes the X-Experience-API-Consistent-Through value (lrs.api.consistency).
 ConsistentThrough = Callable[[], Awaitable[str]]
+# Where a handler that already knows a truthful value leaves it (request state), so that the
+# response does not cost another read of the store (lrs.api.consistency).
+KNOWN_CONSISTENT_THROUGH = "known_consistent_through"
 
 
 class XAPIMiddleware:
@@ -112,7 +115,11 @@ class XAPIMiddleware:
                 if is_statements and self.consistent_through is not None:
                     # Communication 2.1.3.s2.b5: on all responses to Statements resource
                     # requests, whatever the status.
-                    value = through["value"] or await self.consistent_through()
+                    value = (
+                        through["value"]
+                        or state.get(KNOWN_CONSISTENT_THROUGH)
+                        or await self.consistent_through()
+                    )
                     headers.append((_CONSISTENT_THROUGH, value.encode()))
                 message["headers"] = headers
             await send(message)

@@ -9,10 +9,11 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from lrs.api import statements_openapi as doc
+from lrs.api.consistency import set_consistent_through
 from lrs.api.errors import XAPIError, bad_request
 from lrs.api.paths import decode_cursor, encode_cursor, int_param, single_params
 from lrs.auth import current_credential, has_scope, require_scope
-from lrs.ingestion import IngestionError
+from lrs.ingestion import IngestionError, Stored
 from lrs.services import Services
 from lrs.storage.credentials import Credential
 from lrs.storage.statements import StatementQuery
@@ -126,7 +127,7 @@ async def store_statements(
     version: str,
     as_list: bool = True,
     parts: list[AttachmentPart] | None = None,
-) -> list[dict[str, Any]]:
+) -> Stored:
     """The ingestion use case (lrs.ingestion), its refusals as xAPI errors."""
     try:
         return await services.ingestion.store(
@@ -144,7 +145,7 @@ async def _store(
     as_list: bool,
     parts: list[AttachmentPart],
 ) -> list[dict[str, Any]]:
-    return await store_statements(
+    stored = await store_statements(
         services_of(request),
         credential,
         statements,
@@ -152,6 +153,10 @@ async def _store(
         as_list=as_list,
         parts=parts,
     )
+    if stored.consistent_through is not None:
+        # The version middleware puts it on the response without asking the store again.
+        set_consistent_through(request, stored.consistent_through)
+    return stored.statements
 
 
 def _statement_headers(services: Services, last_stored: str | None = None) -> dict[str, str]:

@@ -270,6 +270,13 @@ class StatementRepository:
         oldest = await self.database.run(oldest_batch(), write=False)
         return now if oldest is None else min(now, oldest - 1)
 
+    def consistent_through_after(self, committed: Committed) -> int | None:
+        """A Consistent-Through value known without another read once `committed` is: on the
+        embedded store its own stored key (keys are taken in commit order under the write lock,
+        so every smaller key committed before it, and it commits with the batch). None
+        elsewhere, where earlier batches may still be in flight (`consistent_through`)."""
+        return committed.stored_key if self.database.context.atomic else None
+
     async def get_attachments(self, store: str, sha2s: Iterable[str]) -> list[dict[str, Any]]:
         return await AttachmentRepository(self.attachments).get_many(store, sha2s)
 
