@@ -87,6 +87,12 @@ def _millis(value: datetime.datetime) -> int:
 
 def _index_key(value: Any) -> tuple[int, Any]:
     """The (type rank, SQLite value) an index stores for one scalar, ordered like MongoDB."""
+    # The common exact types first: every write computes a dozen keys or more.
+    kind = type(value)
+    if kind is str:
+        return (_STRING, value)
+    if kind is int and -(2**63) <= value < 2**63:
+        return (_NUMBER, value)
     if value is None or value is MISSING:
         return (_NULL, 0)
     if isinstance(value, bool):
@@ -435,7 +441,8 @@ class _Index:
         expanded = 0
         for parts in self.paths:
             keys: list[tuple[int, Any]] = []
-            values = _path_values(doc, parts)
+            # A top-level field (most are) needs no walk through the document.
+            values = [doc.get(parts[0], MISSING)] if len(parts) == 1 else _path_values(doc, parts)
             if len(values) > 1:
                 expanded |= 1 << len(per_field)
             for value in values:
@@ -447,6 +454,8 @@ class _Index:
                 else:
                     keys.append(_index_key(value))
             per_field.append(keys)
+        if not expanded:  # one value per field: one row
+            return {tuple(itertools.chain.from_iterable(keys[0] for keys in per_field))}, 0
         rows = {
             tuple(itertools.chain.from_iterable(combo)) for combo in itertools.product(*per_field)
         }
