@@ -439,3 +439,37 @@ async def test_resuming_with_a_clock_based_id_from_before_the_upgrade(lrs: LRS) 
     replayed = await catch_up(lrs, before)
     assert [r["module"] for _, r in replayed] == [M1]
     assert await catch_up(lrs, str(time.time_ns() // 1000 + 1_000_000)) == []
+
+
+async def test_listing_pages_read_in_slices_give_every_record_once(lrs: LRS, monkeypatch) -> None:
+    """GET /progress reads a page a slice at a time (memory): whatever the slice, page and
+    cursor, the pages list every record once, in order, and the last page says no more."""
+    import lrs.api.progress as progress_api
+
+    await put_course(lrs)
+    learners = [{"objectType": "Agent", "mbox": f"mailto:l{n}@example.com"} for n in range(7)]
+    await post(
+        lrs,
+        *[stmt("experienced", PAGE1, actor=a) for a in learners],
+        *[stmt("experienced", VIDEO, actor=a) for a in learners[:4]],
+    )
+    whole = await lrs.client.get("/progress", params={"course": COURSE, "limit": "1000"})
+    assert whole.status_code == 200 and whole.json()["more"] == ""
+    expected = [(r["learner"], r["module"]) for r in whole.json()["records"]]
+    assert len(expected) == 11 and expected == sorted(expected)
+    for slice_size in (1, 2, 3, 200):
+        monkeypatch.setattr(progress_api, "_PAGE_SLICE", slice_size)
+        for limit in (1, 3, 4, 11, 12):
+            seen: list[tuple[str, str]] = []
+            url = f"/progress?course={quote(COURSE, safe='')}&limit={limit}"
+            pages = 0
+            while url:
+                response = await lrs.client.get(url)
+                assert response.status_code == 200, response.text
+                body = response.json()
+                assert len(body["records"]) <= limit
+                seen += [(r["learner"], r["module"]) for r in body["records"]]
+                url = body["more"]
+                pages += 1
+            assert seen == expected, (slice_size, limit)
+            assert pages == max(1, -(-len(expected) // limit)), (slice_size, limit)
