@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from lrs.auth import has_scope
@@ -56,7 +56,9 @@ class Ingestion:
     statements: StatementRepository
     activities: ActivityRepository
     metrics: Metrics
-    after_store: list[AfterStore]
+    after_store: list[AfterStore]  # derivation: every batch that stored something new
+    # Federation: those batches that left a `forward` entry (lrs.storage.statement_writes).
+    after_forward: list[AfterStore] = field(default_factory=list)
 
     async def store(
         self,
@@ -102,6 +104,8 @@ class Ingestion:
             ids = [s["id"] for s in committed.fresh]
             assert committed.token is not None
             for hook in self.after_store:
+                hook(credential.store, ids, committed.token)
+            for hook in self.after_forward if committed.forward else []:
                 hook(credential.store, ids, committed.token)
         return Stored(prepared, self.statements.consistent_through_after(committed))
 

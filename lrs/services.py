@@ -49,8 +49,10 @@ class Services:
     bus: EventBus
     deriver: Deriver
     dispatcher: Dispatcher
-    # Told of every batch that stored something new (derivation, federation); see Ingestion.
+    # Told of every batch that stored something new (derivation); see Ingestion.
     after_store: list[AfterStore] = field(default_factory=list)
+    # Told of every such batch that left a `forward` entry (federation); see Ingestion.
+    after_forward: list[AfterStore] = field(default_factory=list)
     metrics: Metrics = field(default_factory=Metrics)
     # Forwarding and pulling (lrs.federation); set by build_services.
     federation: Federation = field(default=None)  # type: ignore[assignment]
@@ -180,10 +182,14 @@ def build_services(settings: Settings, database: Database | None = None) -> Serv
     deriver.emit = services.store_own_statements
     deriver.own_authority = services.own_authority()
     services.ingestion = Ingestion(
-        statements, services.activities, services.metrics, services.after_store
+        statements,
+        services.activities,
+        services.metrics,
+        services.after_store,
+        services.after_forward,
     )
     services.after_store.append(dispatcher.after_store)
     # Pulled statements go through the same path as the API's, hooks included.
     services.federation = Federation(settings, database, statements, services.ingestion.store)
-    services.after_store.append(services.federation.after_store)
+    services.after_forward.append(services.federation.after_store)
     return services

@@ -69,7 +69,9 @@ async def services(request: pytest.FixtureRequest, tmp_path: Any) -> Any:
         else open_database(settings)
     )
     built = build_services(settings, database)
-    built.after_store.clear()  # no derivation: only the write path is under test
+    # No derivation or forwarding: only the write path is under test.
+    built.after_store.clear()
+    built.after_forward.clear()
     await built.start(background=False)
     yield built
     await built.close()
@@ -159,6 +161,7 @@ async def test_a_batch_whose_writer_died_is_aborted_and_frees_its_ids(tmp_path: 
     settings = Settings(storage="memory", redis_url=None, statement_write_lease=0.05)
     built = build_services(settings)
     built.after_store.clear()
+    built.after_forward.clear()
     await built.start(background=False)
     try:
         a = str(uuid.uuid4())

@@ -805,3 +805,26 @@ async def test_a_creation_that_died_before_catching_up_is_finished_by_the_sweep(
     await eventually(lambda: peer.ids() == set(racing), message="the sweep to catch up")
     created = await federation.destinations.get("default", destination["id"])
     assert created is not None and created["caught_up"] is True
+
+
+async def test_a_batch_stored_while_its_store_has_no_destination_owes_no_forwarding(
+    sender: Sender, peer: Peer
+) -> None:
+    """Embedded store: a batch committed while the store has no destination leaves no
+    `forward` entry (no fan-out to run, nothing to delete); one committed once a destination
+    exists does, and is delivered. Elsewhere (memory, MongoDB) every batch leaves one."""
+    federation = sender.services.federation
+    outbox = sender.services.statements.outbox
+    await federation.driver.close()  # entries stay where the batches left them
+    early = await sender.post([make_statement(0), make_statement(1)])
+    owed_early = await outbox.owed("forward", "default", early)
+    atomic = sender.services.database.context.atomic
+    assert owed_early == (set() if atomic else set(early))
+
+    destination = await sender.create_destination(peer)
+    late = await sender.post([make_statement(2)])
+    assert await outbox.owed("forward", "default", late) == set(late)
+    await federation.driver.start()
+    await eventually(lambda: _all_delivered(sender, destination["id"]))
+    await eventually(lambda: peer.ids() == set(late), message="the batch stored after creation")
+    assert await outbox.owed("forward", "default", [*early, *late]) == set()

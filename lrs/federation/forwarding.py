@@ -4,9 +4,11 @@ is delivered to it at least once, in `stored` order where possible.
 Two durable steps, each safe to repeat:
 
 1. Fan-out. Every committed statement batch leaves a `forward` entry in the outbox
-   (lrs.storage.outbox). Fan-out turns a set of statements into delivery groups, one per
-   destination that wants them, then deletes the entry. A crash in between repeats the fan-out,
-   which inserts nothing twice (group ids derive from their content).
+   (lrs.storage.outbox); on the embedded store, only while its store has a destination (one
+   created later catches up, see below, and none is created during the batch's transaction).
+   Fan-out turns a set of statements into delivery groups, one per destination that wants
+   them, then deletes the entry. A crash in between repeats the fan-out, which inserts nothing
+   twice (group ids derive from their content).
 2. Delivery. Whoever holds a destination's lease sends its oldest due groups, POSTing a batch
    where the peer takes it and falling back to one PUT per statement when the batch is refused,
    so one bad statement cannot hold back the others. Outcomes:

@@ -26,6 +26,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from lrs.storage.database import Collection, Database, DuplicateKeys
+from lrs.storage.unit import Work, find
+
+DESTINATIONS = "destinations"
 
 
 def now_micros() -> int:
@@ -71,9 +74,15 @@ class _Leases:
         )
 
 
+def has_destinations_work(store: str) -> Work[bool]:
+    """Whether the store has a destination, enabled or not (a step of a unit of work)."""
+    found = yield find(DESTINATIONS, {"store": store}, projection={"_id": 1}, limit=1)
+    return bool(found)
+
+
 class DestinationRepository:
     def __init__(self, database: Database) -> None:
-        self.collection: Collection = database["destinations"]
+        self.collection: Collection = database[DESTINATIONS]
         self.leases = _Leases(self.collection)
 
     async def ensure_indexes(self) -> None:

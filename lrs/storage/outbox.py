@@ -15,6 +15,7 @@ statement always has its entries.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -51,13 +52,18 @@ def entry(token: str, kind: Kind, store: str, ids: list[str], stored_key: int) -
     }
 
 
-def entries(token: str, store: str, ids: list[str], stored_key: int) -> list[dict[str, Any]]:
-    return [entry(token, kind, store, ids, stored_key) for kind in KINDS]
+def entries(
+    token: str, store: str, ids: list[str], stored_key: int, kinds: Iterable[Kind] = KINDS
+) -> list[dict[str, Any]]:
+    return [entry(token, kind, store, ids, stored_key) for kind in kinds]
 
 
-def add(token: str, store: str, ids: list[str], stored_key: int) -> Op:
-    """The operation that writes a batch's entries (inside the batch's unit of work)."""
-    return insert_many(COLLECTION, entries(token, store, ids, stored_key))
+def add(
+    token: str, store: str, ids: list[str], stored_key: int, kinds: Iterable[Kind] = KINDS
+) -> Op:
+    """The operation that writes a batch's entries (inside the batch's unit of work), one per
+    consumer that is owed work (every consumer unless told otherwise)."""
+    return insert_many(COLLECTION, entries(token, store, ids, stored_key, kinds))
 
 
 class Outbox:

@@ -36,6 +36,7 @@ from bson import ObjectId
 
 from lrs.storage import outbox
 from lrs.storage.database import DuplicateKeys
+from lrs.storage.federation import has_destinations_work
 from lrs.storage.statement_docs import (
     MAX_REFERENCE_DEPTH,
     SUMMARY_FIELDS,
@@ -91,6 +92,9 @@ class Committed:
     fresh: list[dict[str, Any]]  # the statements newly stored (equivalent re-sends left out)
     stored_key: int
     token: str | None  # names the batch's outbox entries; None when nothing new was stored
+    # Whether the batch left a `forward` entry: not where its store had no destination when it
+    # committed (embedded store only; see `_commit_atomic`).
+    forward: bool = True
 
 
 def commit_batch(
@@ -137,8 +141,14 @@ def _commit_atomic(
         docs.append(doc)
     yield insert_many(STATEMENTS, docs)
     token = str(ObjectId())
-    yield from _after_visible(store, token, fresh_ids, _voiding_targets(fresh), key)
-    return Committed(fresh, key, token)
+    # No destination, no fan-out to owe: one created after this commit catches up on what was
+    # stored since its creation (lrs.federation.forwarding), and none can be created during
+    # it (the write lock). Not so elsewhere, where the statements become visible after this.
+    forward = yield from has_destinations_work(store)
+    yield from _after_visible(
+        store, token, fresh_ids, _voiding_targets(fresh), key, forward=forward
+    )
+    return Committed(fresh, key, token, forward)
 
 
 def _commit_protocol(
@@ -375,7 +385,12 @@ def _voided_by_committed(store: str, ids: list[str]) -> Work[set[str]]:
 
 
 def _after_visible(
-    store: str, token: str, ids: list[str], voiding_targets: list[str], key: int
+    store: str,
+    token: str,
+    ids: list[str],
+    voiding_targets: list[str],
+    key: int,
+    forward: bool = True,
 ) -> Work[None]:
     """Once the statements are visible: void their targets, refresh the reference chains that
     lead to them or to those targets, and record the outbox entries."""
@@ -388,7 +403,7 @@ def _after_visible(
         )
     yield from _refresh_referrers(store, [*ids, *voiding_targets])
     with contextlib.suppress(DuplicateKeys):  # written by an earlier run of these steps
-        yield outbox.add(token, store, ids, key)
+        yield outbox.add(token, store, ids, key, outbox.KINDS if forward else ("derive",))
 
 
 # --- StatementRef chains -------------------------------------------------------------------------
