@@ -152,3 +152,43 @@ async def test_a_partial_index_holds_only_documents_with_its_field(tmp_path: Any
         assert raw._db.execute(f"SELECT count(*) FROM {index.table}").fetchone()[0] == 51
     finally:
         await database.close()
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},  # no timestamp: it is the stored time
+        {"timestamp": "2026-01-01T10:00:00.123Z"},
+        {"stored": "2001-01-01T00:00:00Z"},  # a client's `stored` is replaced
+        {"context": {"contextActivities": {"parent": {"id": "http://example.com/p"}}}},
+        {"result": {"response": 'quote " and \\u00e9 and \\\\'}},
+    ],
+)
+def test_a_drafted_document_is_the_statement_stamped_at_its_stored_key(
+    extra: dict[str, Any],
+) -> None:
+    """The document drafted before the write (lrs.storage.statement_docs.draft_document) and
+    completed with the batch's stored key holds what stamping the statement gives."""
+    import json
+
+    from lrs.storage.statement_docs import complete_document, draft_document
+    from lrs.storage.statement_writes import _stamp
+    from lrs.xapi.formats import context_activities_as_arrays
+
+    statement: dict[str, Any] = {
+        "id": "6690e6c9-3ef0-4ed3-8b37-7f3964730bee",
+        "actor": {"mbox": "mailto:a@example.com", "name": "Zoë"},
+        "verb": {"id": "http://adlnet.gov/expapi/verbs/experienced"},
+        "object": {"id": "http://example.com/a"},
+        "authority": {"mbox": "mailto:lrs@example.com"},
+        **extra,
+    }
+    draft = draft_document(statement)
+    stamped = dict(statement)
+    stored = _stamp([stamped], 1_767_261_600_123_456)
+    doc = complete_document("s", draft, stored, 1_767_261_600_123_456, False, [])
+    assert json.loads(doc["statement"]) == context_activities_as_arrays(stamped)
+    # Each member once (json.loads would quietly keep the last of two).
+    assert doc["statement"].count('"stored"') == 1 and doc["statement"].count('"timestamp"') == 1
+    assert stamped["stored"] == stored == "2026-01-01T10:00:00.123456Z"
+    assert doc["stored_key"] == 1_767_261_600_123_456 and doc["id"] == statement["id"]

@@ -14,6 +14,7 @@ batch before it commits.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from lrs.xapi.agents import (
@@ -118,35 +119,69 @@ def statement_text(statement: dict[str, Any]) -> str:
     )
 
 
-def statement_document(
+@dataclass(frozen=True)
+class DocumentDraft:
+    """The part of a statement's storage document that does not depend on its batch's stored
+    key: built before the batch takes the write lock (on the embedded store the lock is what
+    limits writes, so work done before it is work other writers do not wait for)."""
+
+    statement_id: str
+    # The JSON text without `stored`, and without `timestamp` when the statement has none
+    # (both are set from the stored key, `complete_document`).
+    text: str
+    has_timestamp: bool
+    fields: dict[str, Any]  # match_fields
+    authority_key: str | None
+    target: str | None  # reference_target
+    voiding: bool
+
+
+def draft_document(statement: dict[str, Any]) -> DocumentDraft:
+    """The draft of a complete statement's document (id and authority set)."""
+    unstamped = {k: v for k, v in statement.items() if k != "stored"}
+    return DocumentDraft(
+        statement_id=statement["id"],
+        text=statement_text(unstamped),
+        # Where missing, set from the stored key (lrs.storage.statement_writes stamps it).
+        has_timestamp="timestamp" in unstamped,
+        fields=match_fields(statement),
+        authority_key=agent_key(statement.get("authority")),
+        target=reference_target(statement),
+        voiding=is_voiding(statement),
+    )
+
+
+def complete_document(
     store: str,
-    statement: dict[str, Any],
+    draft: DocumentDraft,
+    stored: str,
     stored_key: int,
     voided: bool | None,
     chain: list[dict[str, Any]],
 ) -> dict[str, Any]:
-    """The storage document of a complete statement (id, stored, authority set)."""
-    target = reference_target(statement)
-    fields = match_fields(statement)
+    """The storage document of a drafted statement, stored at `stored` (`stored_key`)."""
+    # `stored` (and `timestamp` where the statement had none) go last: JSON members have no
+    # order, and a timestamp needs no escaping.
+    tail = f',"stored":"{stored}"' + ("" if draft.has_timestamp else f',"timestamp":"{stored}"')
     doc = {
         "store": store,
-        "id": statement["id"],
+        "id": draft.statement_id,
         # As every format returns it (contextActivities as arrays), so that a page in the
         # exact format is the stored texts as they are (lrs.api.statements).
-        "statement": statement_text(statement),
+        "statement": draft.text[:-1] + tail + "}",
         "stored_key": stored_key,
         "voided": voided,
-        "terms": terms([fields, *chain]),
-        "authority_key": agent_key(statement.get("authority")),
-        **fields,
+        "terms": terms([draft.fields, *chain]),
+        "authority_key": draft.authority_key,
+        **draft.fields,
     }
     # Only a StatementRef has these: left out otherwise, so that the (partial) indexes over
     # them hold StatementRefs only and an ordinary statement costs them nothing. A query for
     # `voids: None` still matches it (null matches a missing field).
-    if target is not None:
-        doc["ref_target"] = target
-        if is_voiding(statement):
-            doc["voids"] = target
+    if draft.target is not None:
+        doc["ref_target"] = draft.target
+        if draft.voiding:
+            doc["voids"] = draft.target
     if chain:
         doc["ref_chain"] = chain
         doc["ref_chain_ids"] = [link["id"] for link in chain]

@@ -40,10 +40,12 @@ from lrs.storage.federation import has_destinations_work
 from lrs.storage.statement_docs import (
     MAX_REFERENCE_DEPTH,
     SUMMARY_FIELDS,
+    DocumentDraft,
     chain_link,
+    complete_document,
+    draft_document,
     is_voiding,
     reference_target,
-    statement_document,
     terms,
 )
 from lrs.storage.unit import (
@@ -103,26 +105,40 @@ def commit_batch(
     statements: list[dict[str, Any]],
     equivalent: Equivalence,
     lease_micros: int,
+    drafts: dict[str, DocumentDraft] | None = None,
 ) -> Work[Committed]:
     """Store complete statements (id, authority, version set; `stored`, and `timestamp` where
-    missing, are set here from the batch's stored key) all-or-nothing; see the module doc."""
+    missing, are set here from the batch's stored key) all-or-nothing; see the module doc.
+    `drafts`: their documents drafted beforehand (`draft_documents`), else drafted here."""
+    if drafts is None:
+        drafts = draft_documents(statements)
     if context.atomic:
-        return (yield from _commit_atomic(store, statements, equivalent))
-    return (yield from _commit_protocol(store, statements, equivalent, lease_micros))
+        return (yield from _commit_atomic(store, statements, equivalent, drafts))
+    return (yield from _commit_protocol(store, statements, equivalent, lease_micros, drafts))
 
 
-def _stamp(statements: list[dict[str, Any]], key: int) -> None:
+def draft_documents(statements: list[dict[str, Any]]) -> dict[str, DocumentDraft]:
+    """What can be built of the statements' documents before their batch takes its stored
+    key (on the embedded store, before it takes the write lock), by statement id."""
+    return {s["id"]: draft_document(s) for s in statements}
+
+
+def _stamp(statements: list[dict[str, Any]], key: int) -> str:
     stored = format_micros(key)
     for statement in statements:
         statement["stored"] = stored
         statement.setdefault("timestamp", stored)
+    return stored
 
 
 def _commit_atomic(
-    store: str, statements: list[dict[str, Any]], equivalent: Equivalence
+    store: str,
+    statements: list[dict[str, Any]],
+    equivalent: Equivalence,
+    drafts: dict[str, DocumentDraft],
 ) -> Work[Committed]:
     key = yield StoredClock()
-    _stamp(statements, key)
+    stored = _stamp(statements, key)
     ids = [s["id"] for s in statements]
     existing = yield find(
         STATEMENTS, {"store": store, "id": {"$in": ids}}, projection={"statement": 1, "id": 1}
@@ -136,7 +152,8 @@ def _commit_atomic(
     docs = []
     for statement in fresh:
         chain = yield from _chain(store, reference_target(statement))
-        doc = statement_document(store, statement, key, statement["id"] in voided, chain)
+        voided_now = statement["id"] in voided
+        doc = complete_document(store, drafts[statement["id"]], stored, key, voided_now, chain)
         doc["_id"] = ObjectId()
         docs.append(doc)
     yield insert_many(STATEMENTS, docs)
@@ -152,7 +169,11 @@ def _commit_atomic(
 
 
 def _commit_protocol(
-    store: str, statements: list[dict[str, Any]], equivalent: Equivalence, lease_micros: int
+    store: str,
+    statements: list[dict[str, Any]],
+    equivalent: Equivalence,
+    lease_micros: int,
+    drafts: dict[str, DocumentDraft],
 ) -> Work[Committed]:
     token = str(ObjectId())
     ids = [s["id"] for s in statements]
@@ -172,14 +193,14 @@ def _commit_protocol(
         # Taken once the batch is registered: a reader that did not see the registration
         # computed its Consistent-Through before this key.
         key = yield StoredClock()
-        _stamp(statements, key)
+        stored = _stamp(statements, key)
         existing = yield from _settled(store, ids, token)
         fresh = _drop_equivalent(statements, existing, equivalent)
         yield from _check_voiding(store, fresh)
         docs: dict[str, dict[str, Any]] = {}
         for statement in fresh:
             chain = yield from _chain(store, reference_target(statement))
-            doc = statement_document(store, statement, key, None, chain)
+            doc = complete_document(store, drafts[statement["id"]], stored, key, None, chain)
             doc["_id"], doc["batch"] = ObjectId(), token
             docs[statement["id"]] = doc
         yield from _insert_pending(store, token, docs, statements, equivalent)
@@ -452,7 +473,7 @@ def _refresh_referrers(store: str, changed_ids: list[str]) -> Work[None]:
         if chain:
             update["$set"]["ref_chain"] = chain
             update["$set"]["ref_chain_ids"] = [link["id"] for link in chain]
-        else:  # left out when empty (see statement_document)
+        else:  # left out when empty (see complete_document)
             update["$unset"] = {"ref_chain": "", "ref_chain_ids": ""}
         yield update_one(STATEMENTS, {"_id": doc["_id"]}, update)
 

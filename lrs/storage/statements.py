@@ -25,6 +25,7 @@ from lrs.storage.statement_writes import (
     Committed,
     Equivalence,
     commit_batch,
+    draft_documents,
     oldest_batch,
     recover_batches,
 )
@@ -295,9 +296,16 @@ class StatementRepository:
         first: content-addressed, so a batch that then fails leaves nothing visible, and its
         retry finds them there."""
         await self._store_attachments(store, attachments)
+        # Drafted here, before the write: the embedded store's writers share one lock.
+        drafts = draft_documents(statements)
         return await self.database.run(
             commit_batch(
-                self.database.context, store, statements, equivalent, self.write_lease_micros
+                self.database.context,
+                store,
+                statements,
+                equivalent,
+                self.write_lease_micros,
+                drafts,
             )
         )
 
