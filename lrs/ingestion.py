@@ -105,8 +105,9 @@ class Ingestion:
             assert committed.token is not None
             for hook in self.after_store:
                 hook(credential.store, ids, committed.token)
-            for hook in self.after_forward if committed.forward else []:
-                hook(credential.store, ids, committed.token)
+            if committed.forward:
+                for hook in self.after_forward:
+                    hook(credential.store, ids, committed.token)
         return Stored(prepared, self.statements.consistent_through_after(committed))
 
 

@@ -27,6 +27,7 @@ from lrs.progress.dispatch import ElsewhereDispatcher, InProcessDispatcher
 from lrs.progress.live import StorePollingBus
 from lrs.server import serving_settings
 from lrs.services import build_services
+from lrs.storage import heartbeats
 from tests.test_progress_e2e import EventStream, basic, child_env, start_api_process
 from tests.test_progress_properties import CREDENTIAL, STORE
 
@@ -126,7 +127,7 @@ async def test_the_api_only_stores_and_the_derivation_process_derives(tmp_path: 
                 return {(r["status"], r["required"]) for r in records} == {("in_progress", 4)}
 
             await _until(rederived)
-        beats = await api.database["heartbeats"].find({})
+        beats = await heartbeats.latest(api.database)
         here = f"{HEARTBEAT_PREFIX}{socket.gethostname()}:{os.getpid()}"
         assert [b["name"] for b in beats] == [here]
     finally:
@@ -230,10 +231,9 @@ async def test_the_heartbeat_goes_on_while_a_long_backlog_is_derived(
     task = asyncio.create_task(derive_forever(services))
     try:
         await asyncio.wait_for(looking.wait(), 10)
-        heartbeats = services.database["heartbeats"]
 
         async def beat_time() -> float:
-            docs = await heartbeats.find({})
+            docs = await heartbeats.latest(services.database)
             return max((doc["at"] for doc in docs), default=0.0)
 
         first = await beat_time()
