@@ -4,6 +4,7 @@ embedded store and step by step elsewhere, with the same operation semantics on 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import pytest
@@ -192,3 +193,63 @@ def test_a_drafted_document_is_the_statement_stamped_at_its_stored_key(
     assert doc["statement"].count('"stored"') == 1 and doc["statement"].count('"timestamp"') == 1
     assert stamped["stored"] == stored == "2026-01-01T10:00:00.123456Z"
     assert doc["stored_key"] == 1_767_261_600_123_456 and doc["id"] == statement["id"]
+
+
+@pytest.mark.parametrize("backend", ["memory", "embedded"])
+async def test_the_derivations_recheck_drops_exactly_the_statements_voided_since(
+    backend: str, tmp_path: Any
+) -> None:
+    """A round reads its statements, then (where its writes are brief) folds them in a later
+    unit: those voided in between are taken out of the fold, and only those."""
+    from lrs.progress.deriver import _drop_voided
+    from lrs.services import build_services
+    from lrs.storage.credentials import Credential
+    from lrs.storage.statement_writes import voided_by_visible
+
+    services = build_services(Settings(storage=backend, data_dir=tmp_path, redis_url=None))
+    services.after_store.clear()  # nothing derived: only what is stored matters here
+    await services.start(background=False)
+    credential = Credential(
+        key="k",
+        store="default",
+        scopes=frozenset({"all"}),
+        name="k",
+        authority={"objectType": "Agent", "account": {"homePage": "http://lrs.test", "name": "k"}},
+    )
+
+    def statement(statement_id: str, **extra: Any) -> dict[str, Any]:
+        return {
+            "id": statement_id,
+            "actor": {"mbox": "mailto:learner@example.com"},
+            "verb": {"id": "http://adlnet.gov/expapi/verbs/experienced"},
+            "object": {"id": "http://example.com/lesson"},
+            **extra,
+        }
+
+    voided, kept, other_store = (str(uuid.uuid4()) for _ in range(3))
+    voiding = {
+        "id": str(uuid.uuid4()),
+        "actor": {"mbox": "mailto:admin@example.com"},
+        "verb": {"id": "http://adlnet.gov/expapi/verbs/voided"},
+        "object": {"objectType": "StatementRef", "id": voided},
+    }
+    try:
+        await services.ingestion.store(
+            credential, [statement(voided), statement(kept)], version="1.0.3"
+        )
+        folds: dict[Any, list[dict[str, Any]]] = {
+            ("a", "c", "m1", None): [statement(voided), statement(kept)],
+            ("a", "c", "m2", None): [statement(voided)],
+        }
+        await services.database.run(_drop_voided("default", folds))
+        assert [len(statements) for statements in folds.values()] == [2, 1]  # none voided yet
+
+        await services.ingestion.store(credential, [voiding], version="1.0.3")
+        await services.database.run(_drop_voided("default", folds))
+        assert folds == {("a", "c", "m1", None): [statement(kept)], ("a", "c", "m2", None): []}
+        assert await services.database.run(
+            voided_by_visible("default", [voided, kept, other_store])
+        ) == {voided}
+        assert await services.database.run(voided_by_visible("elsewhere", [voided])) == set()
+    finally:
+        await services.close()

@@ -53,6 +53,7 @@ from lrs.storage.progress import (
     write_record_work,
 )
 from lrs.storage.statement_docs import narrowing_term, term
+from lrs.storage.statement_writes import voided_by_visible
 from lrs.storage.statements import StatementRepository
 from lrs.storage.unit import Work, delete_many, find, find_one, update_one
 from lrs.xapi.agents import agent_from_key
@@ -769,10 +770,9 @@ def _drop_voided(store: str, folds: dict[Pair, list[dict[str, Any]]]) -> Work[No
     ids = sorted({s["id"] for statements in folds.values() for s in statements})
     if not ids:
         return
-    docs = yield find(
-        "statements", {"store": store, "id": {"$in": ids}, "voided": True}, projection={"id": 1}
-    )
-    gone = {doc["id"] for doc in docs}
+    # Asked of the voiding statements (a few, in their own index), not of the round's
+    # statements, which would each be read again.
+    gone = yield from voided_by_visible(store, ids)
     if gone:
         for pair, statements in folds.items():
             folds[pair] = [s for s in statements if s["id"] not in gone]

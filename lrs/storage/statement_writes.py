@@ -148,7 +148,7 @@ def _commit_atomic(
     if not fresh:
         return Committed([], key, None)
     fresh_ids = [s["id"] for s in fresh]
-    voided = yield from _voided_by_committed(store, fresh_ids)
+    voided = yield from voided_by_visible(store, fresh_ids)
     docs = []
     for statement in fresh:
         chain = yield from _chain(store, reference_target(statement))
@@ -308,7 +308,7 @@ def _abort(store: str, token: str, ids: list[str]) -> Work[None]:
 
 def _finish(store: str, token: str, ids: list[str], key: int) -> Work[None]:
     """Steps after the commit point, each safe to repeat (a recovery may run them again)."""
-    voided = yield from _voided_by_committed(store, ids)
+    voided = yield from voided_by_visible(store, ids)
     for flag, chosen in ((False, [i for i in ids if i not in voided]), (True, sorted(voided))):
         if chosen:
             yield update_many(
@@ -317,7 +317,7 @@ def _finish(store: str, token: str, ids: list[str], key: int) -> Work[None]:
                 {"$set": {"voided": flag}, "$unset": {"batch": ""}},
             )
     # A voiding statement that became visible meanwhile found ours still invisible.
-    late = yield from _voided_by_committed(store, [i for i in ids if i not in voided])
+    late = yield from voided_by_visible(store, [i for i in ids if i not in voided])
     if late:
         yield update_many(
             STATEMENTS,
@@ -393,8 +393,11 @@ def _voiding_targets(statements: list[dict[str, Any]]) -> list[str]:
     return [t for s in statements if is_voiding(s) and (t := reference_target(s))]
 
 
-def _voided_by_committed(store: str, ids: list[str]) -> Work[set[str]]:
-    """Those of `ids` that a visible voiding statement targets."""
+def voided_by_visible(store: str, ids: list[str]) -> Work[set[str]]:
+    """Those of `ids` that a visible voiding statement targets: voided, or (elsewhere than on
+    the embedded store, between two steps of its voiding statement's write) about to be. One
+    seek in the partial index over voiding statements: the statements themselves are not
+    read."""
     if not ids:
         return set()
     voiders = yield find(
