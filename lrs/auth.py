@@ -34,7 +34,6 @@ from lrs.storage.credentials import (
     unknown_key_hash,
     verify_secret,
 )
-from lrs.storage.database import urgent_storage_calls
 from lrs.throttle import FailureThrottle
 
 # Scopes from xAPI practice plus the product's own.
@@ -136,9 +135,9 @@ class Authenticator:
         self._renewals: dict[str, asyncio.Future[None]] = {}  # by key, at most one each
 
     async def _read_revision(self) -> int:
-        # Every request waits for this read (it runs in a task of its own, SharedRead): on the
-        # embedded store it goes ahead of queued requests, which cannot start without it.
-        urgent_storage_calls()
+        # Every request waits for this read (it runs in a task of its own, SharedRead). It never
+        # queues behind writes (Database.read_now): on the embedded store, waiting for the write
+        # group in progress kept every request from starting before that group committed.
         return await self.repository.revision()
 
     def _fingerprint(self, secret: str) -> bytes:

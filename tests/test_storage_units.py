@@ -253,3 +253,61 @@ async def test_the_derivations_recheck_drops_exactly_the_statements_voided_since
         assert await services.database.run(voided_by_visible("elsewhere", [voided])) == set()
     finally:
         await services.close()
+
+
+async def test_read_now_does_not_wait_for_the_write_in_progress_and_sees_each_commit(
+    tmp_path: Any,
+) -> None:
+    """On the embedded store, `read_now` answers from its own connection while the store's
+    thread is inside a write: it sees what was committed before it started, never the write
+    in progress, and the write once committed."""
+    import threading
+
+    database = _database("embedded", tmp_path)
+    inside = threading.Event()
+    release = threading.Event()
+
+    def slow_write() -> unit.Work[None]:
+        yield unit.insert_one("meta", {"_id": "x", "n": 2})
+        inside.set()
+        release.wait(10)  # runs on the store's thread, inside the write transaction
+
+    def read_x() -> unit.Work[Any]:
+        doc = yield unit.find_one("meta", {"_id": "x"})
+        return doc["n"] if doc else None
+
+    try:
+        await database.run(_insert("y"))
+        writing = asyncio.ensure_future(database.run(slow_write()))
+        assert await asyncio.to_thread(inside.wait, 10)
+        # Would wait for `release` if it queued behind the write; the write is not seen.
+        assert await asyncio.wait_for(database.read_now(read_x()), 5) is None
+        release.set()
+        await writing
+        assert await database.read_now(read_x()) == 2
+
+        def write_through_read_now() -> unit.Work[None]:
+            yield unit.insert_one("meta", {"_id": "z"})
+
+        with pytest.raises(RuntimeError, match="reads only"):
+            await database.read_now(write_through_read_now())
+        assert await database["meta"].count({"_id": "z"}) == 0
+    finally:
+        release.set()
+        await database.close()
+
+
+def _insert(name: str) -> unit.Work[None]:
+    yield unit.insert_one("meta", {"_id": name, "n": 1})
+
+
+async def test_read_now_elsewhere_is_an_ordinary_read(tmp_path: Any) -> None:
+    database = _database("memory", tmp_path)
+    await database["meta"].insert_one({"_id": "x", "n": 3})
+
+    def read_x() -> unit.Work[Any]:
+        doc = yield unit.find_one("meta", {"_id": "x"})
+        return doc["n"]
+
+    assert await database.read_now(read_x()) == 3
+    await database.close()

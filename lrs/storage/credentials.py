@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from lrs.storage.database import Collection, Database, DuplicateKeys
+from lrs.storage.unit import Work, find_one
 
 # scrypt parameters: about 30 ms and 16 MiB per check on a 2-core machine; verified secrets are
 # cached in memory by the auth layer so that this cost is paid once per credential and period.
@@ -74,8 +75,14 @@ def unknown_key_hash() -> str:
     return _UNKNOWN_KEY_HASH
 
 
+def _revision_work() -> Work[int]:
+    doc = yield find_one("meta", {"_id": _REVISION_ID}, projection={"revision": 1})
+    return int(doc["revision"]) if doc else 0
+
+
 class CredentialRepository:
     def __init__(self, database: Database, public_url: str) -> None:
+        self.database = database
         self.collection: Collection = database["credentials"]
         self.meta: Collection = database["meta"]
         self.public_url = public_url.rstrip("/")
@@ -160,9 +167,9 @@ class CredentialRepository:
         return True
 
     async def revision(self) -> int:
-        """The credentials revision: changes whenever a credential stops being valid as it was."""
-        doc = await self.meta.find_one({"_id": _REVISION_ID}, projection={"revision": 1})
-        return int(doc["revision"]) if doc else 0
+        """The credentials revision: changes whenever a credential stops being valid as it was.
+        Every request reads it (lrs.auth), so it is read without waiting behind writes."""
+        return await self.database.read_now(_revision_work())
 
     async def _bump_revision(self) -> None:
         await self.meta.update_one({"_id": _REVISION_ID}, {"$inc": {"revision": 1}}, upsert=True)

@@ -318,6 +318,7 @@ class Database:
         # Embedded: a unit of work runs in one transaction (see `run`).
         self.context = Context(atomic=runner is not None)
         self._change_mark: Callable[[], Awaitable[int]] | None = None
+        self._read_now: Callable[[Work[Any]], Any] | None = None
 
     def __getitem__(self, name: str) -> Collection:
         if name not in self._collections:
@@ -330,6 +331,16 @@ class Database:
         if self._runner is not None:
             return await self._runner(work, write)
         return await drive_async(work, self._execute)
+
+    async def read_now(self, work: Work[T]) -> T:
+        """Run a small read-only unit (a point read) without queueing behind writes. On the
+        embedded store it runs at once on the calling thread, on a connection of its own: a
+        WAL reader never waits for a writer, so it reads what was committed when it started
+        even while the store's thread is busy with a long write group (the one every request
+        used to wait for before its credentials were checked). Elsewhere it is `run`."""
+        if self._read_now is not None:
+            return self._read_now(work)
+        return await self.run(work, write=False)
 
     async def change_mark(self) -> int | None:
         """A number that moves whenever another connection commits a write (embedded store:
@@ -381,6 +392,9 @@ def _open_memory(name: str) -> Database:
     raw_db = client[name]
     return Database("memory", lambda collection: Collection(raw_db[collection]))
 
+
+# What `Database.read_now` may run.
+_READ_METHODS = frozenset({"find", "find_one", "count", "distinct"})
 
 # Work on the embedded store's one thread comes in two lanes. Progress derivation marks its
 # calls urgent (`urgent_storage_calls`): in one lane with the requests, each of its reads and
@@ -579,8 +593,27 @@ def open_embedded(data_dir: Any, name: str) -> Database:
         return await thread.run(False, store.data_version)
 
     database._change_mark = change_mark
+    # Opened on the store's thread: opening may write (a new file's set-up) and so wait for
+    # the write lock, which the event loop must never do.
+    reader: EmbeddedStore = thread.call(EmbeddedStore, str(file))
+    reader_ops: dict[str, EmbeddedOps] = {}
+    reader_lock = threading.Lock()  # one connection: one reader at a time (any thread)
+
+    def read_execute(op: Op | StoredClock | LastStoredKey | Sleep) -> Any:
+        if not isinstance(op, Op) or op.method not in _READ_METHODS:
+            raise RuntimeError(f"read_now runs reads only, not {op!r}")
+        if op.collection not in reader_ops:
+            reader_ops[op.collection] = EmbeddedOps(reader.collection(op.collection))
+        return getattr(reader_ops[op.collection], op.method)(*op.args, **op.kwargs)
+
+    def read_now(work: Work[Any]) -> Any:
+        with reader_lock:
+            return drive(work, read_execute)
+
+    database._read_now = read_now
 
     def close() -> None:
+        thread.call(reader.close)
         thread.call(store.close)
         thread.shutdown()
 
