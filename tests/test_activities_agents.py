@@ -121,6 +121,29 @@ async def test_definitions_merge_across_statements(lrs: LRS) -> None:
     }
 
 
+async def test_within_a_batch_the_later_statement_wins_even_back_to_the_canonical(
+    lrs: LRS,
+) -> None:
+    """A batch that changes a definition and then sets it back leaves it as it was; one whose
+    first statement repeats the canonical definition and whose second changes it takes the
+    change (statements that repeat what is canonical are skipped without a copy)."""
+    await record(lrs, [about(quiz(name={"en-US": "Quiz"}))])
+    await record(lrs, [about(quiz(name={"en-US": "Changed"})), about(quiz(name={"en-US": "Quiz"}))])
+    assert (await get_activity(lrs)).json()["definition"] == {"name": {"en-US": "Quiz"}}
+    await record(
+        lrs,
+        [
+            about(quiz(name={"en-US": "Quiz"})),
+            about(quiz(name={"en-US": "Quiz"}, description={"en-US": "Ten questions"})),
+            about(quiz(name={"en-US": "Quiz"}, description={"en-US": "Ten questions"})),
+        ],
+    )
+    assert (await get_activity(lrs)).json()["definition"] == {
+        "name": {"en-US": "Quiz"},
+        "description": {"en-US": "Ten questions"},
+    }
+
+
 async def test_concurrent_batches_lose_no_language(lrs: LRS) -> None:
     """Data 2.4.4.1.s4.b3: every authorised update reaches the canonical definition, also when
     batches are stored at the same moment (each merge is conditional on what it read)."""

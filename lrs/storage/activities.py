@@ -314,7 +314,19 @@ class ActivityRepository:
                     continue
                 if not definition:
                     continue
-                incoming[activity_id] = merge_definition(incoming.get(activity_id, {}), definition)
+                earlier = incoming.get(activity_id)
+                if earlier is None:
+                    # Most statements repeat what a recent batch made canonical: no copy. (Not
+                    # once the batch has its own value for the Activity: a later statement
+                    # may set back what an earlier one changed.)
+                    canonical = self._canonical.get((store, activity_id))
+                    if canonical is not None and (
+                        not can_define or adds_nothing(canonical, definition)
+                    ):
+                        continue
+                elif earlier == definition:
+                    continue  # merging it again changes nothing
+                incoming[activity_id] = merge_definition(earlier or {}, definition)
         # What a recent batch already made canonical needs no database round trip.
         incoming = {
             activity_id: definition
