@@ -268,6 +268,7 @@ async def test_read_now_does_not_wait_for_the_write_in_progress_and_sees_each_co
     release = threading.Event()
 
     def slow_write() -> unit.Work[None]:
+        yield unit.StoredClock()
         yield unit.insert_one("meta", {"_id": "x", "n": 2})
         inside.set()
         release.wait(10)  # runs on the store's thread, inside the write transaction
@@ -276,15 +277,20 @@ async def test_read_now_does_not_wait_for_the_write_in_progress_and_sees_each_co
         doc = yield unit.find_one("meta", {"_id": "x"})
         return doc["n"] if doc else None
 
+    def last_key() -> unit.Work[int]:
+        return (yield unit.LastStoredKey())
+
     try:
         await database.run(_insert("y"))
         writing = asyncio.ensure_future(database.run(slow_write()))
         assert await asyncio.to_thread(inside.wait, 10)
         # Would wait for `release` if it queued behind the write; the write is not seen.
         assert await asyncio.wait_for(database.read_now(read_x()), 5) is None
+        last = await database.read_now(last_key())
         release.set()
         await writing
         assert await database.read_now(read_x()) == 2
+        assert await database.read_now(last_key()) > last  # the write's key, once committed
 
         def write_through_read_now() -> unit.Work[None]:
             yield unit.insert_one("meta", {"_id": "z"})

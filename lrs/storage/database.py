@@ -600,6 +600,8 @@ def open_embedded(data_dir: Any, name: str) -> Database:
     reader_lock = threading.Lock()  # one connection: one reader at a time (any thread)
 
     def read_execute(op: Op | StoredClock | LastStoredKey | Sleep) -> Any:
+        if isinstance(op, LastStoredKey):
+            return reader.last_stored_key()
         if not isinstance(op, Op) or op.method not in _READ_METHODS:
             raise RuntimeError(f"read_now runs reads only, not {op!r}")
         if op.collection not in reader_ops:

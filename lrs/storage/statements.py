@@ -265,10 +265,12 @@ class StatementRepository:
         committed (keys are taken in commit order under the write lock). Elsewhere: now, or
         just below the oldest batch still being written (every process registers its batches
         in the database)."""
+        # Read at once (Database.read_now), not behind the queries and writes queued on the
+        # store: a GET takes it before its query, which needs nothing more than that order.
         if self.database.context.atomic:
-            return await self.database.run(_last_stored_key(), write=False)
+            return await self.database.read_now(_last_stored_key())
         now = time.time_ns() // 1000
-        oldest = await self.database.run(oldest_batch(), write=False)
+        oldest = await self.database.read_now(oldest_batch())
         return now if oldest is None else min(now, oldest - 1)
 
     def consistent_through_after(self, committed: Committed) -> int | None:
