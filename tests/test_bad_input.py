@@ -61,6 +61,23 @@ def test_strict_json_parser_refuses(text: str, why: str) -> None:
         jsontext.loads(text, "the body")
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"name": {"fr-FR": "Évaluation \u2028 ✓"}, "score": {"scaled": 0.00001, "raw": -0.0}},
+        {"ext": [1, 2.5, True, None, {"nested": 'a"b\\c\n\u0000'}]},
+        {"big": 10**20},  # beyond 64 bits: written by the standard library
+        {"lone": "\ud800"},  # kept as it came where the caller allows it
+    ],
+)
+def test_compact_json_is_compact_and_reads_back_as_the_same_value(value: Any) -> None:
+    text = jsontext.compact_json(value)
+    assert json.loads(text) == value
+    assert ": " not in text and ", " not in text
+    if "name" in value:
+        assert "É" in text  # non-ASCII characters as they are, not escaped
+
+
 def test_strict_json_parser_accepts_what_is_valid() -> None:
     within = "[" * jsontext.MAX_DEPTH + "]" * jsontext.MAX_DEPTH
     assert jsontext.loads(within, "x") is not None

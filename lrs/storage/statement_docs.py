@@ -13,7 +13,6 @@ batch before it commits.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +24,7 @@ from lrs.xapi.agents import (
     statement_agents,
 )
 from lrs.xapi.formats import context_activities_as_arrays
+from lrs.xapi.jsontext import compact_json
 
 VOIDED_VERB = "http://adlnet.gov/expapi/verbs/voided"
 MAX_REFERENCE_DEPTH = 16
@@ -114,9 +114,7 @@ def chain_link(doc: dict[str, Any]) -> dict[str, Any]:
 def statement_text(statement: dict[str, Any]) -> str:
     """The stored JSON text of a statement: compact, contextActivities as arrays (Data
     2.4.6.2), the form the exact format serves."""
-    return json.dumps(
-        context_activities_as_arrays(statement), separators=(",", ":"), ensure_ascii=False
-    )
+    return compact_json(context_activities_as_arrays(statement))
 
 
 @dataclass(frozen=True)

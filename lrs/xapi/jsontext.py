@@ -26,6 +26,8 @@ import math
 import re
 from typing import Any
 
+import orjson
+
 # Deep enough for any statement (a SubStatement's context activity definition's extension is
 # about 8 levels down) with room for nested extension values and documents.
 MAX_DEPTH = 64
@@ -37,6 +39,18 @@ _WHITESPACE = b" \t\n\r"
 # A \u escape of a UTF-16 surrogate (D800-DFFF); a hit only triggers the exact check.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _CONTAINERS = (dict, list)
+
+
+def compact_json(value: Any) -> str:
+    """`value` as compact JSON text (no whitespace, non-ASCII characters as they are), written
+    by orjson: a statement's text is written once per statement stored, and orjson takes about
+    a ninth of the standard library's time. What orjson refuses (integers beyond 64 bits, a
+    lone surrogate: nothing a validated statement holds) the standard library writes. The two
+    differ only in how some floats are spelled (0.00001 against 1e-05), never in value."""
+    try:
+        return orjson.dumps(value).decode()
+    except (orjson.JSONEncodeError, TypeError):
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 class JSONTextError(ValueError):
