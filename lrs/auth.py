@@ -135,9 +135,8 @@ class Authenticator:
         self._renewals: dict[str, asyncio.Future[None]] = {}  # by key, at most one each
 
     async def _read_revision(self) -> int:
-        # Every request waits for this read (it runs in a task of its own, SharedRead). It never
-        # queues behind writes (Database.read_now): on the embedded store, waiting for the write
-        # group in progress kept every request from starting before that group committed.
+        # Every request waits for this read (it runs in a task of its own, SharedRead), so it
+        # never queues behind writes (Database.read_now).
         return await self.repository.revision()
 
     def _fingerprint(self, secret: str) -> bytes:

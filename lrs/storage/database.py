@@ -336,8 +336,9 @@ class Database:
         """Run a small read-only unit (a point read) without queueing behind writes. On the
         embedded store it runs at once on the calling thread, on a connection of its own: a
         WAL reader never waits for a writer, so it reads what was committed when it started
-        even while the store's thread is busy with a long write group (the one every request
-        used to wait for before its credentials were checked). Elsewhere it is `run`."""
+        even while the store's thread is busy with a long write group. For reads every request
+        waits for (the credentials revision): behind the store's queue, no request could even
+        start while a batch committed. Elsewhere it is `run`."""
         if self._read_now is not None:
             return self._read_now(work)
         return await self.run(work, write=False)
