@@ -168,7 +168,11 @@ def build_services(settings: Settings, database: Database | None = None) -> Serv
         database=database,
         statements=statements,
         credentials=credentials,
-        authenticator=Authenticator(credentials, settings.auth_cache_seconds),
+        authenticator=Authenticator(
+            credentials,
+            settings.auth_cache_seconds,
+            paced=isinstance(dispatcher, InProcessDispatcher),
+        ),
         documents=DocumentRepository(database),
         activities=ActivityRepository(database),
         catalogue=catalogue,

@@ -317,3 +317,39 @@ async def test_read_now_elsewhere_is_an_ordinary_read(tmp_path: Any) -> None:
 
     assert await database.read_now(read_x()) == 3
     await database.close()
+
+
+@pytest.mark.parametrize(("derivation", "paced"), [("inprocess", True), ("process", False)])
+async def test_the_credentials_revision_waits_in_the_store_queue_only_beside_derivation(
+    tmp_path: Any, derivation: str, paced: bool
+) -> None:
+    """An API process that also derives reads the revision in the store's queue (requests
+    start at the pace the store takes them, so its derivation keeps up); one that does not
+    reads it at once, even while a write is in progress."""
+    import threading
+
+    from lrs.services import build_services
+
+    services = build_services(
+        Settings(storage="embedded", data_dir=tmp_path, redis_url=None, derivation=derivation)
+    )
+    assert services.authenticator.paced is paced
+    inside, release = threading.Event(), threading.Event()
+
+    def slow_write() -> unit.Work[None]:
+        yield unit.insert_one("meta", {"_id": "slow"})
+        inside.set()
+        release.wait(10)
+
+    try:
+        writing = asyncio.ensure_future(services.database.run(slow_write()))
+        assert await asyncio.to_thread(inside.wait, 10)
+        reading = asyncio.ensure_future(services.authenticator._read_revision())
+        done, _ = await asyncio.wait({reading}, timeout=1)
+        assert bool(done) is not paced  # paced: still waiting behind the write
+        release.set()
+        await writing
+        assert await reading == 0
+    finally:
+        release.set()
+        await services.database.close()

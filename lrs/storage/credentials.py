@@ -166,9 +166,12 @@ class CredentialRepository:
         await self._bump_revision()
         return True
 
-    async def revision(self) -> int:
+    async def revision(self, *, queued: bool = False) -> int:
         """The credentials revision: changes whenever a credential stops being valid as it was.
-        Every request reads it (lrs.auth), so it is read without waiting behind writes."""
+        Every request reads it (lrs.auth), so it is read without waiting behind writes, unless
+        `queued` (lrs.auth.Authenticator.paced)."""
+        if queued:
+            return await self.database.run(_revision_work(), write=False)
         return await self.database.read_now(_revision_work())
 
     async def _bump_revision(self) -> None:
