@@ -203,19 +203,12 @@ async def test_the_derivations_recheck_drops_exactly_the_statements_voided_since
     unit: those voided in between are taken out of the fold, and only those."""
     from lrs.progress.deriver import _drop_voided
     from lrs.services import build_services
-    from lrs.storage.credentials import Credential
     from lrs.storage.statement_writes import voided_by_visible
+    from tests.test_batch_atomicity import CREDENTIAL as credential
 
     services = build_services(Settings(storage=backend, data_dir=tmp_path, redis_url=None))
     services.after_store.clear()  # nothing derived: only what is stored matters here
     await services.start(background=False)
-    credential = Credential(
-        key="k",
-        store="default",
-        scopes=frozenset({"all"}),
-        name="k",
-        authority={"objectType": "Agent", "account": {"homePage": "http://lrs.test", "name": "k"}},
-    )
 
     def statement(statement_id: str, **extra: Any) -> dict[str, Any]:
         return {
