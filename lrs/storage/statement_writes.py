@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +45,6 @@ from lrs.storage.statement_docs import (
     complete_document,
     draft_document,
     is_voiding,
-    reference_target,
     terms,
 )
 from lrs.storage.unit import (
@@ -151,9 +150,10 @@ def _commit_atomic(
     voided = yield from voided_by_visible(store, fresh_ids)
     docs = []
     for statement in fresh:
-        chain = yield from _chain(store, reference_target(statement))
+        draft = drafts[statement["id"]]
+        chain = yield from _chain(store, draft.target)
         voided_now = statement["id"] in voided
-        doc = complete_document(store, drafts[statement["id"]], stored, key, voided_now, chain)
+        doc = complete_document(store, draft, stored, key, voided_now, chain)
         doc["_id"] = ObjectId()
         docs.append(doc)
     yield insert_many(STATEMENTS, docs)
@@ -163,7 +163,12 @@ def _commit_atomic(
     # it (the write lock). Not so elsewhere, where the statements become visible after this.
     forward = yield from has_destinations_work(store)
     yield from _after_visible(
-        store, token, fresh_ids, _voiding_targets(fresh), key, forward=forward
+        store,
+        token,
+        fresh_ids,
+        _voiding_targets(drafts[i] for i in fresh_ids),
+        key,
+        forward=forward,
     )
     return Committed(fresh, key, token, forward)
 
@@ -199,8 +204,9 @@ def _commit_protocol(
         yield from _check_voiding(store, fresh)
         docs: dict[str, dict[str, Any]] = {}
         for statement in fresh:
-            chain = yield from _chain(store, reference_target(statement))
-            doc = complete_document(store, drafts[statement["id"]], stored, key, None, chain)
+            draft = drafts[statement["id"]]
+            chain = yield from _chain(store, draft.target)
+            doc = complete_document(store, draft, stored, key, None, chain)
             doc["_id"], doc["batch"] = ObjectId(), token
             docs[statement["id"]] = doc
         yield from _insert_pending(store, token, docs, statements, equivalent)
@@ -389,8 +395,8 @@ def _check_voiding(store: str, fresh: list[dict[str, Any]]) -> Work[None]:
             )
 
 
-def _voiding_targets(statements: list[dict[str, Any]]) -> list[str]:
-    return [t for s in statements if is_voiding(s) and (t := reference_target(s))]
+def _voiding_targets(drafts: Iterable[DocumentDraft]) -> list[str]:
+    return [d.target for d in drafts if d.voiding and d.target]
 
 
 def voided_by_visible(store: str, ids: list[str]) -> Work[set[str]]:
