@@ -34,9 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
-from bench.client import check, json_body, xapi_client
+from bench.client import TransportError, XapiClient, check, json_body, xapi_client
 from bench.report import RESULTS_DIR
 from bench.server import BenchError, Server
 from bench.stats import PhaseResult, measure
@@ -180,20 +178,20 @@ def _mib(value: int | None) -> float | None:
     return None if value is None else round(value / 2**20, 1)
 
 
-async def underived(client: httpx.AsyncClient) -> int | None:
+async def underived(client: XapiClient) -> int | None:
     """Statements stored but not derived yet, from GET /ready (None when it gave no figure:
     the embedded store's probe gives up while the store is busy)."""
     try:
         response = await client.get("/ready", timeout=30.0)
         backlog = response.json()["checks"]["backlog"]
         value = backlog["underived"]
-    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+    except (TransportError, ValueError, KeyError, TypeError):
         return None
     return value if isinstance(value, int) else None
 
 
 async def _drain(
-    client: httpx.AsyncClient,
+    client: XapiClient,
     config: DiscoveredConfig,
     last_ack: float,
     outcome: DiscoveredOutcome,
@@ -225,7 +223,7 @@ async def _drain(
         await asyncio.sleep(config.poll_interval)
 
 
-async def _check_progress(client: httpx.AsyncClient, workload: Workload) -> str:
+async def _check_progress(client: XapiClient, workload: Workload) -> str:
     """Every (learner, module) record of the course against what was sent; a short verdict."""
     items, viewed = workload.expected()
     url = f"/progress?course={quote(workload.course, safe='')}&limit=1000"
@@ -315,7 +313,7 @@ def run(
             outcome.processes = server.processes_note("rss", "VmRSS, VmHWM")
             try:
                 asyncio.run(_scenario(server, config, outcome))
-            except (BenchError, httpx.HTTPError, KeyboardInterrupt) as exc:
+            except (BenchError, KeyboardInterrupt) as exc:
                 outcome.error = (str(exc) or type(exc).__name__).replace("\n", " ")[:300]
                 if isinstance(exc, KeyboardInterrupt):
                     raise

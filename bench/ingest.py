@@ -31,9 +31,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
-
-from bench.client import check, json_body, xapi_client
+from bench.client import TransportError, XapiClient, check, json_body, xapi_client
 from bench.data import VERBS, Corpus, generate
 from bench.report import RESULTS_DIR
 from bench.server import BenchError, Server
@@ -162,7 +160,7 @@ def _cycle(values: list[Any], count: int, rng: random.Random) -> Iterator[Any]:
 
 
 async def _ingest(
-    client: httpx.AsyncClient,
+    client: XapiClient,
     config: IngestConfig,
     statements: list[dict[str, Any]],
     state: State,
@@ -219,7 +217,7 @@ async def _ingest(
 
 
 async def _queries(
-    client: httpx.AsyncClient,
+    client: XapiClient,
     config: IngestConfig,
     corpus: Corpus,
     state: State,
@@ -343,7 +341,7 @@ async def _queries(
     )
 
 
-async def _scan(client: httpx.AsyncClient, state: State) -> PhaseResult:
+async def _scan(client: XapiClient, state: State) -> PhaseResult:
     """Read every statement once, 1000 a page, following `more` (one client, sequential)."""
 
     async def scan(_: int, recorder: Recorder) -> None:
@@ -382,7 +380,7 @@ async def _run_phases(
         state.backlog = await _backlog(client)
 
 
-async def _settle(client: httpx.AsyncClient, limit: float, state: State) -> str:
+async def _settle(client: XapiClient, limit: float, state: State) -> str:
     """Wait until the server has derived every stored statement (at most `limit` seconds), so
     that the GET phases measure a store at rest rather than one still busy deriving a backlog
     of unknown size: the figures of two runs then compare. Returns the time it took."""
@@ -405,14 +403,14 @@ async def _settle(client: httpx.AsyncClient, limit: float, state: State) -> str:
         await asyncio.sleep(1.0)
 
 
-async def _backlog(client: httpx.AsyncClient) -> str:
+async def _backlog(client: XapiClient) -> str:
     """Statements stored but not yet derived into progress, from /ready (best effort: the
     endpoint may be missing or slow). Derivation runs in the background of the same server,
     so a backlog means the ingest figures were partly paid for later."""
     try:
         response = await client.get("/ready", timeout=30.0)
         backlog = response.json()["checks"]["backlog"]
-    except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+    except (TransportError, ValueError, KeyError, TypeError) as exc:
         return f"unknown ({type(exc).__name__})"
     if not backlog.get("ok", True) or "underived" not in backlog:
         # The server's own probe gives up after a couple of seconds when the store is busy.
@@ -473,7 +471,7 @@ def run(
             outcome.processes = server.processes_note("api-ingest peak RSS")
             try:
                 asyncio.run(_run_phases(server, config, corpus, statements, state))
-            except (BenchError, httpx.HTTPError, KeyboardInterrupt) as exc:
+            except (BenchError, KeyboardInterrupt) as exc:
                 where = f"during {state.aborted}: " if state.aborted else ""
                 outcome.error = (where + (str(exc) or type(exc).__name__)).replace("\n", " ")
                 outcome.error = outcome.error[:300]

@@ -59,6 +59,7 @@ from urllib.parse import quote
 
 import httpx
 
+from bench.client import TransportError, XapiClient, basic_auth
 from bench.report import RESULTS_DIR
 from bench.server import BenchError, Server, peak_rss_bytes
 from bench.stats import percentile
@@ -296,7 +297,7 @@ async def _probe_redis_events(client: httpx.AsyncClient, redis_url: str, store: 
 
 
 async def _offer(
-    client: httpx.AsyncClient,
+    client: XapiClient,
     batches: list[list[tuple[tuple[str, str], int, dict]]],
     config: Config,
     rate: float,
@@ -320,7 +321,7 @@ async def _offer(
         started = time.perf_counter()
         try:
             response = await client.post("/xapi/statements", json=[s for _, _, s in batch])
-        except httpx.HTTPError as exc:
+        except TransportError as exc:
             errors += 1
             reasons[type(exc).__name__] += 1
             return
@@ -383,12 +384,9 @@ async def measure(
 ) -> None:
     workload = Workload(config, uuid.uuid4().hex[:8])
     rate = config.rate_of(result.mode)
-    limits = httpx.Limits(
-        max_connections=config.max_in_flight, max_keepalive_connections=config.max_in_flight
-    )
     headers = {"Authorization": auth, "X-Experience-API-Version": "1.0.3"}
     async with (
-        httpx.AsyncClient(base_url=base_url, headers=headers, limits=limits, timeout=60) as client,
+        XapiClient(base_url, headers, config.max_in_flight, timeout=60) as client,
         httpx.AsyncClient(base_url=base_url, headers=headers, timeout=15) as sse_client,
     ):
         response = await client.put(
@@ -460,12 +458,6 @@ def _batches(statements: list, config: Config) -> list[list]:
 # --- the modes -----------------------------------------------------------------------------
 
 
-def _basic(key: str, secret: str) -> str:
-    import base64
-
-    return "Basic " + base64.b64encode(f"{key}:{secret}".encode()).decode()
-
-
 def _redis_answers(url: str) -> bool:
     try:
         import redis
@@ -486,7 +478,7 @@ LABELS = {
 def _measure(
     server: Server, config: Config, redis_url: str | None, store: str, result: Result
 ) -> None:
-    auth = _basic(server.key, server.secret)
+    auth = basic_auth(server.key, server.secret)
     try:
         asyncio.run(measure(server.base_url, auth, config, redis_url, store, result))
     except (BenchError, httpx.HTTPError, TimeoutError) as exc:

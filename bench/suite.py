@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bench import discovered, ingest, propagation, validation
+from bench.client import LOAD_CLIENT
 from bench.discovered import DiscoveredConfig, DiscoveredOutcome
 from bench.report import (
     DISCOVERED,
@@ -117,6 +118,7 @@ class Options:
             "derivation": self.derivation,  # format 3 on
             "discovered": self.discovered.statements,
             "validations": self.validation.statements,
+            "client": LOAD_CLIENT,  # format 4 on
         }
 
 

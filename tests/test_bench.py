@@ -288,7 +288,7 @@ def test_section_json_uses_the_table_headers() -> None:
 
 
 def test_the_new_sections_columns_are_pinned() -> None:
-    assert FORMAT_VERSION == 3
+    assert FORMAT_VERSION == 4
     assert [s.name for s in SECTIONS] == [
         "ingest",
         "query",
@@ -602,9 +602,10 @@ def test_derivation_option_for_the_ingest_and_discovered_servers() -> None:
 def test_header_shows_the_rate_of_each_mode_and_the_new_fields_at_the_end() -> None:
     env = {"commit": "0123456789abcdef", "tree": "clean", "cpus": 2, "python": "3.11.7"}
     header = _options().header(env)
-    assert header["format"] == 3
+    assert header["format"] == 4
     assert header["rate"] == "inprocess:1000,process:1000,celery:500/s"
-    assert list(header)[-4:] == ["workers", "derivation", "discovered", "validations"]
+    assert list(header)[-5:] == ["workers", "derivation", "discovered", "validations", "client"]
+    assert header["client"] == "aiohttp"
     assert (header["workers"], header["derivation"]) == (1, "auto")
     assert (header["discovered"], header["validations"]) == (50_000, 20_000)
     explicit = _options("--rate", "250", "--workers", "3", "--derivation", "inprocess")
