@@ -569,6 +569,35 @@ async def test_statement_ref_targets_are_included_in_filtered_queries(lrs: LRS) 
     assert listed == {target, referrer, second}
 
 
+async def test_statement_ref_chains_hold_whatever_order_their_statements_arrive_in(
+    lrs: LRS,
+) -> None:
+    """The same chain as above, sent last link first: each statement is stored before the one it
+    references. Once all three are stored, the filter reaches through the whole chain, as if
+    they had arrived in order (the first one's chain is brought up to date when the last link
+    arrives, not only when its own target does)."""
+    target, referrer, second = (str(uuid.uuid4()) for _ in range(3))
+    await post(
+        lrs,
+        statement(
+            id=second,
+            verb={"id": "http://adlnet.gov/expapi/verbs/shared"},
+            object={"objectType": "StatementRef", "id": referrer},
+        ),
+    )
+    await post(
+        lrs,
+        statement(
+            id=referrer,
+            verb={"id": "http://adlnet.gov/expapi/verbs/commented"},
+            object={"objectType": "StatementRef", "id": target},
+        ),
+    )
+    await post(lrs, statement(id=target, verb={"id": PASSED}))
+    listed = {s["id"] for s in (await get(lrs, verb=PASSED)).json()["statements"]}
+    assert listed == {target, referrer, second}
+
+
 async def test_formats_ids_and_canonical(lrs: LRS) -> None:
     """Communication 2.1.3 format: ids keeps identifiers only; canonical one language per map."""
     (statement_id,) = (await post(lrs, statement())).json()

@@ -459,32 +459,39 @@ def _chain(store: str, target: str | None) -> Work[list[dict[str, Any]]]:
 
 
 def _refresh_referrers(store: str, changed_ids: list[str]) -> Work[None]:
-    """Recompute the chains of statements that reference (directly or not) changed ones."""
-    if not changed_ids:
-        return
-    # Two simple indexed queries rather than one $or (which the embedded store would scan).
-    referrers: dict[Any, dict[str, Any]] = {}
-    for field in ("ref_target", "ref_chain_ids"):
-        docs = yield find(
-            STATEMENTS,
-            {"store": store, field: {"$in": changed_ids}},
-            projection={"id": 1, "ref_chain_ids": 1, **{name: 1 for name in SUMMARY_FIELDS}},
-        )
-        for doc in docs:
-            referrers[doc["_id"]] = doc
-    for doc in referrers.values():
-        chain = yield from _chain(store, doc.get("ref_target"))
-        if [link["id"] for link in chain] == (doc.get("ref_chain_ids") or []):
-            # Statements are immutable: the same links summarise the same statements (voiding
-            # one changes no chain).
-            continue
-        update: dict[str, Any] = {"$set": {"terms": terms([doc, *chain])}}
-        if chain:
-            update["$set"]["ref_chain"] = chain
-            update["$set"]["ref_chain_ids"] = [link["id"] for link in chain]
-        else:  # left out when empty (see complete_document)
-            update["$unset"] = {"ref_chain": "", "ref_chain_ids": ""}
-        yield update_one(STATEMENTS, {"_id": doc["_id"]}, update)
+    """Recompute the chains of statements that reference (directly or not) changed ones. A
+    chain that changes changes, in turn, the chains of the statements referencing its owner:
+    with A -> B -> C stored as A, B, then C, C's arrival extends B's chain, and through it A's."""
+    pending = list(changed_ids)
+    # Each round reaches one link further back; no chain is longer than MAX_REFERENCE_DEPTH.
+    for _ in range(MAX_REFERENCE_DEPTH + 1):
+        if not pending:
+            return
+        # Two simple indexed queries rather than one $or (which the embedded store would scan).
+        referrers: dict[Any, dict[str, Any]] = {}
+        for field in ("ref_target", "ref_chain_ids"):
+            docs = yield find(
+                STATEMENTS,
+                {"store": store, field: {"$in": pending}},
+                projection={"id": 1, "ref_chain_ids": 1, **{name: 1 for name in SUMMARY_FIELDS}},
+            )
+            for doc in docs:
+                referrers[doc["_id"]] = doc
+        pending = []
+        for doc in referrers.values():
+            chain = yield from _chain(store, doc.get("ref_target"))
+            if [link["id"] for link in chain] == (doc.get("ref_chain_ids") or []):
+                # Statements are immutable: the same links summarise the same statements
+                # (voiding one changes no chain).
+                continue
+            update: dict[str, Any] = {"$set": {"terms": terms([doc, *chain])}}
+            if chain:
+                update["$set"]["ref_chain"] = chain
+                update["$set"]["ref_chain_ids"] = [link["id"] for link in chain]
+            else:  # left out when empty (see complete_document)
+                update["$unset"] = {"ref_chain": "", "ref_chain_ids": ""}
+            yield update_one(STATEMENTS, {"_id": doc["_id"]}, update)
+            pending.append(doc["id"])
 
 
 def new_statement_id() -> str:
