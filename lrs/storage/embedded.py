@@ -1243,9 +1243,16 @@ class EmbeddedCollection:
         if plan is None:
             rows = self._db.execute(f"SELECT rid, doc FROM {self.table} ORDER BY rid")
             return ((rid, self._decode(blob)) for rid, blob in rows), None
-        return self._stream(plan, limit if plan.exact else 0), plan
+        # Where the caller stops after `limit` matches (rows come in the order wanted), the first
+        # round trip fetches `limit` rows, not a chunk, even when part of the filter is left to
+        # check on the documents (not exact): the plan's index narrows to candidates that
+        # mostly match, so they are usually all that is read.
+        wanted = limit if plan.exact or not sort or plan.ordered else 0
+        return self._stream(plan, wanted), plan
 
-    def _stream(self, plan: _Plan, limit: int) -> Iterator[tuple[int, dict[str, Any]]]:
+    def _stream(self, plan: _Plan, first: int) -> Iterator[tuple[int, dict[str, Any]]]:
+        """`first`: how many rows the first round trip fetches (0: a whole chunk); each row
+        fetched costs a seek into the documents, wanted or not."""
         # One query: the index entries in the plan's order, each joined to its document.
         order = plan.order_sql if plan.ordered else "e.rid"  # t0, v0...: only the entries'
         cursor = self._db.execute(
@@ -1254,7 +1261,7 @@ class EmbeddedCollection:
             plan.params,
         )
         seen: set[int] = set()
-        chunk_size = min(limit, _CHUNK) if limit else _CHUNK
+        chunk_size = min(first, _CHUNK) if first else _CHUNK
         try:
             while batch := cursor.fetchmany(chunk_size):
                 chunk_size = _CHUNK
