@@ -65,9 +65,12 @@ def _day(days: int) -> str:
     return (_EPOCH + timedelta(days=days)).strftime("%Y-%m-%d")
 
 
+@functools.lru_cache(maxsize=16384)
 def format_micros(micros: int) -> str:
     """`format_timestamp(from_micros(micros))`, computed without a datetime (hot in the
-    derivation, which keeps moments as microseconds)."""
+    derivation, which keeps moments as microseconds). Remembered: each fold of a record
+    formats again the moments of every item in it, mostly the same ones (1.2 us a call
+    computed, about 0.1 us remembered; 16,384 strings are about 2 MB)."""
     days, rest = divmod(micros, _DAY_MICROS)
     seconds, fraction = divmod(rest, 1_000_000)
     hours, rest = divmod(seconds, 3600)
