@@ -756,6 +756,46 @@ def test_matches_agrees_with_mongomock(docs: list[Doc], drawn: list[Filter]) -> 
         assert sorted(doc["_id"] for doc in stored if matches(doc, filter)) == expected, filter
 
 
+@pytest.mark.parametrize(
+    ("value", "condition", "expected"),
+    [
+        (1.0, 1, True),  # numbers equal by value across types
+        ([2, 1.0], 1, True),
+        (True, 1, False),  # a boolean is never a number
+        ([True], 1, False),
+        (0, False, False),
+        ([0, False], False, True),
+        ("x", "x", True),
+        (["y", "x"], "x", True),
+        ([["x"]], "x", False),  # an element that is itself an array is not compared inside
+        ({"b": "x"}, "x", False),
+        (None, "x", False),
+    ],
+)
+def test_plain_equalities_follow_mongodb(value: Any, condition: Any, expected: bool) -> None:
+    """The shortcut for `{field: str | bool | int}` (the residual filters of GETs and of the
+    derivation's reads) keeps MongoDB's equality: what `{field: {$eq: ...}}` decides."""
+    assert matches({"a": value}, {"a": condition}) is expected
+    assert matches({"a": value}, {"a": {"$eq": condition}}) is expected
+    assert matches({}, {"a": condition}) is False
+
+
+_PLAIN = st.one_of(st.booleans(), st.integers(-3, 3), st.sampled_from(["x", "y", ""]))
+_VALUES = st.recursive(
+    st.one_of(_PLAIN, st.floats(-3, 3), st.none()),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.just("b"), inner)),
+    max_leaves=6,
+)
+
+
+@PROPERTY
+@given(value=_VALUES, condition=_PLAIN)
+def test_plain_equality_shortcut_agrees_with_eq(value: Any, condition: Any) -> None:
+    assert matches({"a": value}, {"a": condition}) == matches(
+        {"a": value}, {"a": {"$eq": condition}}
+    )
+
+
 # --- 3. updates, upserts and deletes against mongomock; indexes stay in step --------------------
 
 SCALAR_UPDATES = REFERENCE_MODEL.scalars

@@ -224,10 +224,34 @@ def _values_at(doc: Mapping[str, Any], path: str) -> list[Any]:
 _COMPARISONS = ("$gt", "$gte", "$lt", "$lte")
 
 
+# Condition types `_scalar_matches` decides alone (exact types: a subclass takes the long way).
+_PLAIN_SCALARS = frozenset({str, bool, int})
+
+
+def _scalar_matches(value: Any, condition: Any) -> bool:
+    """`_field_matches([value], condition)` for a condition of a type in `_PLAIN_SCALARS`,
+    without the general dispatch: residual filters of GETs and of the derivation's reads are
+    mostly such equalities (`voided: false`, `agents: "mbox:..."`), checked on every candidate."""
+    kind = type(condition)
+    if type(value) is kind:
+        return value == condition
+    if type(value) is list:  # an array matches if one of its elements equals the condition
+        return any(e == condition if type(e) is kind else values_equal(e, condition) for e in value)
+    return value is not MISSING and values_equal(value, condition)
+
+
 def matches(doc: Mapping[str, Any], filter: Mapping[str, Any]) -> bool:
     """Whether a document matches a MongoDB query filter (the operators the LRS uses)."""
     for key, condition in filter.items():
-        if key == "$and":
+        if (
+            type(condition) in _PLAIN_SCALARS
+            and type(doc) is dict
+            and "." not in key
+            and not key.startswith("$")
+        ):
+            if not _scalar_matches(doc.get(key, MISSING), condition):
+                return False
+        elif key == "$and":
             if not all(matches(doc, sub) for sub in condition):
                 return False
         elif key == "$or":
