@@ -36,7 +36,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
-from lrs.storage.embedded import EmbeddedCollection, EmbeddedStore, matches
+from lrs.storage.embedded import EmbeddedCollection, EmbeddedStore, matcher, matches
 
 Doc = dict[str, Any]
 Filter = dict[str, Any]
@@ -754,6 +754,18 @@ def test_matches_agrees_with_mongomock(docs: list[Doc], drawn: list[Filter]) -> 
             continue
         expected = sorted(doc["_id"] for doc in reference.find(filter))
         assert sorted(doc["_id"] for doc in stored if matches(doc, filter)) == expected, filter
+
+
+@PROPERTY
+@given(docs=REFERENCE_MODEL.docs, drawn=st.lists(REFERENCE_FILTERS, min_size=2, max_size=8))
+def test_a_filter_taken_apart_once_matches_as_the_filter(
+    docs: list[Doc], drawn: list[Filter]
+) -> None:
+    """`matcher(filter)`, built once per query, decides every document as `matches` does."""
+    stored = [{"_id": number + 2, **doc} for number, doc in enumerate(docs)]
+    for filter in resolve(drawn, stored):
+        check = matcher(filter)
+        assert [check(doc) for doc in stored] == [matches(doc, filter) for doc in stored], filter
 
 
 @pytest.mark.parametrize(

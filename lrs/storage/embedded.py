@@ -23,7 +23,7 @@ import math
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -265,6 +265,36 @@ def matches(doc: Mapping[str, Any], filter: Mapping[str, Any]) -> bool:
         elif not _field_matches(_values_at(doc, key), condition):
             return False
     return True
+
+
+def matcher(filter: Mapping[str, Any]) -> Callable[[Mapping[str, Any]], bool]:
+    """`lambda doc: matches(doc, filter)`, with the filter taken apart once rather than for
+    every document it is checked against (the candidates of one query: up to hundreds)."""
+    checks: list[Callable[[Mapping[str, Any]], bool]] = []
+    for key, condition in filter.items():
+        if key in ("$and", "$or", "$nor"):
+            subs = [matcher(sub) for sub in condition]
+            if key == "$and":
+                checks.append(lambda doc, subs=subs: all(sub(doc) for sub in subs))
+            elif key == "$or":
+                checks.append(lambda doc, subs=subs: any(sub(doc) for sub in subs))
+            else:
+                checks.append(lambda doc, subs=subs: not any(sub(doc) for sub in subs))
+        elif key.startswith("$") or not (type(condition) in _PLAIN_SCALARS and "." not in key):
+            # Anything else as `matches` does it (which also raises on an unknown operator,
+            # when a document gets that far, as before).
+            checks.append(lambda doc, part={key: condition}: matches(doc, part))
+        else:
+            checks.append(
+                lambda doc, key=key, condition=condition: (
+                    _scalar_matches(doc.get(key, MISSING), condition)
+                    if type(doc) is dict
+                    else matches(doc, {key: condition})
+                )
+            )
+    if len(checks) == 1:
+        return checks[0]
+    return lambda doc: all(check(doc) for check in checks)
 
 
 def _is_operator_dict(condition: Any) -> bool:
@@ -1307,9 +1337,10 @@ class EmbeddedCollection:
         residual = plan.residual if plan is not None and plan.residual is not None else filter
         in_order = not sort or (plan is not None and plan.ordered)
         found: list[tuple[int, dict[str, Any]]] = []
+        check = matcher(residual)
         try:
             for rid, doc in candidates:
-                if exact or matches(doc, residual):
+                if exact or check(doc):
                     found.append((rid, doc))
                     if limit and in_order and len(found) >= limit:
                         break
@@ -1350,7 +1381,8 @@ class EmbeddedCollection:
                 plan.params,
             ).fetchone()[0]
         residual = plan.residual if plan is not None and plan.residual is not None else filter
-        return sum(1 for _, doc in candidates if matches(doc, residual))
+        check = matcher(residual)
+        return sum(1 for _, doc in candidates if check(doc))
 
     def distinct(self, key: str, filter: Mapping[str, Any]) -> list[Any]:
         seen: dict[tuple[int, Any], Any] = {}
