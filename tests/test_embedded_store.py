@@ -1560,3 +1560,53 @@ async def test_the_served_store_sees_another_process_change_at_its_next_job(
         assert await served.count({"a": {"$gt": 5, "$lt": 8}}) == 2
     finally:
         await database.close()
+
+
+# --- durability ---------------------------------------------------------------------------------
+
+
+def test_commits_reach_the_disk_before_they_return_unless_configured_otherwise(
+    tmp_path: Path,
+) -> None:
+    """SQLite's synchronous FULL (2) by default: an acknowledged write survives a power cut;
+    NORMAL (1) only when asked for."""
+
+    def level(store: EmbeddedStore) -> int:
+        return store._db.execute("PRAGMA synchronous").fetchone()[0]
+
+    assert level(EmbeddedStore(str(tmp_path / "default.sqlite3"))) == 2
+    assert level(EmbeddedStore(str(tmp_path / "normal.sqlite3"), "normal")) == 1
+    with pytest.raises(ValueError):
+        EmbeddedStore(str(tmp_path / "off.sqlite3"), "off")
+
+
+def test_the_synchronous_setting_reaches_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pydantic import ValidationError
+
+    from lrs.config import Settings
+    from lrs.storage import embedded
+    from lrs.storage.database import open_database
+
+    assert Settings().embedded_synchronous == "full"
+    monkeypatch.setenv("LRS_EMBEDDED_SYNCHRONOUS", "off")
+    with pytest.raises(ValidationError):
+        Settings()
+    monkeypatch.setenv("LRS_EMBEDDED_SYNCHRONOUS", "normal")
+    settings = Settings(storage="embedded", data_dir=tmp_path)
+    opened: list[str] = []
+    original = embedded.EmbeddedStore.__init__
+
+    def recording(self: EmbeddedStore, path: str, synchronous: str = "full") -> None:
+        opened.append(synchronous)
+        original(self, path, synchronous)
+
+    monkeypatch.setattr(embedded.EmbeddedStore, "__init__", recording)
+    database = open_database(settings)
+    try:
+        assert opened[0] == "normal"  # the connection that writes
+    finally:
+        import asyncio
+
+        asyncio.run(database.close())

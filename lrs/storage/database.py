@@ -371,7 +371,7 @@ def open_database(settings: Settings) -> Database:
         return _open_mongodb(settings)
     if kind == "memory":
         return _open_memory(settings.database)
-    return open_embedded(settings.data_dir, settings.database)
+    return open_embedded(settings.data_dir, settings.database, settings.embedded_synchronous)
 
 
 def _open_mongodb(settings: Settings) -> Database:
@@ -531,7 +531,8 @@ class _DedicatedThread:
         self._thread.join()
 
 
-def open_embedded(data_dir: Any, name: str) -> Database:
+def open_embedded(data_dir: Any, name: str, synchronous: str = "full") -> Database:
+    """`synchronous`: see `EmbeddedStore` (LRS_EMBEDDED_SYNCHRONOUS)."""
     import pathlib
 
     from lrs.storage.embedded import EmbeddedStore, import_legacy_layout
@@ -553,7 +554,7 @@ def open_embedded(data_dir: Any, name: str) -> Database:
         staging.rename(file)
         legacy.rename(path / f"{name}.before-upgrade")
         log.warning("imported %s from %s (kept as %s.before-upgrade)", counts, legacy, name)
-    store: EmbeddedStore = thread.call(EmbeddedStore, str(file))
+    store: EmbeddedStore = thread.call(EmbeddedStore, str(file), synchronous)
     thread.group = (store.begin, store.commit, store.rollback)
     store.refresh_per_job = True
     thread.before_job = store.expire_refresh

@@ -695,11 +695,15 @@ class EmbeddedStore:
     """One SQLite file holding every collection of one database. Not thread-safe: the caller
     runs all calls on one thread (`lrs.storage.database` does)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, synchronous: str = "full") -> None:
+        if synchronous not in ("full", "normal"):
+            raise ValueError(f"synchronous must be 'full' or 'normal', not {synchronous!r}")
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode: a power cut can lose the last commits, never corrupt the file.
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        # FULL: every COMMIT reaches the disk before it returns, so what was acknowledged
+        # survives a power cut. NORMAL (in WAL mode): a power cut can lose the last commits,
+        # never corrupt the file; a crash of the process alone loses nothing either way.
+        self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
         self._db.execute(f"PRAGMA busy_timeout={_LOCK_WAIT_SECONDS * 1000}")
         self._db.execute("PRAGMA cache_size=-65536")
         self._db.execute(
