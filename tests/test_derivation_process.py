@@ -69,6 +69,15 @@ def test_lrs_serve_derives_in_a_process_of_its_own_on_several_cores_by_default(
         serving_settings(memory, cores=8)
 
 
+def test_only_the_api_waits_for_the_disk_at_each_commit() -> None:
+    """The API acknowledges statements, so its commits are synced (the default, or what the
+    operator chose); the derivation process acknowledges nothing and does not wait."""
+    settings = Settings(storage="embedded", redis_url=None, derivation="process")
+    assert settings.embedded_synchronous == "full"
+    assert deriving_settings(settings).embedded_synchronous == "normal"
+    assert settings.embedded_synchronous == "full"  # the API's own settings are left alone
+
+
 async def test_the_api_only_stores_and_the_derivation_process_derives(tmp_path: Path) -> None:
     """Two sets of services on one data directory, as `lrs serve` runs them in two processes:
     the API's hands nothing over (the outbox entry stays), the deriver's finds it, derives it,
