@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -543,28 +544,21 @@ async def test_paging_with_more_is_complete_and_stable(lrs: LRS) -> None:
     assert seen == list(reversed(ids))
 
 
+def _referring(target: str, verb: str, **extra: Any) -> dict[str, Any]:
+    """A statement whose object is a StatementRef to `target` (verb: an ADL verb's name)."""
+    return statement(
+        verb={"id": f"http://adlnet.gov/expapi/verbs/{verb}"},
+        object={"objectType": "StatementRef", "id": target},
+        **extra,
+    )
+
+
 async def test_statement_ref_targets_are_included_in_filtered_queries(lrs: LRS) -> None:
     """Communication 2.1.3 (Filter Conditions for StatementRefs): statements that target a
     matching statement through a StatementRef are returned with it."""
     (target,) = (await post(lrs, statement(verb={"id": PASSED}))).json()
-    (referrer,) = (
-        await post(
-            lrs,
-            statement(
-                verb={"id": "http://adlnet.gov/expapi/verbs/commented"},
-                object={"objectType": "StatementRef", "id": target},
-            ),
-        )
-    ).json()
-    (second,) = (
-        await post(
-            lrs,
-            statement(
-                verb={"id": "http://adlnet.gov/expapi/verbs/shared"},
-                object={"objectType": "StatementRef", "id": referrer},
-            ),
-        )
-    ).json()
+    (referrer,) = (await post(lrs, _referring(target, "commented"))).json()
+    (second,) = (await post(lrs, _referring(referrer, "shared"))).json()
     listed = {s["id"] for s in (await get(lrs, verb=PASSED)).json()["statements"]}
     assert listed == {target, referrer, second}
 
@@ -577,22 +571,8 @@ async def test_statement_ref_chains_hold_whatever_order_their_statements_arrive_
     they had arrived in order (the first one's chain is brought up to date when the last link
     arrives, not only when its own target does)."""
     target, referrer, second = (str(uuid.uuid4()) for _ in range(3))
-    await post(
-        lrs,
-        statement(
-            id=second,
-            verb={"id": "http://adlnet.gov/expapi/verbs/shared"},
-            object={"objectType": "StatementRef", "id": referrer},
-        ),
-    )
-    await post(
-        lrs,
-        statement(
-            id=referrer,
-            verb={"id": "http://adlnet.gov/expapi/verbs/commented"},
-            object={"objectType": "StatementRef", "id": target},
-        ),
-    )
+    await post(lrs, _referring(referrer, "shared", id=second))
+    await post(lrs, _referring(target, "commented", id=referrer))
     await post(lrs, statement(id=target, verb={"id": PASSED}))
     listed = {s["id"] for s in (await get(lrs, verb=PASSED)).json()["statements"]}
     assert listed == {target, referrer, second}

@@ -228,6 +228,11 @@ _COMPARISONS = ("$gt", "$gte", "$lt", "$lte")
 _PLAIN_SCALARS = frozenset({str, bool, int})
 
 
+def _plain_equality(key: str, condition: Any) -> bool:
+    """Whether `{key: condition}` is a top-level equality `_scalar_matches` decides."""
+    return type(condition) in _PLAIN_SCALARS and "." not in key and not key.startswith("$")
+
+
 def _scalar_matches(value: Any, condition: Any) -> bool:
     """`_field_matches([value], condition)` for a condition of a type in `_PLAIN_SCALARS`,
     without the general dispatch: residual filters of GETs and of the derivation's reads are
@@ -243,12 +248,7 @@ def _scalar_matches(value: Any, condition: Any) -> bool:
 def matches(doc: Mapping[str, Any], filter: Mapping[str, Any]) -> bool:
     """Whether a document matches a MongoDB query filter (the operators the LRS uses)."""
     for key, condition in filter.items():
-        if (
-            type(condition) in _PLAIN_SCALARS
-            and type(doc) is dict
-            and "." not in key
-            and not key.startswith("$")
-        ):
+        if type(doc) is dict and _plain_equality(key, condition):
             if not _scalar_matches(doc.get(key, MISSING), condition):
                 return False
         elif key == "$and":
@@ -280,11 +280,7 @@ def matcher(filter: Mapping[str, Any]) -> Callable[[Mapping[str, Any]], bool]:
                 checks.append(lambda doc, subs=subs: any(sub(doc) for sub in subs))
             else:
                 checks.append(lambda doc, subs=subs: not any(sub(doc) for sub in subs))
-        elif key.startswith("$") or not (type(condition) in _PLAIN_SCALARS and "." not in key):
-            # Anything else as `matches` does it (which also raises on an unknown operator,
-            # when a document gets that far, as before).
-            checks.append(lambda doc, part={key: condition}: matches(doc, part))
-        else:
+        elif _plain_equality(key, condition):
             checks.append(
                 lambda doc, key=key, condition=condition: (
                     _scalar_matches(doc.get(key, MISSING), condition)
@@ -292,6 +288,10 @@ def matcher(filter: Mapping[str, Any]) -> Callable[[Mapping[str, Any]], bool]:
                     else matches(doc, {key: condition})
                 )
             )
+        else:
+            # Anything else as `matches` does it (which also raises on an unknown operator,
+            # when a document gets that far, as before).
+            checks.append(lambda doc, part={key: condition}: matches(doc, part))
     if len(checks) == 1:
         return checks[0]
     return lambda doc: all(check(doc) for check in checks)
@@ -1341,10 +1341,10 @@ class EmbeddedCollection:
         residual = plan.residual if plan is not None and plan.residual is not None else filter
         in_order = not sort or (plan is not None and plan.ordered)
         found: list[tuple[int, dict[str, Any]]] = []
-        check = matcher(residual)
+        check = None if exact else matcher(residual)  # an exact plan's rows all match
         try:
             for rid, doc in candidates:
-                if exact or check(doc):
+                if check is None or check(doc):
                     found.append((rid, doc))
                     if limit and in_order and len(found) >= limit:
                         break
