@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
+
+import orjson
+
+from lrs.xapi.jsontext import compact_json_bytes
 
 log = logging.getLogger("lrs.events")
 
@@ -87,13 +90,13 @@ class RedisEventBus(EventBus):
         self._listener: asyncio.Task[None] | None = None
 
     async def publish(self, store: str, event: dict[str, Any]) -> None:
-        await self._redis.publish(channel(store), json.dumps(event))
+        await self._redis.publish(channel(store), compact_json_bytes(event))
 
     async def publish_many(self, store: str, events: list[dict[str, Any]]) -> None:
         # One round trip for a derivation round's events, in order.
         async with self._redis.pipeline(transaction=False) as pipeline:
             for event in events:
-                pipeline.publish(channel(store), json.dumps(event))
+                pipeline.publish(channel(store), compact_json_bytes(event))
             await pipeline.execute()
 
     async def start(self) -> None:
@@ -109,7 +112,7 @@ class RedisEventBus(EventBus):
                     if message.get("type") != "pmessage":
                         continue
                     store = message["channel"].decode()[len(CHANNEL_PREFIX) :]
-                    self.deliver(store, json.loads(message["data"]))
+                    self.deliver(store, orjson.loads(message["data"]))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis restarts must not end live updates for good

@@ -76,6 +76,11 @@ def test_compact_json_is_compact_and_reads_back_as_the_same_value(value: Any) ->
     assert ": " not in text and ", " not in text
     if "name" in value:
         assert "É" in text  # non-ASCII characters as they are, not escaped
+    data = jsontext.compact_json_bytes(value)  # UTF-8 whatever the value holds
+    assert json.loads(data.decode("utf-8")) == value
+    assert b"\n" not in data  # one line: an SSE `data:` field
+    if "name" in value:
+        assert "É".encode() in data
 
 
 def test_strict_json_parser_accepts_what_is_valid() -> None:

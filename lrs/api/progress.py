@@ -35,6 +35,7 @@ from lrs.progress.rules import STATUSES
 from lrs.services import Services
 from lrs.storage.credentials import Credential
 from lrs.xapi.agents import agent_key
+from lrs.xapi.jsontext import compact_json_bytes
 from lrs.xapi.timestamps import format_timestamp, parse_timestamp
 from lrs.xapi.validation import is_iri, is_uuid
 
@@ -73,11 +74,6 @@ def _cursor(token: str) -> tuple[str, str, str, str]:
 def _position(record: dict[str, Any]) -> tuple[str, str, str, str]:
     """A record's place in the listing order (what a cursor holds)."""
     return record["learner"], record["course"], record["module"], record.get("registration") or ""
-
-
-def _json_bytes(value: Any) -> bytes:
-    # As JSONResponse renders it.
-    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
 # Records read (and rendered) at a time for one page of GET /progress.
@@ -157,7 +153,7 @@ async def list_progress(
         want = min(_PAGE_SLICE, limit - len(rendered))
         records = await query(after=after, limit=want + 1)  # one more: is this the end?
         for record in records[:want]:
-            rendered.append(_json_bytes(public_record(record)))
+            rendered.append(compact_json_bytes(public_record(record)))
             after = _position(record)
         if len(records) <= want:
             break
@@ -166,7 +162,7 @@ async def list_progress(
         cursor = {k: v for k, v in params.items() if k != "cursor"}
         cursor["cursor"] = encode_cursor(list(after))
         more = f"{request.url.path}?{urlencode(cursor)}"
-    body = b'{"records":[' + b",".join(rendered) + b'],"more":' + _json_bytes(more) + b"}"
+    body = b'{"records":[' + b",".join(rendered) + b'],"more":' + compact_json_bytes(more) + b"}"
     return Response(body, media_type="application/json")
 
 
@@ -549,4 +545,11 @@ async def progress_stream(
 
 
 def _event(event_id: str, record: dict[str, Any]) -> bytes:
-    return f"id: {event_id}\nevent: progress\ndata: {json.dumps(record)}\n\n".encode()
+    # Compact JSON holds no line break, so the record is one `data:` line.
+    return (
+        b"id: "
+        + event_id.encode()
+        + b"\nevent: progress\ndata: "
+        + compact_json_bytes(record)
+        + b"\n\n"
+    )

@@ -53,6 +53,16 @@ def compact_json(value: Any) -> str:
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+def compact_json_bytes(value: Any) -> bytes:
+    """`value` as compact UTF-8 JSON, as `compact_json` writes it (a progress record is written
+    once per change and per SSE client). What orjson refuses the standard library writes with
+    non-ASCII characters escaped, so that the text is UTF-8 even with a lone surrogate."""
+    try:
+        return orjson.dumps(value)
+    except (orjson.JSONEncodeError, TypeError):
+        return json.dumps(value, separators=(",", ":")).encode()
+
+
 class JSONTextError(ValueError):
     """The input is not acceptable JSON; the message says why and names the input."""
 
