@@ -10,6 +10,8 @@ import json
 from typing import Any
 from urllib.parse import quote
 
+import pytest
+
 from lrs.progress.cmi5 import SATISFIED_VERB, unit_activity_id
 from tests.cmi5_support import LEARNER, LEARNER_ACTOR, REGISTRATION, at, cmi5_statement
 from tests.conftest import LRS
@@ -189,3 +191,16 @@ async def test_a_discovered_module_takes_its_quiz_as_the_assessment(lrs: LRS) ->
     course = (await lrs.client.get(f"/courses/{quote(M, safe='')}")).json()
     items = {i["id"]: i["role"] for i in course["modules"][0]["items"]}
     assert items[QUIZ] == "assessment" and all(items[p] == "content" for p in PAGES)
+
+
+async def test_a_round_run_in_units_still_stores_every_satisfied_statement(
+    lrs: LRS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backlog's round runs as several units, each published and let go once written (one
+    learner-module pair per unit here): the blocks, and the course they satisfy between them,
+    still get their `satisfied` statements, each once."""
+    from lrs.progress import deriver
+
+    monkeypatch.setattr(deriver, "_ONE_UNIT", 0)
+    monkeypatch.setattr(deriver, "_APPLY_CHUNK", 1)
+    await test_a_cmi5_course_as_its_aus_and_lms_send_it_per_registration(lrs)

@@ -78,6 +78,47 @@ def test_only_the_api_waits_for_the_disk_at_each_commit() -> None:
     assert settings.embedded_synchronous == "full"  # the API's own settings are left alone
 
 
+async def test_a_large_round_publishes_and_lets_go_of_each_unit_once_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backlog's round runs as several units of pairs; each unit's records go live as soon
+    as they are written, and the round does not hold them to its end (the derivation
+    process's memory under a backlog). Forced here on a round of five pairs, two per unit."""
+    from lrs.progress import deriver as deriver_module
+
+    monkeypatch.setattr(deriver_module, "_ONE_UNIT", 0)
+    monkeypatch.setattr(deriver_module, "_APPLY_CHUNK", 2)
+    settings = Settings(storage="embedded", data_dir=tmp_path, redis_url=None, derivation="process")
+    api = build_services(settings)
+    deriving = build_services(deriving_settings(settings))
+    deriving.deriver.brief_writes = True
+    await api.start()
+    await deriving.start(background=False)
+    published: list[list[str]] = []
+    publish_many = deriving.bus.publish_many
+
+    async def recording(store: str, events: list[dict[str, Any]]) -> None:
+        published.append(sorted(event["record"]["learner"] for event in events))
+        await publish_many(store, events)
+
+    monkeypatch.setattr(deriving.bus, "publish_many", recording)
+    try:
+        definition = {"title": "Units", "modules": [{"id": MODULE, "content": PAGES}]}
+        course = CourseDefinition.model_validate(definition).to_course(COURSE)
+        await api.catalogue.put(STORE, course, definition)
+        learners = [f"mailto:u{i}@example.com" for i in range(5)]
+        batch = [_statement(learner, PAGES[0], 0) for learner in learners]
+        stored = await api.ingestion.store(CREDENTIAL, batch, version="1.0.3", as_list=True)
+        ids = [statement["id"] for statement in stored.statements]
+        changed = await deriving.deriver.derive_statements(STORE, ids)
+        assert changed == 5
+        assert [len(unit) for unit in published] == [2, 2, 1]
+        assert sorted(sum(published, [])) == sorted(f"mbox:{learner}" for learner in learners)
+    finally:
+        await deriving.close()
+        await api.close()
+
+
 async def test_the_api_only_stores_and_the_derivation_process_derives(tmp_path: Path) -> None:
     """Two sets of services on one data directory, as `lrs serve` runs them in two processes:
     the API's hands nothing over (the outbox entry stays), the deriver's finds it, derives it,

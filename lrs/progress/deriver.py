@@ -122,6 +122,11 @@ class Round:
 
     changed: list[dict[str, Any]] = field(default_factory=list)
     grown: dict[ModuleKey, int] = field(default_factory=dict)
+    # Of a round run as several units, what the units done so far changed and published
+    # (Deriver._release): how many records, and the (learner, course, registration) groups
+    # whose records they completed (what `_satisfied` looks at).
+    released: int = 0
+    completed: set[tuple[str, str, str]] = field(default_factory=set)
     # (learner, course, registration) -> the round's statements for it: the one that made a
     # block satisfied names the AU session of its `satisfied` statement (cmi5 9.3.9)
     triggers: dict[tuple[str, str, str], list[dict[str, Any]]] = field(default_factory=dict)
@@ -236,7 +241,16 @@ class Deriver:
         if result.grown and self.on_grown is not None:
             self.on_grown(store, list(result.grown))
         await self._satisfied(store, result)
-        return len(result.changed)
+        return result.released + len(result.changed)
+
+    async def _release(self, store: str, result: Round) -> None:
+        """Push live what one unit of a large round wrote, and let go of its records: a round
+        then holds one unit's records at a time (a backlog's round of 5,000 statements touched
+        every learner of the discovered scenario, about 100 MB of records held to its end)."""
+        await self._publish(store, result.changed)
+        result.released += len(result.changed)
+        result.completed |= _completed_groups(result.changed)
+        result.changed = []
 
     # --- one round of statements --------------------------------------------------------------
 
@@ -276,6 +290,9 @@ class Deriver:
                 await self.database.run(
                     self._apply_work(store, plan, chunk, lookup, result, recheck=True)
                 )
+            for pair in chunk:  # its statements are folded: not needed again this round
+                plan.folds.pop(pair, None)
+            await self._release(store, result)
         if not closed:
             await self.database.run(self._close_work(store, entries, result))
         return result
@@ -613,11 +630,7 @@ class Deriver:
         docs/progress-rules.md)."""
         if self.emit is None:
             return
-        groups = {
-            (r["learner"], r["course"], r["registration"])
-            for r in result.changed
-            if r.get("registration") and r.get("status") == "completed"
-        }
+        groups = result.completed | _completed_groups(result.changed)
         courses: dict[str, Any] = {}
         for learner, course_id, registration in sorted(groups):
             if course_id not in courses:
@@ -837,6 +850,15 @@ def _view(module: Module, facts: Facts) -> Module:
     if not missing:
         return module
     return with_items(module, [*(i.id for i in module.items), *missing], module.item_total)
+
+
+def _completed_groups(records: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    """The (learner, course, registration) of each completed record kept per registration."""
+    return {
+        (r["learner"], r["course"], r["registration"])
+        for r in records
+        if r.get("registration") and r.get("status") == "completed"
+    }
 
 
 def _visible_change(before: dict[str, Any], after: dict[str, Any]) -> bool:
