@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     # crash of the process (a power cut may lose the last commits, never the file) and takes
     # 5-12% more single POSTs/s (README, Configuration).
     embedded_synchronous: str = Field(default="full", pattern="^(full|normal)$")
+    # Embedded store: the most memory SQLite keeps of the file's pages, per connection (the
+    # derivation process keeps at most DERIVATION_CACHE_MIB, lrs.derivation_process).
+    embedded_cache_mib: int = Field(default=64, ge=1, le=65536)
 
     redis_url: str | None = None
     # Progress derivation: "celery" (needs Redis), "inprocess" (in the API process) or

@@ -21,7 +21,12 @@ import pytest
 
 from lrs.api.courses import save_course
 from lrs.config import Settings
-from lrs.derivation_process import HEARTBEAT_PREFIX, derive_forever, deriving_settings
+from lrs.derivation_process import (
+    DERIVATION_CACHE_MIB,
+    HEARTBEAT_PREFIX,
+    derive_forever,
+    deriving_settings,
+)
 from lrs.progress.catalogue import CourseDefinition
 from lrs.progress.dispatch import ElsewhereDispatcher, InProcessDispatcher
 from lrs.progress.live import StorePollingBus
@@ -76,6 +81,16 @@ def test_only_the_api_waits_for_the_disk_at_each_commit() -> None:
     assert settings.embedded_synchronous == "full"
     assert deriving_settings(settings).embedded_synchronous == "normal"
     assert settings.embedded_synchronous == "full"  # the API's own settings are left alone
+
+
+def test_the_derivation_process_keeps_a_smaller_page_cache() -> None:
+    """Its rounds read each statement and record once: a large cache only grew its memory.
+    An operator's smaller cache wins."""
+    settings = Settings(storage="embedded", redis_url=None, derivation="process")
+    assert deriving_settings(settings).embedded_cache_mib == DERIVATION_CACHE_MIB < 64
+    assert settings.embedded_cache_mib == 64
+    tiny = settings.model_copy(update={"embedded_cache_mib": 4})
+    assert deriving_settings(tiny).embedded_cache_mib == 4
 
 
 async def test_a_large_round_publishes_and_lets_go_of_each_unit_once_written(

@@ -1580,6 +1580,17 @@ def test_commits_reach_the_disk_before_they_return_unless_configured_otherwise(
         EmbeddedStore(str(tmp_path / "off.sqlite3"), "off")
 
 
+def test_the_page_cache_is_as_large_as_configured(tmp_path: Path) -> None:
+    def kib(store: EmbeddedStore) -> int:
+        return -store._db.execute("PRAGMA cache_size").fetchone()[0]  # negative: KiB
+
+    assert kib(EmbeddedStore(str(tmp_path / "default.sqlite3"))) == 64 * 1024
+    assert kib(EmbeddedStore(str(tmp_path / "small.sqlite3"), "full", 16)) == 16 * 1024
+    for wrong in (0, -1, 1.5, True, "16"):
+        with pytest.raises(ValueError, match="cache_mib"):
+            EmbeddedStore(str(tmp_path / "wrong.sqlite3"), "full", wrong)  # type: ignore[arg-type]
+
+
 def test_the_synchronous_setting_reaches_the_store(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1594,18 +1605,26 @@ def test_the_synchronous_setting_reaches_the_store(
     with pytest.raises(ValidationError):
         Settings()
     monkeypatch.setenv("LRS_EMBEDDED_SYNCHRONOUS", "normal")
+    assert Settings().embedded_cache_mib == 64
+    monkeypatch.setenv("LRS_EMBEDDED_CACHE_MIB", "0")
+    with pytest.raises(ValidationError):
+        Settings()
+    monkeypatch.setenv("LRS_EMBEDDED_CACHE_MIB", "32")
     settings = Settings(storage="embedded", data_dir=tmp_path)
-    opened: list[str] = []
+    opened: list[tuple[str, int]] = []
     original = embedded.EmbeddedStore.__init__
 
-    def recording(self: EmbeddedStore, path: str, synchronous: str = "full") -> None:
-        opened.append(synchronous)
-        original(self, path, synchronous)
+    def recording(
+        self: EmbeddedStore, path: str, synchronous: str = "full", cache_mib: int = 64
+    ) -> None:
+        opened.append((synchronous, cache_mib))
+        original(self, path, synchronous, cache_mib)
 
     monkeypatch.setattr(embedded.EmbeddedStore, "__init__", recording)
     database = open_database(settings)
     try:
-        assert opened[0] == "normal"  # the connection that writes
+        assert opened[0] == ("normal", 32)  # the connection that writes
+        assert all(cache == 32 for _, cache in opened)
     finally:
         import asyncio
 

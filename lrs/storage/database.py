@@ -371,7 +371,12 @@ def open_database(settings: Settings) -> Database:
         return _open_mongodb(settings)
     if kind == "memory":
         return _open_memory(settings.database)
-    return open_embedded(settings.data_dir, settings.database, settings.embedded_synchronous)
+    return open_embedded(
+        settings.data_dir,
+        settings.database,
+        settings.embedded_synchronous,
+        settings.embedded_cache_mib,
+    )
 
 
 def _open_mongodb(settings: Settings) -> Database:
@@ -531,8 +536,11 @@ class _DedicatedThread:
         self._thread.join()
 
 
-def open_embedded(data_dir: Any, name: str, synchronous: str = "full") -> Database:
-    """`synchronous`: see `EmbeddedStore` (LRS_EMBEDDED_SYNCHRONOUS)."""
+def open_embedded(
+    data_dir: Any, name: str, synchronous: str = "full", cache_mib: int = 64
+) -> Database:
+    """`synchronous`, `cache_mib`: see `EmbeddedStore` (LRS_EMBEDDED_SYNCHRONOUS,
+    LRS_EMBEDDED_CACHE_MIB)."""
     import pathlib
 
     from lrs.storage.embedded import EmbeddedStore, import_legacy_layout
@@ -554,7 +562,7 @@ def open_embedded(data_dir: Any, name: str, synchronous: str = "full") -> Databa
         staging.rename(file)
         legacy.rename(path / f"{name}.before-upgrade")
         log.warning("imported %s from %s (kept as %s.before-upgrade)", counts, legacy, name)
-    store: EmbeddedStore = thread.call(EmbeddedStore, str(file), synchronous)
+    store: EmbeddedStore = thread.call(EmbeddedStore, str(file), synchronous, cache_mib)
     thread.group = (store.begin, store.commit, store.rollback)
     store.refresh_per_job = True
     thread.before_job = store.expire_refresh
@@ -597,7 +605,7 @@ def open_embedded(data_dir: Any, name: str, synchronous: str = "full") -> Databa
     database._change_mark = change_mark
     # Opened on the store's thread: opening may write (a new file's set-up) and so wait for
     # the write lock, which the event loop must never do.
-    reader: EmbeddedStore = thread.call(EmbeddedStore, str(file))
+    reader: EmbeddedStore = thread.call(EmbeddedStore, str(file), "full", cache_mib)
     reader_ops: dict[str, EmbeddedOps] = {}
     reader_lock = threading.Lock()  # one connection: one reader at a time (any thread)
 

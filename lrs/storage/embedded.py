@@ -695,9 +695,11 @@ class EmbeddedStore:
     """One SQLite file holding every collection of one database. Not thread-safe: the caller
     runs all calls on one thread (`lrs.storage.database` does)."""
 
-    def __init__(self, path: str, synchronous: str = "full") -> None:
+    def __init__(self, path: str, synchronous: str = "full", cache_mib: int = 64) -> None:
         if synchronous not in ("full", "normal"):
             raise ValueError(f"synchronous must be 'full' or 'normal', not {synchronous!r}")
+        if isinstance(cache_mib, bool) or not isinstance(cache_mib, int) or cache_mib < 1:
+            raise ValueError(f"cache_mib must be a whole number of MiB >= 1, not {cache_mib!r}")
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         # FULL: every COMMIT reaches the disk before it returns, so what was acknowledged
@@ -705,7 +707,7 @@ class EmbeddedStore:
         # never corrupt the file; a crash of the process alone loses nothing either way.
         self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
         self._db.execute(f"PRAGMA busy_timeout={_LOCK_WAIT_SECONDS * 1000}")
-        self._db.execute("PRAGMA cache_size=-65536")
+        self._db.execute(f"PRAGMA cache_size=-{cache_mib * 1024}")  # negative: in KiB
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS collections (name TEXT PRIMARY KEY, tbl TEXT NOT NULL)"
         )
