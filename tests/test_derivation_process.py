@@ -93,16 +93,14 @@ def test_the_derivation_process_keeps_a_smaller_page_cache() -> None:
     assert deriving_settings(tiny).embedded_cache_mib == 4
 
 
-async def test_a_large_round_publishes_and_lets_go_of_each_unit_once_written(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A backlog's round runs as several units of pairs; each unit's records go live as soon
-    as they are written, and the round does not hold them to its end (the derivation
-    process's memory under a backlog). Forced here on a round of five pairs, two per unit."""
+async def _units_published(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, learners: int
+) -> list[list[str]]:
+    """One round deriving one statement for each of `learners` learners (one pair each) in the
+    derivation process's way (brief writes); the learners of each publication, in order."""
     from lrs.progress import deriver as deriver_module
 
     monkeypatch.setattr(deriver_module, "_ONE_UNIT", 0)
-    monkeypatch.setattr(deriver_module, "_APPLY_CHUNK", 2)
     settings = Settings(storage="embedded", data_dir=tmp_path, redis_url=None, derivation="process")
     api = build_services(settings)
     deriving = build_services(deriving_settings(settings))
@@ -121,17 +119,43 @@ async def test_a_large_round_publishes_and_lets_go_of_each_unit_once_written(
         definition = {"title": "Units", "modules": [{"id": MODULE, "content": PAGES}]}
         course = CourseDefinition.model_validate(definition).to_course(COURSE)
         await api.catalogue.put(STORE, course, definition)
-        learners = [f"mailto:u{i}@example.com" for i in range(5)]
-        batch = [_statement(learner, PAGES[0], 0) for learner in learners]
+        mboxes = [f"mailto:u{i}@example.com" for i in range(learners)]
+        batch = [_statement(mbox, PAGES[0], 0) for mbox in mboxes]
         stored = await api.ingestion.store(CREDENTIAL, batch, version="1.0.3", as_list=True)
         ids = [statement["id"] for statement in stored.statements]
-        changed = await deriving.deriver.derive_statements(STORE, ids)
-        assert changed == 5
-        assert [len(unit) for unit in published] == [2, 2, 1]
-        assert sorted(sum(published, [])) == sorted(f"mbox:{learner}" for learner in learners)
+        assert await deriving.deriver.derive_statements(STORE, ids) == learners
+        assert sorted(sum(published, [])) == sorted(f"mbox:{mbox}" for mbox in mboxes)
+        return published
     finally:
         await deriving.close()
         await api.close()
+
+
+async def test_a_large_round_publishes_and_lets_go_of_each_unit_once_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backlog's round runs as several units of pairs; each unit's records go live as soon
+    as they are written, and the round does not hold them to its end (the derivation
+    process's memory under a backlog). Forced here on a round of five pairs, two per unit."""
+    from lrs.progress import deriver as deriver_module
+
+    monkeypatch.setattr(deriver_module, "_APPLY_CHUNK", 2)
+    published = await _units_published(tmp_path, monkeypatch, 5)
+    assert [len(unit) for unit in published] == [2, 2, 1]
+
+
+async def test_units_hold_fewer_pairs_where_records_are_large(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A learner's record grows with the items they touched: after a unit whose records hold
+    many items, the next units take fewer pairs (about _UNIT_ITEMS items each). Here records
+    list the module's 3 items and a unit is meant to hold 6: 4 pairs, then 2 at a time."""
+    from lrs.progress import deriver as deriver_module
+
+    monkeypatch.setattr(deriver_module, "_APPLY_CHUNK", 4)
+    monkeypatch.setattr(deriver_module, "_UNIT_ITEMS", 2 * len(PAGES))
+    published = await _units_published(tmp_path, monkeypatch, 9)
+    assert [len(unit) for unit in published] == [4, 2, 2, 1]
 
 
 async def test_the_api_only_stores_and_the_derivation_process_derives(tmp_path: Path) -> None:

@@ -82,6 +82,11 @@ _ONE_UNIT = 500
 CATCH_UP_STATEMENTS = 5000
 _RESOLVE_CHUNK = 1000
 _APPLY_CHUNK = 250
+# ...and fewer where the records are large: a unit holds its records twice (as read and as
+# written), and a learner's record grows with the items they touched (a discovered module).
+# About this many record items per unit (records of 20 items: _APPLY_CHUNK pairs; of 150
+# items: 66 pairs).
+_UNIT_ITEMS = 10_000
 
 
 @dataclass
@@ -275,14 +280,16 @@ class Deriver:
             )
         pairs = plan.pairs()
         closed = False
-        for start in range(0, len(pairs), _APPLY_CHUNK):
-            chunk = pairs[start : start + _APPLY_CHUNK]
+        start, size = 0, _APPLY_CHUNK
+        while start < len(pairs):
+            chunk = pairs[start : start + size]
+            start += len(chunk)
             if self.brief_writes:
                 planned = await self.database.run(
                     self._fold_work(store, plan, chunk, lookup, recheck=True), write=False
                 )
                 # The last chunk's write also clears the outbox entries: one commit less.
-                closed = start + _APPLY_CHUNK >= len(pairs)
+                closed = start >= len(pairs)
                 await self.database.run(
                     self._write_and_close(store, planned, lookup, result, entries, closed)
                 )
@@ -292,6 +299,7 @@ class Deriver:
                 )
             for pair in chunk:  # its statements are folded: not needed again this round
                 plan.folds.pop(pair, None)
+            size = _unit_size(result.changed, size)
             await self._release(store, result)
         if not closed:
             await self.database.run(self._close_work(store, entries, result))
@@ -850,6 +858,15 @@ def _view(module: Module, facts: Facts) -> Module:
     if not missing:
         return module
     return with_items(module, [*(i.id for i in module.items), *missing], module.item_total)
+
+
+def _unit_size(written: list[dict[str, Any]], size: int) -> int:
+    """Pairs for a round's next unit, from the records its last unit wrote (`size` again when
+    it wrote none): at most _APPLY_CHUNK, fewer where records hold many items."""
+    if not written:
+        return size
+    items = sum(len(record.get("items") or ()) for record in written) / len(written)
+    return max(1, min(_APPLY_CHUNK, int(_UNIT_ITEMS // max(items, 1.0))))
 
 
 def _completed_groups(records: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
