@@ -24,7 +24,7 @@ from lrs.app import create_app
 from lrs.auth import SharedRead
 from lrs.observability import JsonFormatter
 from lrs.services import Services, build_services
-from lrs.storage.credentials import unknown_key_hash
+from lrs.storage.credentials import new_key, unknown_key_hash
 from lrs.storage.database import open_database
 from lrs.throttle import FailureThrottle
 from tests.conftest import LRS, basic_auth, make_settings
@@ -86,6 +86,16 @@ async def test_revocation_takes_effect_at_once_in_every_api_process(app_with: An
     assert await status(second, user_auth) == 401
     # Others are unaffected.
     assert await status(first, admin_auth) == 200
+
+
+def test_new_keys_never_start_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key starting with "-" reads as an option on a command line (`lrs credentials revoke
+    KEY` refused one key in 64): such draws are drawn again."""
+    import secrets
+
+    draws = iter(["-starts-with-a-dash", "_fine-key"])
+    monkeypatch.setattr(secrets, "token_urlsafe", lambda _n: next(draws))
+    assert new_key() == "_fine-key"
 
 
 def test_revocation_by_the_cli_reaches_a_running_api_process(tmp_path: Path) -> None:

@@ -75,6 +75,14 @@ def unknown_key_hash() -> str:
     return _UNKNOWN_KEY_HASH
 
 
+def new_key() -> str:
+    """A fresh credential key: random, URL-safe, and never starting with "-", which a command
+    line would take for an option (`lrs credentials revoke KEY`: one key in 64 did)."""
+    while (key := secrets.token_urlsafe(18)).startswith("-"):
+        pass
+    return key
+
+
 def _revision_work() -> Work[int]:
     doc = yield find_one("meta", {"_id": _REVISION_ID}, projection={"revision": 1})
     return int(doc["revision"]) if doc else 0
@@ -100,7 +108,7 @@ class CredentialRepository:
         secret: str | None = None,
     ) -> tuple[Credential, str]:
         """Create a credential; returns it with the plain secret, which is never stored."""
-        key = key or secrets.token_urlsafe(18)
+        key = key or new_key()
         secret = secret or secrets.token_urlsafe(32)
         authority = {
             "objectType": "Agent",
