@@ -1591,7 +1591,7 @@ def test_the_page_cache_is_as_large_as_configured(tmp_path: Path) -> None:
             EmbeddedStore(str(tmp_path / "wrong.sqlite3"), "full", wrong)  # type: ignore[arg-type]
 
 
-def test_the_synchronous_setting_reaches_the_store(
+def test_the_synchronous_and_cache_settings_reach_the_store(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from pydantic import ValidationError

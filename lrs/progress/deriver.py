@@ -248,14 +248,16 @@ class Deriver:
         await self._satisfied(store, result)
         return result.released + len(result.changed)
 
-    async def _release(self, store: str, result: Round) -> None:
-        """Push live what one unit of a large round wrote, and let go of its records: a round
-        then holds one unit's records at a time (a backlog's round of 5,000 statements touched
-        every learner of the discovered scenario, about 100 MB of records held to its end)."""
-        await self._publish(store, result.changed)
-        result.released += len(result.changed)
-        result.completed |= _completed_groups(result.changed)
-        result.changed = []
+    async def _release(self, store: str, result: Round) -> list[dict[str, Any]]:
+        """Push live what one unit of a large round wrote, and let go of its records (returned,
+        for the caller's last look): a round then holds one unit's records at a time (a
+        backlog's round of 5,000 statements touched every learner of the discovered scenario,
+        about 100 MB of records held to its end)."""
+        written, result.changed = result.changed, []
+        await self._publish(store, written)
+        result.released += len(written)
+        result.completed |= _completed_groups(written)
+        return written
 
     # --- one round of statements --------------------------------------------------------------
 
@@ -299,8 +301,7 @@ class Deriver:
                 )
             for pair in chunk:  # its statements are folded: not needed again this round
                 plan.folds.pop(pair, None)
-            size = _unit_size(result.changed, size)
-            await self._release(store, result)
+            size = _unit_size(await self._release(store, result), size)
         if not closed:
             await self.database.run(self._close_work(store, entries, result))
         return result
