@@ -134,6 +134,39 @@ async def test_statuses_follow_the_rules(lrs: LRS) -> None:
     assert done["best_score"] == 0.9 and done["attempts"] == 2 and done["percent"] == 100
 
 
+async def test_a_record_stores_its_items_and_facts_as_text_and_shows_them_whole(
+    lrs: LRS,
+) -> None:
+    """A record's bulky fields are stored as one JSON text each (cheaper to read, compare and
+    write than hundreds of small values); the API shows them as lists and objects."""
+    await put_course(lrs)
+    await post(lrs, stmt("experienced", PAGE1, ts="2026-01-01T09:10:00Z"))
+    stored = await lrs.services.progress.records.find_one({"module": M1})
+    assert isinstance(stored["items"], str) and isinstance(stored["facts"], str)
+    shown = await record(lrs, M1)
+    assert shown["items"] == json.loads(stored["items"])
+    statuses = [item["status"] for item in shown["items"]]
+    assert statuses == ["completed", "not_started", "not_started"]
+    assert "facts" not in shown
+
+
+async def test_a_record_written_before_packing_is_read_and_derived_on(lrs: LRS) -> None:
+    """Records an earlier version wrote hold `items` and `facts` as lists and objects: they
+    are shown as they are, and the next statement folds into their facts."""
+    await put_course(lrs)
+    await post(lrs, stmt("experienced", PAGE1, ts="2026-01-01T09:10:00Z"))
+    stored = await lrs.services.progress.records.find_one({"module": M1})
+    earlier = {"items": json.loads(stored["items"]), "facts": json.loads(stored["facts"])}
+    await lrs.services.progress.records.update_one({"_id": stored["_id"]}, {"$set": earlier})
+    shown = await record(lrs, M1)
+    assert shown["items"] == earlier["items"] and shown["viewed"] == 1
+    await post(lrs, stmt("experienced", PAGE2, ts="2026-01-01T09:20:00Z"))
+    after = await record(lrs, M1)
+    assert after["viewed"] == 2 and after["started_at"] == "2026-01-01T09:10:00.000000Z"
+    assert [item["status"] for item in after["items"]][:2] == ["completed", "completed"]
+    assert isinstance((await lrs.services.progress.records.find_one({"module": M1}))["items"], str)
+
+
 async def test_voiding_a_pass_retracts_completion(lrs: LRS) -> None:
     """Design 5: voiding a statement retracts what it contributed."""
     await put_course(lrs)

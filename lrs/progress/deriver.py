@@ -42,6 +42,7 @@ from lrs.storage.progress import (
     CatalogueReads,
     CatalogueRepository,
     ProgressRepository,
+    differs,
     insert_records_work,
     module_from_doc,
     module_records_work,
@@ -49,6 +50,7 @@ from lrs.storage.progress import (
     records_work,
     seq_block_work,
     stamped,
+    stored_facts,
     with_items,
     write_record_work,
 )
@@ -413,8 +415,9 @@ class Deriver:
             module = plan.modules[(course_id, module_id)]
             record = records.get(record_key(*pair))
             facts: Facts | None = None
-            if pair not in plan.recompute and (record is None or "facts" in record):
-                facts = Facts.from_doc(record["facts"]) if record is not None else Facts()
+            known = stored_facts(record) if record is not None else {}
+            if pair not in plan.recompute and known is not None:
+                facts = Facts.from_doc(known)
                 view = _pair_view(module, facts, folds.get(pair, []), headers)
                 profile = self.profiles.get(module.profile)
                 for statement in folds.get(pair, []):
@@ -426,11 +429,7 @@ class Deriver:
                 view = yield from lookup.complete(module)
                 facts = yield from self._facts_from_statements(store, pair, view)
             new = self._record(store, pair, _view(view, facts), facts)
-            if (
-                record is not None
-                and not fence
-                and all(record.get(name) == new.get(name) for name in _CONTENT)
-            ):
+            if record is not None and not fence and not differs(record, new, _CONTENT):
                 continue  # e.g. a statement folded before: nothing to write
             planned.append((pair, new, record, fence))
         return planned
@@ -615,14 +614,15 @@ class Deriver:
         total = module.item_total or 0
         planned = []
         for record in (yield from module_records_work(store, course_id, module_id)):
-            if "facts" not in record:
+            known = stored_facts(record)
+            if known is None:
                 continue  # from an earlier version: recomputed when its learner is next seen
-            facts = Facts.from_doc(record["facts"])
+            facts = Facts.from_doc(known)
             new = {
                 **record,
                 **summarize(_view(module, facts), self.profiles.get(module.profile), facts),
             }
-            if any(record.get(name) != new.get(name) for name in PROGRESS_FIELDS):
+            if differs(record, new, PROGRESS_FIELDS):
                 pair = (record["learner"], course_id, module_id, record.get("registration") or None)
                 planned.append((pair, new, record, False))
         yield from self._write(store, planned, lookup, result)
@@ -879,8 +879,9 @@ def _completed_groups(records: list[dict[str, Any]]) -> set[tuple[str, str, str]
     }
 
 
-def _visible_change(before: dict[str, Any], after: dict[str, Any]) -> bool:
-    return any(before.get(name) != after.get(name) for name in (*PROGRESS_FIELDS, "learner_name"))
+def _visible_change(stored: dict[str, Any], written: dict[str, Any]) -> bool:
+    """Whether a write changed what the API shows of the record it wrote over."""
+    return differs(stored, written, (*PROGRESS_FIELDS, "learner_name"))
 
 
 def _resummary_id(store: str, course_id: str, module_id: str) -> str:

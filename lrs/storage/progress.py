@@ -8,9 +8,12 @@ async methods serve the API and the CLI.
 from __future__ import annotations
 
 import contextlib
+import json
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 from lrs.progress.catalogue import Course, Item, Module
 from lrs.progress.discovery import Discovery, Known, discovered_item
@@ -25,6 +28,7 @@ from lrs.storage.unit import (
     insert_one,
     update_one,
 )
+from lrs.xapi.jsontext import compact_json_bytes
 from lrs.xapi.timestamps import monotonic_now_micros
 
 COURSES = "courses"
@@ -446,6 +450,64 @@ PROGRESS_FIELDS = (
 )
 
 
+# A record's bulky fields, stored as one JSON text each: a record of 20 items held about 280
+# small values in them, and every derivation decoded, compared and encoded them value by value
+# on each read and write (about three quarters of the record's storage cost). As text they are
+# one value each, compared as text; readers get them back as lists and objects (`unpack`).
+PACKED = ("items", "facts")
+
+
+def pack(record: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `record` as stored: its PACKED fields as JSON text (those already text are
+    kept)."""
+    doc = dict(record)
+    for name in PACKED:
+        value = doc.get(name)
+        if value is not None and not isinstance(value, str):
+            doc[name] = _packed(value)
+    return doc
+
+
+def _packed(value: Any) -> str:
+    # Non-ASCII characters are escaped only where orjson refuses the value (a lone surrogate),
+    # so that the text is always valid UTF-8, as BSON requires.
+    return compact_json_bytes(value).decode()
+
+
+def unpack(doc: dict[str, Any]) -> dict[str, Any]:
+    """A stored record with its PACKED fields decoded, in place (records written by earlier
+    versions hold them decoded already)."""
+    for name in PACKED:
+        value = doc.get(name)
+        if isinstance(value, str):
+            doc[name] = _unpacked(value)
+    return doc
+
+
+def _unpacked(text: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:  # escaped lone surrogates, which orjson refuses
+        return json.loads(text)
+
+
+def stored_facts(doc: dict[str, Any]) -> dict[str, Any] | None:
+    """The facts of a stored record (None: written before records kept facts)."""
+    value = doc.get("facts")
+    return _unpacked(value) if isinstance(value, str) else value
+
+
+def differs(stored: dict[str, Any], record: dict[str, Any], names: tuple[str, ...]) -> bool:
+    """Whether any of `names` differs between a stored record and a record as derived."""
+    for name in names:
+        new = record.get(name)
+        if name in PACKED and new is not None and not isinstance(new, str):
+            new = _packed(new)
+        if stored.get(name) != new:
+            return True
+    return False
+
+
 def record_key(learner: str, course: str, module: str, registration: str | None) -> str:
     """The unique key of a progress record (its registration only for per-registration
     courses; None otherwise, stored as "")."""
@@ -510,10 +572,11 @@ class ProgressRepository:
     async def get(
         self, store: str, learner: str, course: str, module: str, registration: str | None = None
     ) -> dict[str, Any] | None:
-        return await self.records.find_one(
+        doc = await self.records.find_one(
             {"store": store, "key": record_key(learner, course, module, registration)},
             projection={"_id": 0},
         )
+        return unpack(doc) if doc is not None else None
 
     async def delete_module(self, store: str, course: str, module: str) -> None:
         await self.records.delete_many({"store": store, "course": course, "module": module})
@@ -569,12 +632,13 @@ class ProgressRepository:
                     ]
                 }
             )
-        return await self.records.find(
+        docs = await self.records.find(
             {"$and": clauses},
             projection={"_id": 0, "facts": 0},
             sort=[("learner", 1), ("course", 1), ("module", 1), ("registration", 1)],
             limit=limit,
         )
+        return [unpack(doc) for doc in docs]
 
     async def changed_since(
         self, store: str, event_id: int, limit: int = 1000
@@ -589,18 +653,20 @@ class ProgressRepository:
         sequence numbers as ids from then on. Any other unknown id (e.g. from a database since
         wiped) thereby replays every record, which is also the safe answer."""
         if event_id <= await self.last_seq(store):
-            return await self.records.find(
+            docs = await self.records.find(
                 {"store": store, "seq": {"$gt": event_id}},
                 projection={"_id": 0, "facts": 0},
                 sort=[("seq", 1)],
                 limit=limit,
             )
-        return await self.records.find(
-            {"store": store, "updated_key": {"$gt": event_id}},
-            projection={"_id": 0, "facts": 0},
-            sort=[("updated_key", 1)],
-            limit=limit,
-        )
+        else:
+            docs = await self.records.find(
+                {"store": store, "updated_key": {"$gt": event_id}},
+                projection={"_id": 0, "facts": 0},
+                sort=[("updated_key", 1)],
+                limit=limit,
+            )
+        return [unpack(doc) for doc in docs]
 
 
 # --- units of work for the derivation -------------------------------------------------------
@@ -616,6 +682,7 @@ def seq_block_work(store: str, n: int) -> Work[int]:
 
 
 def records_work(store: str, keys: list[str]) -> Work[dict[str, dict[str, Any]]]:
+    """The records of these keys, as stored (see `pack`)."""
     if not keys:
         return {}
     docs = yield find(RECORDS, {"store": store, "key": {"$in": sorted(set(keys))}})
@@ -623,7 +690,7 @@ def records_work(store: str, keys: list[str]) -> Work[dict[str, dict[str, Any]]]
 
 
 def module_records_work(store: str, course: str, module: str) -> Work[list[dict[str, Any]]]:
-    """Every record of one module (not_started ones included)."""
+    """Every record of one module (not_started ones included), as stored (see `pack`)."""
     docs = yield find(RECORDS, {"store": store, "course": course, "module": module})
     return docs
 
@@ -647,24 +714,24 @@ def stamped(record: dict[str, Any], seq: int, version: int) -> dict[str, Any]:
 def write_record_work(
     record: dict[str, Any], previous: dict[str, Any] | None, seq: int
 ) -> Work[dict[str, Any] | None]:
-    """Write a record over `previous` (the version read; None: it must not exist yet), if
-    nobody wrote it since; returns what was written, or None when another writer got there
-    first. Only the fields that changed are sent."""
+    """Write a record over `previous` (the version read, as stored; None: it must not exist
+    yet), if nobody wrote it since; returns what was written (unpacked), or None when another
+    writer got there first. Only the fields that changed are sent."""
     if previous is None:
         doc = stamped(record, seq, 1)
         try:
-            yield insert_one(RECORDS, dict(doc))
+            yield insert_one(RECORDS, pack(doc))
         except DuplicateKeys:
             return None
-        return doc
+        return unpack(doc)
     doc = stamped(record, seq, previous["version"] + 1)
-    changes = {name: value for name, value in doc.items() if previous.get(name) != value}
+    changes = {name: value for name, value in pack(doc).items() if previous.get(name) != value}
     matched = yield update_one(
         RECORDS,
         {"store": doc["store"], "key": doc["key"], "version": previous["version"]},
         {"$set": changes},
     )
-    return doc if matched else None
+    return unpack(doc) if matched else None
 
 
 def insert_records_work(docs: list[dict[str, Any]]) -> Work[set[int]]:
@@ -672,7 +739,7 @@ def insert_records_work(docs: list[dict[str, Any]]) -> Work[set[int]]:
     if not docs:
         return set()
     try:
-        yield insert_many(RECORDS, docs)
+        yield insert_many(RECORDS, [pack(doc) for doc in docs])
     except DuplicateKeys as exc:
         return set(exc.indexes)
     return set()
