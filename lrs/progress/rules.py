@@ -312,7 +312,8 @@ def _move_on_time(
 
 def _satisfied_at(item: Item, facts: ItemFacts | None, started: Micros) -> Micros | None:
     """When the item was satisfied: its moveOn met, or the item waived (cmi5 9.3.7)."""
-    facts = facts or ItemFacts()
+    if facts is None:
+        return _move_on_time(item.move_on, None, None, started)
     natural = _move_on_time(item.move_on, facts.viewed, facts.passed, started)
     return _earliest(natural, facts.waived)
 
@@ -477,10 +478,29 @@ def _listed(module: Module, facts: Facts) -> list[Item]:
     return sorted(shown, key=lambda item: item.id)
 
 
+# An item no statement is about, as `item_status` lists it after its id, role and moveOn.
+_UNTOUCHED: dict[str, Any] = {
+    "status": "not_started",
+    "accessed_at": None,
+    "viewed_at": None,
+    "passed_at": None,
+    "failed_at": None,
+    "attempts": 0,
+    "best_score": None,
+    "satisfied": False,
+    "satisfied_at": None,
+    "waived": False,
+    "waived_at": None,
+}
+
+
 def item_status(item: Item, facts: ItemFacts | None, satisfied: Micros | None) -> dict[str, Any]:
     """One entry of a record's `items`: `status` is `completed` once the item is satisfied
     (its moveOn met, or waived), `in_progress` once viewed, attempted, passed, failed or
     waived, `started` once a statement is about it, else `not_started`."""
+    if facts is None and satisfied is None:
+        # Most of a module's items, for most learners: the same entry but for the item.
+        return {"id": item.id, "role": item.role, "move_on": item.move_on, **_UNTOUCHED}
     facts = facts or ItemFacts()
     if satisfied is not None:
         status = "completed"
