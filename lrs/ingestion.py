@@ -14,8 +14,14 @@ from typing import Any
 from lrs.auth import has_scope
 from lrs.observability import Metrics
 from lrs.storage.activities import ActivityRepository
+from lrs.storage.combined_writes import CombinedWrites
 from lrs.storage.credentials import Credential
-from lrs.storage.statement_writes import StatementConflict, VoidingAVoid, WriteLeaseLost
+from lrs.storage.statement_writes import (
+    Committed,
+    StatementConflict,
+    VoidingAVoid,
+    WriteLeaseLost,
+)
 from lrs.storage.statements import StatementRepository
 from lrs.xapi.attachments import (
     AttachmentError,
@@ -60,6 +66,9 @@ class Ingestion:
     # Federation: those batches that left a `forward` entry (lrs.storage.statement_writes).
     after_forward: list[AfterStore] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        self._writes = CombinedWrites(self.statements.insert_batch, self._committed)
+
     async def store(
         self,
         credential: Credential,
@@ -84,12 +93,16 @@ class Ingestion:
             return statements_equivalent(existing, sent[candidate["id"]], xapi_version=version)
 
         try:
-            committed = await self.statements.insert_batch(
-                credential.store,
-                prepared,
-                equivalent,
-                [(p.sha2, p.content_type, p.data) for p in parts],
-            )
+            if parts:  # attachments go first (StatementRepository.insert_batch): alone
+                committed = await self.statements.insert_batch(
+                    credential.store,
+                    prepared,
+                    equivalent,
+                    [(p.sha2, p.content_type, p.data) for p in parts],
+                )
+                self._committed(credential.store, committed)
+            else:
+                committed = await self._writes.write(credential.store, prepared, equivalent)
         except StatementConflict as exc:
             raise IngestionError(409, str(exc)) from exc
         except VoidingAVoid as exc:
@@ -101,14 +114,20 @@ class Ingestion:
             await self.activities.record_from_statements(
                 credential.store, committed.fresh, has_scope(credential, "define")
             )
-            ids = [s["id"] for s in committed.fresh]
-            assert committed.token is not None
-            for hook in self.after_store:
-                hook(credential.store, ids, committed.token)
-            if committed.forward:
-                for hook in self.after_forward:
-                    hook(credential.store, ids, committed.token)
         return Stored(prepared, self.statements.consistent_through_after(committed))
+
+    def _committed(self, store: str, committed: Committed) -> None:
+        """A write stored new statements (of one request or several, lrs.storage.combined_writes):
+        hand them to derivation and federation, before any request of it is answered."""
+        if not committed.fresh:
+            return
+        ids = [s["id"] for s in committed.fresh]
+        assert committed.token is not None
+        for hook in self.after_store:
+            hook(store, ids, committed.token)
+        if committed.forward:
+            for hook in self.after_forward:
+                hook(store, ids, committed.token)
 
 
 def prepare(
