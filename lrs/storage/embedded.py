@@ -543,11 +543,16 @@ def _constraint(condition: Any) -> _Constraint | None:
         return _Constraint(keys=[_index_key(operand)], exact=len(ops) == 1)
     if "$in" in ops:
         operand = condition["$in"]
-        if not isinstance(operand, list | tuple) or any(
-            isinstance(v, list | dict) or not (v is None or _plannable(v)) for v in operand
-        ):
+        if not isinstance(operand, list | tuple):
             return None
-        keys = sorted({_index_key(v) for v in operand}, key=repr)
+        # Each key once, in the order given (the SQL's IN list does not depend on its order).
+        if set(map(type, operand)) <= {str}:  # the usual one: ids, keys, terms
+            return _Constraint(
+                keys=[(_STRING, v) for v in dict.fromkeys(operand)], exact=len(ops) == 1
+            )
+        if any(isinstance(v, list | dict) or not (v is None or _plannable(v)) for v in operand):
+            return None
+        keys = list(dict.fromkeys(_index_key(v) for v in operand))
         return _Constraint(keys=keys, exact=len(ops) == 1)
     bounds = [op for op in _COMPARISONS if op in ops]
     if not bounds:
@@ -633,6 +638,10 @@ def _shape(value: Any) -> Any:
     if isinstance(value, dict):
         return tuple((key, _shape(item)) for key, item in value.items())
     if isinstance(value, list | tuple):
+        # An `$in` of a thousand ids is a thousand strings: their type, not a thousand reprs.
+        types = set(map(type, value))
+        if not any(issubclass(kind, dict | list | tuple) for kind in types):
+            return ("[]", tuple(sorted(kind.__name__ for kind in types)))
         return ("[]", tuple(sorted({repr(_shape(item)) for item in value})))
     return type(value).__name__
 
