@@ -452,8 +452,9 @@ PROGRESS_FIELDS = (
 
 # A record's bulky fields, stored as one JSON text each: a record of 20 items held about 280
 # small values in them, and every derivation decoded, compared and encoded them value by value
-# on each read and write (about three quarters of the record's storage cost). As text they are
-# one value each, compared as text; readers get them back as lists and objects (`unpack`).
+# on each read and write (BSON decoding such a record took 76 us, encoding it 47; with the two
+# as text, 10 and 9). As text they are one value each, compared as text; readers get them
+# back as lists and objects (`unpack`).
 PACKED = ("items", "facts")
 
 
