@@ -6,6 +6,7 @@ statements the same way.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ from lrs.xapi.attachments import (
 from lrs.xapi.comparison import statements_equivalent
 from lrs.xapi.signature import verify_statement_signatures
 from lrs.xapi.validation import StatementValidationError, validate_statement
+
+log = logging.getLogger("lrs.ingestion")
 
 # Told of every committed batch that stored something new: (store, statement ids, outbox
 # token). Must not wait on I/O: it runs before the request is answered.
@@ -118,16 +121,21 @@ class Ingestion:
 
     def _committed(self, store: str, committed: Committed) -> None:
         """A write stored new statements (of one request or several, lrs.storage.combined_writes):
-        hand them to derivation and federation, before any request of it is answered."""
+        hand them to derivation and federation, before any request of it is answered.
+
+        The statements are stored, so a hand-over that fails is logged, not answered with an
+        error (the client would send again what is already stored), and does not keep the
+        others from theirs: the batch's outbox entries stay, and the sweep hands it over later."""
         if not committed.fresh:
             return
         ids = [s["id"] for s in committed.fresh]
         assert committed.token is not None
-        for hook in self.after_store:
-            hook(store, ids, committed.token)
-        if committed.forward:
-            for hook in self.after_forward:
+        hooks = self.after_store + (self.after_forward if committed.forward else [])
+        for hook in hooks:
+            try:
                 hook(store, ids, committed.token)
+            except Exception:
+                log.exception("could not hand %d stored statements over (%r)", len(ids), hook)
 
 
 def prepare(

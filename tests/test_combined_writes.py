@@ -167,3 +167,30 @@ async def test_concurrent_posts_keep_their_own_outcomes(lrs: LRS) -> None:
     await lrs.services.dispatcher.idle()
     owed = await lrs.services.statements.outbox.pending("derive")
     assert owed == []
+
+
+@pytest.mark.parametrize("path", ["combined writes", "with attachments (written alone)"])
+async def test_a_failing_hand_over_neither_fails_the_request_nor_skips_the_others(
+    lrs: LRS, path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The statements are stored when the hand-over to derivation and federation runs: a hook
+    that raises is logged; the request is answered as stored and the later hooks still run,
+    whichever way the batch was written."""
+    from tests.test_attachment_storage import post_with
+
+    handed: list[list[str]] = []
+
+    def broken(store: str, ids: list[str], token: str) -> None:
+        raise RuntimeError("hand-over refused")
+
+    lrs.services.after_store[:0] = [broken]
+    lrs.services.after_store.append(lambda store, ids, token: handed.append(ids))
+    if path == "combined writes":
+        answer = await lrs.client.post("/xapi/statements", json=statement())
+    else:
+        answer = await post_with(lrs, b"some bytes")
+    assert answer.status_code == 200, answer.text
+    assert handed == [answer.json()]
+    assert "could not hand 1 stored statements over" in caplog.text
+    got = await lrs.client.get("/xapi/statements", params={"statementId": answer.json()[0]})
+    assert got.status_code == 200

@@ -66,7 +66,7 @@ class CombinedWrites:
         in_flight: int = IN_FLIGHT,
     ) -> None:
         self._write = write
-        self._on_commit = on_commit  # once per write that stored something new
+        self._on_commit = on_commit  # once per write, before its requests are answered
         self.max_statements = max_statements
         self.in_flight = in_flight
         self._queues: dict[str, list[_Request]] = {}
@@ -149,11 +149,9 @@ class CombinedWrites:
                 _settle(request, share=committed)
 
     def _committed(self, store: str, committed: Committed) -> None:
-        if not committed.fresh:
-            return
         try:
             self._on_commit(store, committed)
-        except Exception:  # stored all the same: the outbox sweep hands them over later
+        except Exception:  # stored all the same, and its requests must still hear so
             log.exception("could not hand %d stored statements over", len(committed.fresh))
 
 
