@@ -1,6 +1,6 @@
-"""`python -m bench [all|ingest|propagation|validation|discovered] [options]`: the benchmarks,
-against real `lrs serve` processes on fresh stores, with one fixed-format report at the end (see
-bench.suite).
+"""`python -m bench [all|ingest|propagation|validation|discovered|broker] [options]`: the
+benchmarks, against real `lrs serve` processes on fresh stores, with one fixed-format report at
+the end (see bench.suite).
 
     python -m bench                              # everything, store of 100,000 statements
     python -m bench --statements 5000 --seconds 5
@@ -10,6 +10,7 @@ bench.suite).
     python -m bench discovered --discovered-statements 5000 --workers 2
     python -m bench ingest --derivation inprocess
     python -m bench propagation --mode process
+    python -m bench broker
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from types import FrameType
 
-from bench import discovered, ingest, propagation, validation
+from bench import broker, discovered, ingest, propagation, validation
 from bench.suite import BENCHMARKS, Options, execute
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -85,7 +86,8 @@ def parser() -> argparse.ArgumentParser:
         nargs="?",
         default="all",
         choices=BENCHMARKS,
-        help="all (default): validation, then ingest, propagation and discovered on each back end",
+        help="all (default): validation, then ingest, propagation, discovered and broker on each "
+        "back end",
     )
     g = p.add_argument_group("ingest and queries")
     g.add_argument(
@@ -141,7 +143,8 @@ def parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--redis-url",
-        help=f"Redis for the celery mode (default: LRS_REDIS_URL, else {DEFAULT_REDIS_URL})",
+        help="Redis for the celery mode and the broker benchmark's redis-up row (default: "
+        f"LRS_REDIS_URL, else {DEFAULT_REDIS_URL})",
     )
     g = p.add_argument_group("validation (in this process)")
     g.add_argument(
@@ -187,7 +190,8 @@ def parser() -> argparse.ArgumentParser:
             f"{ingest.QUICK.queries} queries per phase, propagation "
             f"{propagation.QUICK.rates_text(propagation.MODES)} for "
             f"{propagation.QUICK.seconds:g} s, {validation.QUICK.statements} validations, "
-            f"{discovered.QUICK.statements} discovered statements (explicit options still win)"
+            f"{discovered.QUICK.statements} discovered statements, {broker.QUICK.singles} single "
+            "POSTs per broker row (explicit options still win)"
         ),
     )
     return p
@@ -243,6 +247,13 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Options:
         concurrency=args.concurrency or disc.concurrency,
     )
 
+    brk = broker.QUICK if args.quick else broker.BrokerConfig()
+    brk = replace(
+        brk,
+        concurrency=args.concurrency or brk.concurrency,
+        seed=brk.seed if args.seed is None else args.seed,
+    )
+
     mongodb_url = environ.get("LRS_MONGODB_URL") or None
     if args.backend and "mongodb" in args.backend and not mongodb_url:
         p.error("--backend mongodb needs LRS_MONGODB_URL")
@@ -266,6 +277,7 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Options:
         redis_url=args.redis_url or environ.get("LRS_REDIS_URL") or DEFAULT_REDIS_URL,
         validation=val,
         discovered=disc,
+        broker=brk,
         workers=args.workers or 1,
         derivation=args.derivation or "auto",
     )

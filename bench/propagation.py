@@ -458,7 +458,7 @@ def _batches(statements: list, config: Config) -> list[list]:
 # --- the modes -----------------------------------------------------------------------------
 
 
-def _redis_answers(url: str) -> bool:
+def redis_answers(url: str) -> bool:
     try:
         import redis
 
@@ -511,7 +511,7 @@ def run_without_redis(config: Config, result: Result, mongodb_url: str | None = 
 def run_celery(
     config: Config, result: Result, redis_url: str, mongodb_url: str | None = None
 ) -> None:
-    if not _redis_answers(redis_url):
+    if not redis_answers(redis_url):
         result.skipped = f"no Redis answers at {redis_url}"
         return
     queue = f"lrs-bench-{uuid.uuid4().hex[:10]}"
@@ -546,7 +546,7 @@ def run_celery(
                     "worker: " + line for line in _problems(worker.text())
                 ]
     finally:
-        _drop_queue(redis_url, queue)
+        drop_queue(redis_url, queue)
 
 
 def run(
@@ -585,7 +585,7 @@ def _problems(log: str) -> list[str]:
     return [line[:300] for line in log.splitlines() if any(m in line for m in markers)]
 
 
-def _drop_queue(redis_url: str, queue: str) -> None:
+def drop_queue(redis_url: str, queue: str) -> None:
     """Remove the run's private queue from the shared Redis (sweeps may have refilled it)."""
     try:
         import redis

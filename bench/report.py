@@ -7,7 +7,7 @@ with `-` in every column. Change the format only by adding columns at the end of
 sections at the end, or rows (printed by every run from then on), and bump FORMAT_VERSION when
 you do.
 
-    lrs-bench format=4 date=... commit=... tree=... cores=2 statements=100000 ...
+    lrs-bench format=5 date=... commit=... tree=... cores=2 statements=100000 ...
     [ingest]      backend   phase                     requests  statements   seconds  ...
     [ingest]      embedded  post-batch-100                 990       99000    120.41  ...
 """
@@ -36,7 +36,9 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 #    format 3 and before loaded the server through httpx, which took about four times the CPU
 #    per request on the cores the server shares: their single-POST and propagation figures
 #    are lower for it and do not compare with format 4's.
-FORMAT_VERSION = 4
+# 5: the section `broker` at the end: single POSTs to the production topology's API with Redis
+#    up and with it down (bench.broker).
+FORMAT_VERSION = 5
 MISSING = "-"
 
 _TAG_WIDTH = 13  # "[propagation]"
@@ -132,7 +134,9 @@ DISCOVERED = Section(
         Column("peak_rss_MiB", "peak_rss_mib", 13, 1),
     ),
 )
-SECTIONS = (INGEST, QUERY, PROPAGATION, MEMORY, VALIDATION, DISCOVERED)
+# The production topology's API, Redis up and down (bench.broker): the ingest section's columns.
+BROKER = Section("broker", "redis", INGEST.columns)
+SECTIONS = (INGEST, QUERY, PROPAGATION, MEMORY, VALIDATION, DISCOVERED, BROKER)
 
 # (backend, row name, values or None when the row was not measured)
 Row = tuple[str, str, Mapping[str, Any] | None]

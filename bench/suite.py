@@ -1,15 +1,16 @@
 """Run the selected benchmarks on every back end and print one fixed-format report.
 
-`python -m bench` runs all of them; `python -m bench ingest|propagation|validation|discovered`
-one (see bench.__main__ for the options). First the validation cost per statement, measured in
-this process; then for each back end, in order: ingestion into a fresh store grown to
-`--statements`, the filtered GETs on that store, then propagation delay on fresh stores
-(in-process derivation, then a derivation process beside the API process, then Celery with a
-worker process), the peak RSS of every process involved (summed over the API processes and the
-derivation process of an `lrs serve` that runs several), and the discovered-modules scenario on
-a fresh store. `--derivation` sets LRS_DERIVATION for the ingest and discovered servers.
-Progress goes to stderr while it runs; the report is printed once at the end (also after a
-failure or Ctrl-C, with what finished) and saved under bench/results/.
+`python -m bench` runs all of them; `python -m bench
+ingest|propagation|validation|discovered|broker` one (see bench.__main__ for the options).
+First the validation cost per statement, measured in this process; then for each back end, in
+order: ingestion into a fresh store grown to `--statements`, the filtered GETs on that store,
+then propagation delay on fresh stores (in-process derivation, then a derivation process beside
+the API process, then Celery with a worker process), the peak RSS of every process involved
+(summed over the API processes and the derivation process of an `lrs serve` that runs
+several), the discovered-modules scenario on a fresh store, and single POSTs to the production
+topology's API with Redis up, then down. `--derivation` sets LRS_DERIVATION for the ingest and
+discovered servers. Progress goes to stderr while it runs; the report is printed once at the
+end (also after a failure or Ctrl-C, with what finished) and saved under bench/results/.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bench import discovered, ingest, propagation, validation
+from bench import broker, discovered, ingest, propagation, validation
+from bench.broker import BrokerConfig, BrokerOutcome
 from bench.client import LOAD_CLIENT
 from bench.discovered import DiscoveredConfig, DiscoveredOutcome
 from bench.report import (
+    BROKER,
     DISCOVERED,
     FORMAT_VERSION,
     INGEST,
@@ -42,7 +45,7 @@ from bench.report import (
 from bench.stats import PhaseResult
 from bench.validation import ValidationConfig, ValidationOutcome
 
-BENCHMARKS = ("all", "ingest", "propagation", "validation", "discovered")
+BENCHMARKS = ("all", "ingest", "propagation", "validation", "discovered", "broker")
 # Rows of the memory section per benchmark: the process whose peak RSS is read, and where.
 # The discovered scenario reports its own RSS figures; validation starts no process.
 MEMORY_ROWS: dict[str, tuple[str, ...]] = {
@@ -51,6 +54,7 @@ MEMORY_ROWS: dict[str, tuple[str, ...]] = {
     "propagation": ("api-inprocess", "api-process", "api-celery", "worker-celery"),
     "validation": (),
     "discovered": (),
+    "broker": (),
 }
 MEMORY_ROWS["all"] = MEMORY_ROWS["ingest"] + MEMORY_ROWS["propagation"]
 
@@ -67,6 +71,7 @@ class Options:
     redis_url: str
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     discovered: DiscoveredConfig = field(default_factory=DiscoveredConfig)
+    broker: BrokerConfig = field(default_factory=BrokerConfig)
     workers: int = 1  # API processes of the ingest and discovered servers
     # LRS_DERIVATION of the ingest and discovered servers: auto, inprocess or process.
     derivation: str = "auto"
@@ -81,6 +86,8 @@ class Options:
             return self.benchmark
         if self.benchmark == "discovered":
             return f"discovered-{self.discovered.statements}"
+        if self.benchmark == "broker":
+            return self.benchmark
         return f"{self.benchmark}-{self.ingest.statements}"
 
     @property
@@ -93,6 +100,8 @@ class Options:
             return self.discovered.statements
         if self.benchmark == "validation":
             return self.validation.statements
+        if self.benchmark == "broker":
+            return len(broker.ROWS) * self.broker.singles
         return self.ingest.statements
 
     def header(self, env: dict[str, Any]) -> dict[str, Any]:
@@ -128,12 +137,14 @@ class BackendRun:
     ingest: ingest.IngestOutcome | None = None
     propagation: list[propagation.Result] = field(default_factory=list)
     discovered: DiscoveredOutcome | None = None
+    broker: list[BrokerOutcome] = field(default_factory=list)
 
     def errors(self) -> list[str]:
         errors = [f"ingest: {self.ingest.error}"] if self.ingest and self.ingest.error else []
         errors += [f"propagation-{r.mode}: {r.error}" for r in self.propagation if r.error]
         if self.discovered and self.discovered.error:
             errors.append(f"discovered: {self.discovered.error}")
+        errors += [f"broker-{b.row}: {b.error}" for b in self.broker if b.error]
         return errors
 
 
@@ -208,6 +219,14 @@ def discovered_rows(runs: Sequence[BackendRun]) -> list[Row]:
     ]
 
 
+def broker_rows(runs: Sequence[BackendRun]) -> list[Row]:
+    rows: list[Row] = []
+    for run in runs:
+        done = {b.row: b for b in run.broker}
+        rows += [(run.backend, n, done[n].values() if n in done else None) for n in broker.ROWS]
+    return rows
+
+
 def sections(
     runs: Sequence[BackendRun],
     options: Options,
@@ -226,6 +245,8 @@ def sections(
         out.append((VALIDATION, validation_rows(checked)))
     if options.runs("discovered"):
         out.append((DISCOVERED, discovered_rows(runs)))
+    if options.runs("broker"):
+        out.append((BROKER, broker_rows(runs)))
     return out
 
 
@@ -279,6 +300,12 @@ def notes(
                     note_line(run.backend, where, t)
                     for t in run.discovered.notes(options.discovered)
                 ]
+        if options.runs("broker"):
+            done = {b.row: b for b in run.broker}
+            for row in broker.ROWS:
+                where = f"{broker.BENCHMARK}-{row}"
+                texts = done[row].notes() if row in done else ["not_run=interrupted"]
+                lines += [note_line(run.backend, where, t) for t in texts]
     return lines
 
 
@@ -332,6 +359,8 @@ def execute(options: Options) -> int:
                     log_name=options.name,
                     derivation=options.derivation,
                 )
+            if options.runs("broker"):
+                broker.run(options.broker, backend, options.redis_url, url, run.broker)
     except KeyboardInterrupt:
         interrupted = True  # report what finished; the servers were stopped on the way out
     tables = sections(runs, options, checked)
@@ -352,6 +381,7 @@ def execute(options: Options) -> int:
             "modes": list(options.modes),
             "validation": asdict(options.validation),
             "discovered": asdict(options.discovered),
+            "broker": asdict(options.broker),
             "workers": options.workers,
             "derivation": options.derivation,
         },
@@ -365,6 +395,7 @@ def execute(options: Options) -> int:
                     for r in run.propagation
                 },
                 "discovered": run.discovered.notes(options.discovered) if run.discovered else None,
+                "broker": {b.row: b.notes() for b in run.broker},
             }
             for run in runs
         }

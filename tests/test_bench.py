@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,9 +23,10 @@ import pytest
 # `bench` lives next to `tests`, outside the installed packages.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import discovered, ingest, propagation, validation  # noqa: E402
+from bench import broker, discovered, ingest, propagation, validation  # noqa: E402
 from bench.__main__ import MONGODB_SKIPPED, parse  # noqa: E402
 from bench.report import (  # noqa: E402
+    BROKER,
     DISCOVERED,
     FORMAT_VERSION,
     INGEST,
@@ -288,7 +290,7 @@ def test_section_json_uses_the_table_headers() -> None:
 
 
 def test_the_new_sections_columns_are_pinned() -> None:
-    assert FORMAT_VERSION == 4
+    assert FORMAT_VERSION == 5
     assert [s.name for s in SECTIONS] == [
         "ingest",
         "query",
@@ -296,6 +298,12 @@ def test_the_new_sections_columns_are_pinned() -> None:
         "memory",
         "validation",
         "discovered",
+        "broker",
+    ]
+    assert section_lines(BROKER, [])[0].split()[1:] == [
+        "backend",
+        "redis",
+        *section_lines(INGEST, [])[0].split()[3:],
     ]
     assert section_lines(VALIDATION, [])[0].split() == [
         "[validation]",
@@ -357,6 +365,29 @@ def _report(
     )
 
 
+def _broker_outcome(row: str, stored: int = 1000) -> broker.BrokerOutcome:
+    outcome = broker.BrokerOutcome(row, acknowledged=1000, stored=stored)
+    outcome.phase = _phase(row, "statements/s", 1000, 1000, 2.0)
+    return outcome
+
+
+def test_a_broker_row_says_whether_every_acknowledged_statement_was_stored() -> None:
+    assert "store_check=ok" in _broker_outcome("celery-redis-down").notes()
+    assert "store_check=MISSING" in _broker_outcome("celery-redis-down", stored=999).notes()
+    values = _broker_outcome("celery-redis-up").values()
+    assert values is not None and {c.key for c in BROKER.columns} <= set(values)
+    assert broker.BrokerOutcome("celery-redis-up").values() is None
+    assert broker.BrokerOutcome("celery-redis-up", skipped="no").notes() == ["skipped=no"]
+
+
+def test_the_broker_down_url_names_a_port_nothing_listens_on() -> None:
+    url = broker.down_url()
+    assert url.startswith("redis://127.0.0.1:") and url.endswith("/0")
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0
+
+
 def _discovered_outcome(backend: str) -> discovered.DiscoveredOutcome:
     outcome = discovered.DiscoveredOutcome(backend, acknowledged=2000, drain_s=1.5, drain="ok")
     outcome.post = _phase(discovered.ROW, "statements/s", 4, 2000, 900.0)
@@ -372,6 +403,7 @@ _ALL_TAGS = (
     "[memory]",
     "[validation]",
     "[discovered]",
+    "[broker]",
 )
 
 
@@ -400,6 +432,8 @@ def test_rows_are_the_same_for_a_complete_a_partial_and_an_empty_run() -> None:
 
     complete.discovered = _discovered_outcome("embedded")
     partial.discovered = discovered.DiscoveredOutcome("embedded", error="interrupted")
+    complete.broker = [_broker_outcome(row) for row in broker.ROWS]
+    partial.broker = [broker.BrokerOutcome("celery-redis-up", skipped="no_redis_at=redis://x")]
     checked = ValidationOutcome(
         [StepResult(step, 100, 0.01) for step in validation.STEPS], bytes_mean=1000.0
     )
@@ -459,7 +493,20 @@ def test_rows_are_the_same_for_a_complete_a_partial_and_an_empty_run() -> None:
         tags = [line.split()[0] for line in report.splitlines()[1:] if line.startswith("[")]
         firsts = [tags.index(t) for t in _ALL_TAGS]
         assert firsts == sorted(firsts)
-        assert tags[-1] == "[notes]" and tags.index("[notes]") > tags.index("[discovered]")
+        assert tags[-1] == "[notes]" and tags.index("[notes]") > tags.index("[broker]")
+    assert _row_names(reports[0], "[broker]") == [
+        ("embedded", "celery-redis-up"),
+        ("embedded", "celery-redis-down"),
+    ]
+    for report, measured in zip(
+        reports, ((True, True), (False, False), (False, False)), strict=True
+    ):
+        lines = [x for x in report.splitlines() if x.startswith("[broker]  ")][1:]
+        assert [line.split()[3] != "-" for line in lines] == list(measured), report
+    assert "embedded  broker-celery-redis-down acknowledged=1000 stored=1000" in reports[0]
+    assert "embedded  broker-celery-redis-down store_check=ok" in reports[0]
+    assert "embedded  broker-celery-redis-up skipped=no_redis_at=redis://x" in reports[1]
+    assert "embedded  broker-celery-redis-down not_run=interrupted" in reports[1]
     assert "[notes]       embedded  propagation-celery skipped=no Redis" in reports[1]
     assert "[notes]       embedded  ingest error=interrupted" in reports[1]
     assert "[notes]       embedded  propagation-inprocess not_run=interrupted" in reports[1]
@@ -492,7 +539,11 @@ def test_a_standalone_benchmark_prints_only_its_sections() -> None:
         "api-celery",
         "worker-celery",
     ]
-    for alone, tag in (("validation", "[validation]"), ("discovered", "[discovered]")):
+    for alone, tag in (
+        ("validation", "[validation]"),
+        ("discovered", "[discovered]"),
+        ("broker", "[broker]"),
+    ):
         text = _report([run], _options(alone))
         assert {line.split()[0] for line in text.splitlines()[1:] if line.startswith("[")} == {
             tag,
@@ -602,7 +653,7 @@ def test_derivation_option_for_the_ingest_and_discovered_servers() -> None:
 def test_header_shows_the_rate_of_each_mode_and_the_new_fields_at_the_end() -> None:
     env = {"commit": "0123456789abcdef", "tree": "clean", "cpus": 2, "python": "3.11.7"}
     header = _options().header(env)
-    assert header["format"] == 4
+    assert header["format"] == 5
     assert header["rate"] == "inprocess:1000,process:1000,celery:500/s"
     assert list(header)[-5:] == ["workers", "derivation", "discovered", "validations", "client"]
     assert header["client"] == "aiohttp"
