@@ -509,3 +509,16 @@ def test_a_failing_middleware_is_a_500_that_keeps_the_connection_alive(tmp_path:
         assert status == 500 and json.loads(body) == {"error": "internal error"}
         status, _, _ = _exchange(conn, "/health", auth)
         assert status == 200
+
+
+def test_json_text_is_written_out_as_is_even_beside_a_lone_surrogate() -> None:
+    """A value already JSON (a progress record's item list as stored) is written verbatim, on
+    orjson's path and on the standard library's (taken for a lone surrogate elsewhere)."""
+    text = '[ {"id": "a", "n": 1} ]'
+    assert jsontext.compact_json_bytes({"items": jsontext.JSONText(text)}) == (
+        b'{"items":' + text.encode() + b"}"
+    )
+    beside = jsontext.compact_json_bytes({"items": jsontext.JSONText(text), "name": "\ud800"})
+    assert json.loads(beside) == {"items": [{"id": "a", "n": 1}], "name": "\ud800"}
+    with pytest.raises(TypeError):
+        jsontext.compact_json_bytes({"other": object()})

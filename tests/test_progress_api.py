@@ -150,6 +150,26 @@ async def test_a_record_stores_its_items_and_facts_as_text_and_shows_them_whole(
     assert "facts" not in shown
 
 
+async def test_get_progress_writes_each_item_list_out_as_stored(lrs: LRS) -> None:
+    """GET /progress writes a record's item list as the stored text, byte for byte, instead of
+    parsing it and encoding it again (its cost grew with the items). Stored here with spaces
+    no encoder of ours writes, so that only the text as stored can show them."""
+    await put_course(lrs)
+    await post(lrs, stmt("experienced", PAGE1, ts="2026-01-01T09:10:00Z"))
+    stored = await lrs.services.progress.records.find_one({"module": M1})
+    spaced = json.dumps(json.loads(stored["items"]), indent=1)
+    await lrs.services.progress.records.update_one(
+        {"_id": stored["_id"]}, {"$set": {"items": spaced}}
+    )
+    answer = await lrs.client.get("/progress", params={"module": M1})
+    assert answer.status_code == 200
+    assert spaced.encode() in answer.content
+    assert answer.json()["records"][0]["items"] == json.loads(spaced)
+    # Readers inside the LRS still get the list.
+    (inside,) = await lrs.services.progress.find(lrs.store, module=M1)
+    assert inside["items"] == json.loads(spaced)
+
+
 async def test_a_record_written_before_packing_is_read_and_derived_on(lrs: LRS) -> None:
     """Records an earlier version wrote hold `items` and `facts` as lists and objects: they
     are shown as they are, and the next statement folds into their facts."""

@@ -143,6 +143,7 @@ async def list_progress(
         module=_iri(params, "module"),
         status=status,
         registration=_registration(params),
+        items_as_text=True,  # written out as stored, never parsed here
     )
     # Read and rendered a slice at a time: a full page of a large discovered module's records
     # held as objects took about 200 MB; as JSON text it is a tenth of that.
@@ -523,7 +524,7 @@ async def progress_stream(
             if last_id is not None:
                 # Subscribed first, then caught up: nothing falls between the two.
                 for record in await services.progress.changed_since(
-                    credential.store, last_id, limit=10_000
+                    credential.store, last_id, limit=10_000, items_as_text=True
                 ):
                     if wanted(record):
                         caught_up.add(event_id(record))

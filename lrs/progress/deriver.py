@@ -59,6 +59,7 @@ from lrs.storage.statement_writes import voided_by_visible
 from lrs.storage.statements import StatementRepository
 from lrs.storage.unit import Work, delete_many, find, find_one, update_one
 from lrs.xapi.agents import agent_from_key
+from lrs.xapi.jsontext import JSONText
 from lrs.xapi.timestamps import monotonic_now_micros, parse_timestamp, to_micros
 
 log = logging.getLogger("lrs.progress")
@@ -896,8 +897,11 @@ def event_id(record: dict[str, Any]) -> str:
 
 
 def public_record(record: dict[str, Any]) -> dict[str, Any]:
-    """A progress record as the API shows it."""
+    """A progress record as the API shows it. A record read with its item list as stored
+    (`items_as_text`) shows that text as is, through `compact_json_bytes`."""
     shown = {k: v for k, v in record.items() if k not in _PUBLIC_HIDDEN}
+    if isinstance(shown.get("items"), str):
+        shown["items"] = JSONText(shown["items"])
     shown["registration"] = record.get("registration") or None
     # The SSE id of this version: a snapshot from GET /progress lines up with the stream.
     shown["event_id"] = event_id(record)

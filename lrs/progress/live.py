@@ -85,7 +85,10 @@ class StorePollingBus(EventBus):
     async def _catch_up(self, store: str) -> None:
         while store in self._cursors:
             cursor = self._cursors[store]
-            records = await self.progress.changed_since(store, cursor, limit=_PAGE)
+            # Item lists as stored: each event writes its record's list out as is.
+            records = await self.progress.changed_since(
+                store, cursor, limit=_PAGE, items_as_text=True
+            )
             for record in records:
                 self.deliver(store, {"id": event_id(record), "record": public_record(record)})
             if records and store in self._cursors:

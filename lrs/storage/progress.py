@@ -597,9 +597,11 @@ class ProgressRepository:
         after: tuple[str, str, str, str] | None = None,
         limit: int = 100,
         include_not_started: bool = False,
+        items_as_text: bool = False,
     ) -> list[dict[str, Any]]:
         """Records ordered by (learner, course, module, registration); `after` is the last key
         seen. `registration`: only the records kept for it (per-registration courses).
+        `items_as_text`: each record's item list as stored, JSON text (see `shown`).
 
         A not_started record only says that a learner's statements for the module were all
         retracted (or never counted); unless asked for by status, such records are left out,
@@ -639,13 +641,13 @@ class ProgressRepository:
             sort=[("learner", 1), ("course", 1), ("module", 1), ("registration", 1)],
             limit=limit,
         )
-        return [unpack(doc) for doc in docs]
+        return docs if items_as_text else [unpack(doc) for doc in docs]
 
     async def changed_since(
-        self, store: str, event_id: int, limit: int = 1000
+        self, store: str, event_id: int, limit: int = 1000, *, items_as_text: bool = False
     ) -> list[dict[str, Any]]:
         """Records changed after the change an SSE event id names, oldest change first, each
-        in its current state (SSE resumption).
+        in its current state (SSE resumption; `items_as_text` as in `find`).
 
         An id above the store's sequence is not one of its numbers: an id sent before the
         sequence existed (the writer's clock in microseconds, far above any sequence number).
@@ -667,7 +669,7 @@ class ProgressRepository:
                 sort=[("updated_key", 1)],
                 limit=limit,
             )
-        return [unpack(doc) for doc in docs]
+        return docs if items_as_text else [unpack(doc) for doc in docs]
 
 
 # --- units of work for the derivation -------------------------------------------------------

@@ -56,11 +56,44 @@ def compact_json(value: Any) -> str:
 def compact_json_bytes(value: Any) -> bytes:
     """`value` as compact UTF-8 JSON, as `compact_json` writes it (a progress record is written
     once per change and per SSE client). What orjson refuses the standard library writes with
-    non-ASCII characters escaped, so that the text is UTF-8 even with a lone surrogate."""
+    non-ASCII characters escaped, so that the text is UTF-8 even with a lone surrogate. A
+    `JSONText` inside is written as its text."""
     try:
-        return orjson.dumps(value)
+        return orjson.dumps(value, default=_as_fragment)
     except (orjson.JSONEncodeError, TypeError):
-        return json.dumps(value, separators=(",", ":")).encode()
+        return json.dumps(value, separators=(",", ":"), default=_as_parsed).encode()
+
+
+class JSONText:
+    """A value already written as JSON (e.g. a progress record's item list, as stored), which
+    `compact_json_bytes` writes out as is: neither parsed nor encoded again, which for a list
+    of 150 items took 66 us where writing the text takes 1."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, JSONText) and other.text == self.text
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+    def __repr__(self) -> str:
+        return f"JSONText({self.text[:60]!r})"
+
+
+def _as_fragment(value: Any) -> Any:
+    if isinstance(value, JSONText):
+        return orjson.Fragment(value.text)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _as_parsed(value: Any) -> Any:
+    if isinstance(value, JSONText):
+        return json.loads(value.text)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 class JSONTextError(ValueError):
