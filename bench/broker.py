@@ -27,7 +27,7 @@ from typing import Any
 from bench.client import XapiClient, check, json_body, xapi_client
 from bench.data import generate
 from bench.propagation import drop_queue, redis_answers
-from bench.report import RESULTS_DIR
+from bench.report import RESULTS_DIR, log_problems_note
 from bench.server import BenchError, Server, free_port
 from bench.stats import PhaseResult, measure
 
@@ -65,21 +65,15 @@ class BrokerOutcome:
     def notes(self) -> list[str]:
         if self.skipped:
             return [f"skipped={self.skipped}"]
-        lines = [f"acknowledged={self.acknowledged} stored={_text(self.stored)}"]
+        stored = "-" if self.stored is None else self.stored
+        lines = [f"acknowledged={self.acknowledged} stored={stored}"]
         if self.stored is not None:
             lines.append("store_check=" + ("ok" if self.stored == self.acknowledged else "MISSING"))
         if self.log_problems:
-            lines.append(
-                f"server_log_problem_lines={len(self.log_problems)} "
-                f"first={self.log_problems[0][:200]}"
-            )
+            lines.append(log_problems_note(self.log_problems))
         if self.error:
             lines.append(f"error={self.error}")
         return lines
-
-
-def _text(value: int | None) -> str:
-    return "-" if value is None else str(value)
 
 
 def down_url() -> str:
@@ -88,19 +82,22 @@ def down_url() -> str:
 
 
 async def _post_all(
-    client: XapiClient, config: BrokerConfig, outcome: BrokerOutcome, statements: list[Any]
+    server: Server, config: BrokerConfig, outcome: BrokerOutcome, statements: list[Any]
 ) -> None:
     bodies = [json.dumps(s).encode() for s in statements]
     warmup, measured = bodies[: config.warmup], bodies[config.warmup :]
+    async with xapi_client(server, config.concurrency) as client:
 
-    async def post(body: bytes) -> int:
-        response = check(await client.post("/xapi/statements", content=body, headers=_JSON), "post")
-        outcome.acknowledged += len(json_body(response, "post"))
-        return 1
+        async def post(body: bytes) -> int:
+            answer = await client.post("/xapi/statements", content=body, headers=_JSON)
+            outcome.acknowledged += len(json_body(check(answer, "post"), "post"))
+            return 1
 
-    await measure("warmup", "statements/s", warmup, post, config.concurrency)
-    outcome.phase = await measure(outcome.row, "statements/s", measured, post, config.concurrency)
-    outcome.stored = await _count(client)
+        await measure("warmup", "statements/s", warmup, post, config.concurrency)
+        outcome.phase = await measure(
+            outcome.row, "statements/s", measured, post, config.concurrency
+        )
+        outcome.stored = await _count(client)
 
 
 async def _count(client: XapiClient) -> int:
@@ -141,7 +138,7 @@ def run_row(
             keep_log=RESULTS_DIR / f"{log_name}-{backend}-{row}.server.log",
         ) as server:
             try:
-                asyncio.run(_run(server, config, outcome, statements))
+                asyncio.run(_post_all(server, config, outcome, statements))
             except (BenchError, KeyboardInterrupt) as exc:
                 outcome.error = (str(exc) or type(exc).__name__).replace("\n", " ")[:300]
                 if isinstance(exc, KeyboardInterrupt):
@@ -155,13 +152,6 @@ def run_row(
         if up:
             drop_queue(redis_url, queue)
     return outcome
-
-
-async def _run(
-    server: Server, config: BrokerConfig, outcome: BrokerOutcome, statements: list[Any]
-) -> None:
-    async with xapi_client(server, config.concurrency) as client:
-        await _post_all(client, config, outcome, statements)
 
 
 def run(

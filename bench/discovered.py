@@ -35,7 +35,7 @@ from typing import Any
 from urllib.parse import quote
 
 from bench.client import TransportError, XapiClient, check, json_body, xapi_client
-from bench.report import RESULTS_DIR
+from bench.report import RESULTS_DIR, log_problems_note
 from bench.server import BenchError, Server
 from bench.stats import PhaseResult, measure
 
@@ -165,10 +165,7 @@ class DiscoveredOutcome:
         if self.processes:
             notes.append(self.processes)
         if self.log_problems:
-            notes.append(
-                f"server_log_problem_lines={len(self.log_problems)} "
-                f"first={self.log_problems[0][:200]}"
-            )
+            notes.append(log_problems_note(self.log_problems))
         if self.error:
             notes.append(f"error={self.error}")
         return notes

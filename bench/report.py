@@ -177,6 +177,12 @@ def note_line(backend: str, where: str, text: str) -> str:
     return f"{'[notes]'.ljust(_TAG_WIDTH)} {backend.ljust(_BACKEND_WIDTH)} {where} {text}"
 
 
+def log_problems_note(problems: Sequence[str]) -> str:
+    """The note on a server log's problem lines (bench.server.Server.problems): how many, and
+    the first."""
+    return f"server_log_problem_lines={len(problems)} first={problems[0][:200]}"
+
+
 def header_line(info: Mapping[str, Any]) -> str:
     """The first line: what the figures depend on besides the code, `key=value`, in the
     caller's (fixed) key order. Values never contain spaces."""

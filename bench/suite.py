@@ -36,6 +36,7 @@ from bench.report import (
     Row,
     Section,
     environment,
+    log_problems_note,
     note_line,
     now,
     render,
@@ -269,14 +270,8 @@ def notes(
             for key, value in run.ingest.summary.items():
                 lines.append(note_line(run.backend, "ingest", f"{key}={value}"))
             if run.ingest.log_problems:
-                problems = run.ingest.log_problems
-                lines.append(
-                    note_line(
-                        run.backend,
-                        "ingest",
-                        f"server_log_problem_lines={len(problems)} first={problems[0][:200]}",
-                    )
-                )
+                problems = log_problems_note(run.ingest.log_problems)
+                lines.append(note_line(run.backend, "ingest", problems))
             if run.ingest.processes:
                 # Who derived (`auto` resolved), and whether api-ingest is a sum over processes.
                 lines.append(note_line(run.backend, "ingest", run.ingest.processes))

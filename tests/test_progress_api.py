@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator
 from urllib.parse import quote
 
 from lrs.events import EventBus
+from lrs.progress.deriver import public_record
+from lrs.xapi.jsontext import compact_json_bytes
 from tests.conftest import LRS
 
 COURSE = "http://example.com/courses/safety"
@@ -151,9 +153,10 @@ async def test_a_record_stores_its_items_and_facts_as_text_and_shows_them_whole(
 
 
 async def test_get_progress_writes_each_item_list_out_as_stored(lrs: LRS) -> None:
-    """GET /progress writes a record's item list as the stored text, byte for byte, instead of
-    parsing it and encoding it again (its cost grew with the items). Stored here with spaces
-    no encoder of ours writes, so that only the text as stored can show them."""
+    """GET /progress (and every event read from the store) writes a record's item list as the
+    stored text, byte for byte, instead of parsing it and encoding it again (its cost grew with
+    the items). Stored here with spaces no encoder of ours writes, so that only the text as
+    stored can show them."""
     await put_course(lrs)
     await post(lrs, stmt("experienced", PAGE1, ts="2026-01-01T09:10:00Z"))
     stored = await lrs.services.progress.records.find_one({"module": M1})
@@ -165,6 +168,9 @@ async def test_get_progress_writes_each_item_list_out_as_stored(lrs: LRS) -> Non
     assert answer.status_code == 200
     assert spaced.encode() in answer.content
     assert answer.json()["records"][0]["items"] == json.loads(spaced)
+    # So do SSE resumption and the store-polling live bus, which render what this reads.
+    (changed,) = await lrs.services.progress.changed_since(lrs.store, 0, items_as_text=True)
+    assert spaced.encode() in compact_json_bytes(public_record(changed))
     # Readers inside the LRS still get the list.
     (inside,) = await lrs.services.progress.find(lrs.store, module=M1)
     assert inside["items"] == json.loads(spaced)

@@ -601,7 +601,8 @@ class ProgressRepository:
     ) -> list[dict[str, Any]]:
         """Records ordered by (learner, course, module, registration); `after` is the last key
         seen. `registration`: only the records kept for it (per-registration courses).
-        `items_as_text`: each record's item list as stored, JSON text (see `shown`).
+        `items_as_text`: each record's item list as stored, JSON text, for the API to write out
+        as is (lrs.progress.deriver.public_record).
 
         A not_started record only says that a learner's statements for the module were all
         retracted (or never counted); unless asked for by status, such records are left out,
