@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,6 +18,8 @@ from lrs.xapi.jsontext import compact_json_bytes
 log = logging.getLogger("lrs.events")
 
 CHANNEL_PREFIX = "lrs:progress:"
+LISTENER_RETRY_SECONDS = 1.0
+LISTENER_WARN_EVERY = 60.0
 
 
 def channel(store: str) -> str:
@@ -104,10 +107,15 @@ class RedisEventBus(EventBus):
         self._listener = asyncio.create_task(self._listen())
 
     async def _listen(self) -> None:
+        failures = 0  # attempts in a row that failed
+        last_warning = 0.0
         while True:
+            pubsub = self._redis.pubsub()
             try:
-                pubsub = self._redis.pubsub()
                 await pubsub.psubscribe(CHANNEL_PREFIX + "*")
+                if failures:
+                    log.warning("progress event listener is back on Redis")
+                    failures = 0
                 async for message in pubsub.listen():
                     if message.get("type") != "pmessage":
                         continue
@@ -116,8 +124,23 @@ class RedisEventBus(EventBus):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis restarts must not end live updates for good
-                log.warning("progress event listener lost Redis (%s); retrying", exc)
-                await asyncio.sleep(1)
+                failures += 1
+                # Once a second while Redis is away: said at the first failure, then at most
+                # every LISTENER_WARN_EVERY seconds (it was a warning a second, all outage long).
+                now = time.monotonic()
+                if failures == 1 or now - last_warning >= LISTENER_WARN_EVERY:
+                    last_warning = now
+                    log.warning(
+                        "progress event listener lost Redis (%s; %d attempts so far); retrying"
+                        " every %g s",
+                        exc,
+                        failures,
+                        LISTENER_RETRY_SECONDS,
+                    )
+                await asyncio.sleep(LISTENER_RETRY_SECONDS)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # its connection, if it had one
 
     async def close(self) -> None:
         self.end_streams()
