@@ -5,6 +5,7 @@ instead of once a second all outage long; it says when it is back. A fake Redis 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -64,15 +65,24 @@ def redis(monkeypatch: pytest.MonkeyPatch) -> FakeRedis:
     return FakeRedis()
 
 
+@contextlib.asynccontextmanager
+async def listening(redis: FakeRedis) -> AsyncIterator[events.RedisEventBus]:
+    """A started bus whose listener talks to the fake Redis."""
+    bus = events.RedisEventBus("redis://127.0.0.1:1/0")
+    bus._redis = redis  # type: ignore[assignment]
+    await bus.start()
+    try:
+        yield bus
+    finally:
+        await bus.close()
+
+
 async def test_an_outage_is_reported_once_and_the_return_too(
     redis: FakeRedis, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(events, "LISTENER_WARN_EVERY", 1e9)
     caplog.set_level(logging.WARNING, logger="lrs.events")
-    bus = events.RedisEventBus("redis://127.0.0.1:1/0")
-    bus._redis = redis  # type: ignore[assignment]
-    await bus.start()
-    try:
+    async with listening(redis):
         await until(lambda: redis.attempts >= 50)
         assert said(caplog, "lost Redis") == 1
         assert said(caplog, "1 attempts so far") == 1
@@ -80,8 +90,6 @@ async def test_an_outage_is_reported_once_and_the_return_too(
         redis.down = False
         await until(redis.listening.is_set)
         assert said(caplog, "back on Redis") == 1
-    finally:
-        await bus.close()
 
 
 async def test_a_long_outage_is_reported_again_after_the_interval(
@@ -89,12 +97,7 @@ async def test_a_long_outage_is_reported_again_after_the_interval(
 ) -> None:
     monkeypatch.setattr(events, "LISTENER_WARN_EVERY", 0.0)  # every failure is "later"
     caplog.set_level(logging.WARNING, logger="lrs.events")
-    bus = events.RedisEventBus("redis://127.0.0.1:1/0")
-    bus._redis = redis  # type: ignore[assignment]
-    await bus.start()
-    try:
+    async with listening(redis):
         await until(lambda: redis.attempts >= 5)
-    finally:
-        await bus.close()
     assert said(caplog, "lost Redis") >= 4
     assert said(caplog, "4 attempts so far") == 1
