@@ -270,8 +270,8 @@ def notes(
             for key, value in run.ingest.summary.items():
                 lines.append(note_line(run.backend, "ingest", f"{key}={value}"))
             if run.ingest.log_problems:
-                problems = log_problems_note(run.ingest.log_problems)
-                lines.append(note_line(run.backend, "ingest", problems))
+                problem_note = log_problems_note(run.ingest.log_problems)
+                lines.append(note_line(run.backend, "ingest", problem_note))
             if run.ingest.processes:
                 # Who derived (`auto` resolved), and whether api-ingest is a sum over processes.
                 lines.append(note_line(run.backend, "ingest", run.ingest.processes))

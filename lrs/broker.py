@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from lrs.observability import Occasional
+
 log = logging.getLogger("lrs.broker")
 
 DERIVE_STATEMENTS = "lrs.derive_statements"
@@ -118,7 +120,7 @@ class TaskPublisher:
         self._queue: queue.Queue[tuple[str, list[Any]] | None] = queue.Queue(_QUEUE_MAX)
         self._thread: threading.Thread | None = None
         self._dropped = 0
-        self._last_complaint = 0.0
+        self._complaints = Occasional(_COMPLAIN_EVERY, clock)
         # The back-off after a failed send (see _RETRY_FIRST_SECONDS); `close` ends a pause.
         self._clock = clock
         self._wake = threading.Event()
@@ -207,9 +209,7 @@ class TaskPublisher:
             self._wait(delay)
 
     def _complain(self, message: str) -> None:
-        now = time.monotonic()
-        if now - self._last_complaint >= _COMPLAIN_EVERY:
-            self._last_complaint = now
+        if self._complaints.due():
             log.warning("%s; the outbox sweep will send the work again", message)
 
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 
+from lrs.observability import Occasional
 from lrs.xapi.jsontext import compact_json_bytes
 
 log = logging.getLogger("lrs.events")
@@ -108,7 +108,9 @@ class RedisEventBus(EventBus):
 
     async def _listen(self) -> None:
         failures = 0  # attempts in a row that failed
-        last_warning = 0.0
+        # Retried once a second while Redis is away: said at the first failure, then at most
+        # every LISTENER_WARN_EVERY seconds (it was a warning a second, all outage long).
+        lost = Occasional(LISTENER_WARN_EVERY)
         while True:
             pubsub = self._redis.pubsub()
             try:
@@ -116,6 +118,7 @@ class RedisEventBus(EventBus):
                 if failures:
                     log.warning("progress event listener is back on Redis")
                     failures = 0
+                    lost.reset()
                 async for message in pubsub.listen():
                     if message.get("type") != "pmessage":
                         continue
@@ -125,11 +128,7 @@ class RedisEventBus(EventBus):
                 raise
             except Exception as exc:  # Redis restarts must not end live updates for good
                 failures += 1
-                # Once a second while Redis is away: said at the first failure, then at most
-                # every LISTENER_WARN_EVERY seconds (it was a warning a second, all outage long).
-                now = time.monotonic()
-                if failures == 1 or now - last_warning >= LISTENER_WARN_EVERY:
-                    last_warning = now
+                if lost.due():
                     log.warning(
                         "progress event listener lost Redis (%s; %d attempts so far); retrying"
                         " every %g s",

@@ -208,3 +208,26 @@ def route_template(scope: Scope, request_line: Scope, routes: Callable[[], Seque
         if match is Match.PARTIAL and partial is None:
             partial = getattr(route, "path", None) or "/"
     return partial or "unmatched"
+
+
+class Occasional:
+    """Lets a recurring warning through at most once per `seconds`, the first one at once: an
+    outage must not write a line per request or per retry (the task publisher, the live-event
+    listener, the login throttle)."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = seconds
+        self._clock = clock
+        self._last: float | None = None
+
+    def due(self) -> bool:
+        """Whether to say it now (and, if so, the interval starts again)."""
+        now = self._clock()
+        if self._last is not None and now - self._last < self.seconds:
+            return False
+        self._last = now
+        return True
+
+    def reset(self) -> None:
+        """The trouble ended: the next warning goes through at once."""
+        self._last = None

@@ -23,6 +23,8 @@ from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 
+from lrs.observability import Occasional
+
 log = logging.getLogger("lrs.auth")
 
 
@@ -103,12 +105,9 @@ class FailureThrottle:
             await self._storage.reset()
 
 
-_last_warning = 0.0
+_unavailable_warning = Occasional(60.0)  # one line a minute, not one per request
 
 
 def _unavailable(exc: Any) -> None:
-    global _last_warning
-    now = time.monotonic()
-    if now - _last_warning > 60:  # one line a minute, not one per request
-        _last_warning = now
+    if _unavailable_warning.due():
         log.warning("authentication throttling unavailable: %s: %s", type(exc).__name__, exc)

@@ -14,7 +14,7 @@ import pytest
 
 from lrs.api import operations
 from lrs.derivation_process import HEARTBEAT_PREFIX
-from lrs.observability import JsonFormatter, request_id
+from lrs.observability import JsonFormatter, Occasional, request_id
 from tests.conftest import LRS, statement
 
 LEARNER = {"objectType": "Agent", "mbox": "mailto:erase-me@example.com"}
@@ -185,3 +185,17 @@ async def test_erasure_needs_admin_scope(lrs: LRS) -> None:
         "/admin/erasure", json={"learner": LEARNER}, headers={"Authorization": writer}
     )
     assert response.status_code == 403
+
+
+def test_an_occasional_warning_goes_through_at_once_then_once_per_interval() -> None:
+    now = [100.0]
+    warning = Occasional(60.0, clock=lambda: now[0])
+    assert warning.due()  # the first one at once
+    now[0] += 59.9
+    assert not warning.due()
+    now[0] += 0.1
+    assert warning.due()  # 60 s after the last one said
+    now[0] += 1
+    assert not warning.due()
+    warning.reset()  # the trouble ended: the next one is news
+    assert warning.due()
