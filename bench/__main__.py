@@ -1,4 +1,4 @@
-"""`python -m bench [all|ingest|propagation|validation|discovered|broker] [options]`: the
+"""`python -m bench [all|ingest|propagation|validation|discovered|broker|reference] [options]`: the
 benchmarks, against real `lrs serve` processes on fresh stores, with one fixed-format report at
 the end (see bench.suite).
 
@@ -11,6 +11,7 @@ the end (see bench.suite).
     python -m bench ingest --derivation inprocess
     python -m bench propagation --mode process
     python -m bench broker
+    python -m bench reference                    # the bare app: this machine's limit
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from types import FrameType
 
-from bench import broker, discovered, ingest, propagation, validation
+from bench import broker, discovered, ingest, propagation, reference, validation
 from bench.suite import BENCHMARKS, Options, execute
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -86,8 +87,8 @@ def parser() -> argparse.ArgumentParser:
         nargs="?",
         default="all",
         choices=BENCHMARKS,
-        help="all (default): validation, then ingest, propagation, discovered and broker on each "
-        "back end",
+        help="all (default): validation and reference, then ingest, propagation, discovered and "
+        "broker on each back end",
     )
     g = p.add_argument_group("ingest and queries")
     g.add_argument(
@@ -160,6 +161,13 @@ def parser() -> argparse.ArgumentParser:
         help=f"statements, each a new item of one of {discovered.MODULES} discovered modules, "
         f"POSTed {disc.batch_size} a request ({disc.statements})",
     )
+    g = p.add_argument_group("reference (the bare app)")
+    g.add_argument(
+        "--reference-statements",
+        type=_positive,
+        help=f"statements POSTed 100 a request to the bare app before its --singles "
+        f"({reference.ReferenceConfig().statements})",
+    )
     g = p.add_argument_group("every benchmark")
     g.add_argument(
         "--workers",
@@ -191,7 +199,8 @@ def parser() -> argparse.ArgumentParser:
             f"{propagation.QUICK.rates_text(propagation.MODES)} for "
             f"{propagation.QUICK.seconds:g} s, {validation.QUICK.statements} validations, "
             f"{discovered.QUICK.statements} discovered statements, {broker.QUICK.singles} single "
-            "POSTs per broker row (explicit options still win)"
+            f"POSTs per broker row, {reference.QUICK.statements} + {reference.QUICK.singles} to "
+            "the reference app (explicit options still win)"
         ),
     )
     return p
@@ -254,6 +263,15 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Options:
         seed=brk.seed if args.seed is None else args.seed,
     )
 
+    bare = reference.QUICK if args.quick else reference.ReferenceConfig()
+    bare = replace(
+        bare,
+        statements=args.reference_statements or bare.statements,
+        singles=bare.singles if args.singles is None else args.singles,
+        concurrency=args.concurrency or bare.concurrency,
+        seed=bare.seed if args.seed is None else args.seed,
+    )
+
     mongodb_url = environ.get("LRS_MONGODB_URL") or None
     if args.backend and "mongodb" in args.backend and not mongodb_url:
         p.error("--backend mongodb needs LRS_MONGODB_URL")
@@ -278,6 +296,7 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Options:
         validation=val,
         discovered=disc,
         broker=brk,
+        reference=bare,
         workers=args.workers or 1,
         derivation=args.derivation or "auto",
     )

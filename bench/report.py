@@ -38,7 +38,9 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 #    are lower for it and do not compare with format 4's.
 # 5: the section `broker` at the end: single POSTs to the production topology's API with Redis
 #    up and with it down (bench.broker).
-FORMAT_VERSION = 5
+# 6: the section `reference` at the end: the same POSTs to a bare app that only validates and
+#    inserts (bench.bare_app), issue 10's physical limit, measured in the same run.
+FORMAT_VERSION = 6
 MISSING = "-"
 
 _TAG_WIDTH = 13  # "[propagation]"
@@ -136,7 +138,9 @@ DISCOVERED = Section(
 )
 # The production topology's API, Redis up and down (bench.broker): the ingest section's columns.
 BROKER = Section("broker", "redis", INGEST.columns)
-SECTIONS = (INGEST, QUERY, PROPAGATION, MEMORY, VALIDATION, DISCOVERED, BROKER)
+# The bare app (bench.reference): the ingest section's columns.
+REFERENCE = Section("reference", "phase", INGEST.columns)
+SECTIONS = (INGEST, QUERY, PROPAGATION, MEMORY, VALIDATION, DISCOVERED, BROKER, REFERENCE)
 
 # (backend, row name, values or None when the row was not measured)
 Row = tuple[str, str, Mapping[str, Any] | None]

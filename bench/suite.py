@@ -20,10 +20,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bench import broker, discovered, ingest, propagation, validation
+from bench import broker, discovered, ingest, propagation, reference, validation
 from bench.broker import BrokerConfig, BrokerOutcome
 from bench.client import LOAD_CLIENT
 from bench.discovered import DiscoveredConfig, DiscoveredOutcome
+from bench.reference import ReferenceConfig, ReferenceOutcome
 from bench.report import (
     BROKER,
     DISCOVERED,
@@ -32,6 +33,7 @@ from bench.report import (
     MEMORY,
     PROPAGATION,
     QUERY,
+    REFERENCE,
     VALIDATION,
     Row,
     Section,
@@ -46,7 +48,7 @@ from bench.report import (
 from bench.stats import PhaseResult
 from bench.validation import ValidationConfig, ValidationOutcome
 
-BENCHMARKS = ("all", "ingest", "propagation", "validation", "discovered", "broker")
+BENCHMARKS = ("all", "ingest", "propagation", "validation", "discovered", "broker", "reference")
 # Rows of the memory section per benchmark: the process whose peak RSS is read, and where.
 # The discovered scenario reports its own RSS figures; validation starts no process.
 MEMORY_ROWS: dict[str, tuple[str, ...]] = {
@@ -56,6 +58,7 @@ MEMORY_ROWS: dict[str, tuple[str, ...]] = {
     "validation": (),
     "discovered": (),
     "broker": (),
+    "reference": (),
 }
 MEMORY_ROWS["all"] = MEMORY_ROWS["ingest"] + MEMORY_ROWS["propagation"]
 
@@ -73,6 +76,7 @@ class Options:
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     discovered: DiscoveredConfig = field(default_factory=DiscoveredConfig)
     broker: BrokerConfig = field(default_factory=BrokerConfig)
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     workers: int = 1  # API processes of the ingest and discovered servers
     # LRS_DERIVATION of the ingest and discovered servers: auto, inprocess or process.
     derivation: str = "auto"
@@ -87,7 +91,7 @@ class Options:
             return self.benchmark
         if self.benchmark == "discovered":
             return f"discovered-{self.discovered.statements}"
-        if self.benchmark == "broker":
+        if self.benchmark in ("broker", "reference"):
             return self.benchmark
         return f"{self.benchmark}-{self.ingest.statements}"
 
@@ -103,6 +107,8 @@ class Options:
             return self.validation.statements
         if self.benchmark == "broker":
             return len(broker.ROWS) * self.broker.singles
+        if self.benchmark == "reference":
+            return self.reference.statements + self.reference.singles
         return self.ingest.statements
 
     def header(self, env: dict[str, Any]) -> dict[str, Any]:
@@ -228,13 +234,21 @@ def broker_rows(runs: Sequence[BackendRun]) -> list[Row]:
     return rows
 
 
+def reference_rows(outcome: ReferenceOutcome | None) -> list[Row]:
+    return [
+        (reference.BACKEND, row, _phase_values(outcome.phase(row)) if outcome else None)
+        for row in reference.ROWS
+    ]
+
+
 def sections(
     runs: Sequence[BackendRun],
     options: Options,
     checked: ValidationOutcome | None = None,
+    bare: ReferenceOutcome | None = None,
 ) -> list[tuple[Section, list[Row]]]:
-    """The report's tables, in their fixed order; `checked` is the validation benchmark's
-    outcome (not per back end)."""
+    """The report's tables, in their fixed order; `checked` and `bare` are the validation and
+    reference benchmarks' outcomes (not per back end)."""
     out: list[tuple[Section, list[Row]]] = []
     if options.runs("ingest"):
         out += [(INGEST, ingest_rows(runs, options)), (QUERY, query_rows(runs))]
@@ -248,6 +262,8 @@ def sections(
         out.append((DISCOVERED, discovered_rows(runs)))
     if options.runs("broker"):
         out.append((BROKER, broker_rows(runs)))
+    if options.runs("reference"):
+        out.append((REFERENCE, reference_rows(bare)))
     return out
 
 
@@ -255,8 +271,12 @@ def notes(
     runs: Sequence[BackendRun],
     options: Options,
     checked: ValidationOutcome | None = None,
+    bare: ReferenceOutcome | None = None,
 ) -> list[str]:
     lines = []
+    if options.runs("reference"):
+        texts = bare.notes() if bare is not None else ["not_run=interrupted"]
+        lines += [note_line(reference.BACKEND, reference.BENCHMARK, t) for t in texts]
     if options.runs("validation"):
         where = validation.BENCHMARK
         if checked is None:
@@ -314,11 +334,15 @@ def execute(options: Options) -> int:
     header = options.header(env)
     runs: list[BackendRun] = []
     checked: ValidationOutcome | None = None
+    bare: ReferenceOutcome | None = None
     interrupted = False
     try:
         if options.runs("validation"):
             checked = ValidationOutcome()
             validation.run(options.validation, checked)
+        if options.runs("reference"):
+            bare = ReferenceOutcome()
+            reference.run(options.reference, bare)
         for backend in options.backends:
             run = BackendRun(backend)
             runs.append(run)
@@ -358,11 +382,13 @@ def execute(options: Options) -> int:
                 broker.run(options.broker, backend, options.redis_url, url, run.broker)
     except KeyboardInterrupt:
         interrupted = True  # report what finished; the servers were stopped on the way out
-    tables = sections(runs, options, checked)
-    print(render(header, options.skipped, tables, notes(runs, options, checked)), flush=True)
+    tables = sections(runs, options, checked, bare)
+    print(render(header, options.skipped, tables, notes(runs, options, checked, bare)), flush=True)
     errors = [f"{run.backend} {error}" for run in runs for error in run.errors()]
     if checked is not None and checked.error:
         errors.append(f"validation: {checked.error}")
+    if bare is not None and bare.error:
+        errors.append(f"reference: {bare.error}")
     document = {
         "format": FORMAT_VERSION,
         "header": header,
@@ -377,6 +403,7 @@ def execute(options: Options) -> int:
             "validation": asdict(options.validation),
             "discovered": asdict(options.discovered),
             "broker": asdict(options.broker),
+            "reference": asdict(options.reference),
             "workers": options.workers,
             "derivation": options.derivation,
         },
@@ -394,7 +421,8 @@ def execute(options: Options) -> int:
             }
             for run in runs
         }
-        | ({"local": {"validation": checked.notes(options.validation)}} if checked else {}),
+        | ({"local": {"validation": checked.notes(options.validation)}} if checked else {})
+        | ({reference.BACKEND: {"reference": bare.notes()}} if bare else {}),
     }
     path = write_run(options.name, document)
     print(f"results: {path}")

@@ -11,6 +11,7 @@ import asyncio
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -23,7 +24,7 @@ import pytest
 # `bench` lives next to `tests`, outside the installed packages.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import broker, discovered, ingest, propagation, validation  # noqa: E402
+from bench import broker, discovered, ingest, propagation, reference, validation  # noqa: E402
 from bench.__main__ import MONGODB_SKIPPED, parse  # noqa: E402
 from bench.report import (  # noqa: E402
     BROKER,
@@ -33,6 +34,7 @@ from bench.report import (  # noqa: E402
     MEMORY,
     PROPAGATION,
     QUERY,
+    REFERENCE,
     SECTIONS,
     VALIDATION,
     Column,
@@ -290,7 +292,7 @@ def test_section_json_uses_the_table_headers() -> None:
 
 
 def test_the_new_sections_columns_are_pinned() -> None:
-    assert FORMAT_VERSION == 5
+    assert FORMAT_VERSION == 6
     assert [s.name for s in SECTIONS] == [
         "ingest",
         "query",
@@ -299,6 +301,12 @@ def test_the_new_sections_columns_are_pinned() -> None:
         "validation",
         "discovered",
         "broker",
+        "reference",
+    ]
+    assert section_lines(REFERENCE, [])[0].split()[1:] == [
+        "backend",
+        "phase",
+        *section_lines(INGEST, [])[0].split()[3:],
     ]
     assert section_lines(BROKER, [])[0].split()[1:] == [
         "backend",
@@ -357,11 +365,17 @@ def _row_names(text: str, tag: str) -> list[tuple[str, str]]:
 
 
 def _report(
-    runs: list[BackendRun], options: Options, checked: ValidationOutcome | None = None
+    runs: list[BackendRun],
+    options: Options,
+    checked: ValidationOutcome | None = None,
+    bare: reference.ReferenceOutcome | None = None,
 ) -> str:
     info = {"format": FORMAT_VERSION, "statements": options.ingest.statements}
     return render(
-        info, options.skipped, sections(runs, options, checked), notes(runs, options, checked)
+        info,
+        options.skipped,
+        sections(runs, options, checked, bare),
+        notes(runs, options, checked, bare),
     )
 
 
@@ -404,6 +418,7 @@ _ALL_TAGS = (
     "[validation]",
     "[discovered]",
     "[broker]",
+    "[reference]",
 )
 
 
@@ -438,12 +453,20 @@ def test_rows_are_the_same_for_a_complete_a_partial_and_an_empty_run() -> None:
         [StepResult(step, 100, 0.01) for step in validation.STEPS], bytes_mean=1000.0
     )
     half_checked = ValidationOutcome([StepResult("validate-statement", 100, 0.01)])
+    bare = reference.ReferenceOutcome(
+        [_phase(row, "statements/s", 10, 100, 1.0) for row in reference.ROWS], acknowledged=200
+    )
+    half_bare = reference.ReferenceOutcome([_phase("bare-batch-100", "statements/s", 1, 100, 1.0)])
 
     empty = BackendRun("embedded")
 
     reports = [
-        _report([run], options, check)
-        for run, check in ((complete, checked), (partial, half_checked), (empty, None))
+        _report([run], options, check, ref)
+        for run, check, ref in (
+            (complete, checked, bare),
+            (partial, half_checked, half_bare),
+            (empty, None, None),
+        )
     ]
     for tag in _ALL_TAGS:
         names = [_row_names(report, tag) for report in reports]
@@ -493,7 +516,18 @@ def test_rows_are_the_same_for_a_complete_a_partial_and_an_empty_run() -> None:
         tags = [line.split()[0] for line in report.splitlines()[1:] if line.startswith("[")]
         firsts = [tags.index(t) for t in _ALL_TAGS]
         assert firsts == sorted(firsts)
-        assert tags[-1] == "[notes]" and tags.index("[notes]") > tags.index("[broker]")
+        assert tags[-1] == "[notes]" and tags.index("[notes]") > tags.index("[reference]")
+    assert _row_names(reports[0], "[reference]") == [
+        ("sqlite", "bare-batch-100"),
+        ("sqlite", "bare-single"),
+    ]
+    for report, measured in zip(
+        reports, ((True, True), (True, False), (False, False)), strict=True
+    ):
+        lines = [x for x in report.splitlines() if x.startswith("[reference]  ")][1:]
+        assert [line.split()[3] != "-" for line in lines] == list(measured), report
+    assert "[notes]       sqlite    reference acknowledged=200" in reports[0]
+    assert "[notes]       sqlite    reference not_run=interrupted" in reports[2]
     assert _row_names(reports[0], "[broker]") == [
         ("embedded", "celery-redis-up"),
         ("embedded", "celery-redis-down"),
@@ -543,6 +577,7 @@ def test_a_standalone_benchmark_prints_only_its_sections() -> None:
         ("validation", "[validation]"),
         ("discovered", "[discovered]"),
         ("broker", "[broker]"),
+        ("reference", "[reference]"),
     ):
         text = _report([run], _options(alone))
         assert {line.split()[0] for line in text.splitlines()[1:] if line.startswith("[")} == {
@@ -653,7 +688,7 @@ def test_derivation_option_for_the_ingest_and_discovered_servers() -> None:
 def test_header_shows_the_rate_of_each_mode_and_the_new_fields_at_the_end() -> None:
     env = {"commit": "0123456789abcdef", "tree": "clean", "cpus": 2, "python": "3.11.7"}
     header = _options().header(env)
-    assert header["format"] == 5
+    assert header["format"] == 6
     assert header["rate"] == "inprocess:1000,process:1000,celery:500/s"
     assert list(header)[-5:] == ["workers", "derivation", "discovered", "validations", "client"]
     assert header["client"] == "aiohttp"
@@ -789,3 +824,31 @@ def test_the_client_does_not_collect_garbage_during_a_measured_phase() -> None:
     result = asyncio.run(measure("phase", "requests/s", range(5), call, 2))
     assert seen == [False] * 5 and result.requests == 5
     assert gc.isenabled()
+
+
+def test_the_reference_app_validates_and_stores_each_statement_with_five_index_rows(
+    tmp_path: Path,
+) -> None:
+    from bench.bare_app import make_app
+    from bench.data import generate
+
+    path = tmp_path / "bare.sqlite3"
+    _, statements = generate(7, 3)
+    anonymous = {k: v for k, v in statements[0].items() if k != "id"}
+
+    async def post_all() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=make_app(str(path)))
+        async with httpx.AsyncClient(transport=transport, base_url="http://bare") as client:
+            bodies = [statements, anonymous, [statements[1], {"verb": 1}]]
+            return [await client.post("/xapi/statements", json=body) for body in bodies]
+
+    batch, single, bad = asyncio.run(post_all())
+    assert batch.status_code == single.status_code == 200 and bad.status_code == 400
+    ids = batch.json()
+    assert len(set(ids)) == 3 and all(
+        s.get("id", i) == i for s, i in zip(statements, ids, strict=True)
+    )
+    assert single.json()[0] not in ids
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT count(*) FROM statements").fetchone()[0] == 4
+        assert db.execute("SELECT count(*) FROM terms").fetchone()[0] == 4 * 4
