@@ -26,6 +26,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI, Request, Response
 
+from bench.server import LOOPBACK
 from lrs.xapi.validation import StatementValidationError, validate_statement
 
 
@@ -102,10 +103,11 @@ def make_app(path: str) -> FastAPI:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default=LOOPBACK)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--path", required=True, help="the SQLite file (created)")
     args = parser.parse_args()
-    uvicorn.run(make_app(args.path), host="127.0.0.1", port=args.port, log_level="warning")
+    uvicorn.run(make_app(args.path), host=args.host, port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":

@@ -7,9 +7,9 @@ that only validates each statement and inserts it with five index rows into SQLi
 transaction per request (7,600 statements/s in batches of 100, 870 single POSTs/s). That app is
 `bench.bare_app`; this benchmark starts it on a fresh file and sends it the ingest section's
 load through the same client: `--reference-statements` (20,000) in POSTs of 100, then
-`--singles` (1,000) one per request, at `--concurrency`. Machines of one kind differ by 20-60%
-from one day to the next, so the LRS's figures read best beside this row of the same run: the
-issue's targets are 53% (batches) and 69% (single POSTs) of its limit.
+`--singles` (1,000) one per request, at `--concurrency`. Machines of one kind differ by a
+factor of two and more from one day to the next, so the LRS's figures read best beside these
+rows of the same run: the issue's targets are 53% (batches) and 69% (single POSTs) of its limit.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import httpx
 
 from bench.client import XapiClient, check, json_body
 from bench.data import generate
-from bench.server import BenchError, free_port
+from bench.server import LOOPBACK, BenchError, free_port, stop_process
 from bench.stats import PhaseResult, measure
 
 BENCHMARK = "reference"
@@ -103,7 +103,7 @@ def run(config: ReferenceConfig, outcome: ReferenceOutcome | None = None) -> Ref
     """Both rows on a fresh reference app, stopped either way."""
     outcome = ReferenceOutcome() if outcome is None else outcome
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://{LOOPBACK}:{port}"
     print(f"[{BENCHMARK}] {BACKEND} bare app ...", file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(prefix="lrs-bench-reference-") as workdir:
         command = [
@@ -130,10 +130,5 @@ def run(config: ReferenceConfig, outcome: ReferenceOutcome | None = None) -> Ref
             if isinstance(exc, KeyboardInterrupt):
                 raise
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)
     return outcome

@@ -44,6 +44,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """Graceful SIGTERM, SIGKILL if it hangs. Idempotent."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def _lrs_command() -> list[str]:
     # Prefer the `lrs` script of this interpreter's environment, so a bench run from the venv
     # never picks up another installation on PATH; `python -m lrs.cli` is the same entry point.
@@ -255,13 +266,7 @@ class Server:
 
     def stop(self, timeout: float = 15.0) -> None:
         """Graceful SIGTERM, SIGKILL if it hangs; then drop the temporary store. Idempotent."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout)
         if self.backend == "mongodb" and self.mongodb_url:
             _drop_mongodb(self.mongodb_url, self.database)
 

@@ -379,6 +379,12 @@ def _report(
     )
 
 
+def _measured(report: str, tag: str) -> list[bool]:
+    """Per row of the section, whether it holds figures (not `-`)."""
+    lines = [x for x in report.splitlines() if x.startswith(tag + "  ")][1:]
+    return [line.split()[3] != "-" for line in lines]
+
+
 def _broker_outcome(row: str, stored: int = 1000) -> broker.BrokerOutcome:
     outcome = broker.BrokerOutcome(row, acknowledged=1000, stored=stored)
     outcome.phase = _phase(row, "statements/s", 1000, 1000, 2.0)
@@ -521,22 +527,22 @@ def test_rows_are_the_same_for_a_complete_a_partial_and_an_empty_run() -> None:
         ("sqlite", "bare-batch-100"),
         ("sqlite", "bare-single"),
     ]
-    for report, measured in zip(
-        reports, ((True, True), (True, False), (False, False)), strict=True
-    ):
-        lines = [x for x in report.splitlines() if x.startswith("[reference]  ")][1:]
-        assert [line.split()[3] != "-" for line in lines] == list(measured), report
+    assert [_measured(r, "[reference]") for r in reports] == [
+        [True, True],
+        [True, False],
+        [False, False],
+    ]
     assert "[notes]       sqlite    reference acknowledged=200" in reports[0]
     assert "[notes]       sqlite    reference not_run=interrupted" in reports[2]
     assert _row_names(reports[0], "[broker]") == [
         ("embedded", "celery-redis-up"),
         ("embedded", "celery-redis-down"),
     ]
-    for report, measured in zip(
-        reports, ((True, True), (False, False), (False, False)), strict=True
-    ):
-        lines = [x for x in report.splitlines() if x.startswith("[broker]  ")][1:]
-        assert [line.split()[3] != "-" for line in lines] == list(measured), report
+    assert [_measured(r, "[broker]") for r in reports] == [
+        [True, True],
+        [False, False],
+        [False, False],
+    ]
     assert "embedded  broker-celery-redis-down acknowledged=1000 stored=1000" in reports[0]
     assert "embedded  broker-celery-redis-down store_check=ok" in reports[0]
     assert "embedded  broker-celery-redis-up skipped=no_redis_at=redis://x" in reports[1]
@@ -852,3 +858,6 @@ def test_the_reference_app_validates_and_stores_each_statement_with_five_index_r
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT count(*) FROM statements").fetchone()[0] == 4
         assert db.execute("SELECT count(*) FROM terms").fetchone()[0] == 4 * 4
+        # ...and the fifth index row of each: the statement id's unique index.
+        unique = db.execute("SELECT count(*) FROM pragma_index_list('statements') WHERE \"unique\"")
+        assert unique.fetchone()[0] == 1
