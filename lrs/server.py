@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import time
 from typing import Any
 
@@ -46,7 +47,8 @@ class Server(uvicorn.Server):
 def serve(settings: Settings, host: str, port: int, log_level: str, **options: Any) -> None:
     """Serve on (host, port) with `settings` as `serving_settings` resolved them: in this
     process, or under a supervisor (`_supervise`) with `settings.workers` > 1 API processes
-    sharing one listening socket and, with LRS_DERIVATION=process, a derivation process."""
+    (each on a listening socket of its own, see `_listeners`) and, with LRS_DERIVATION=process,
+    a derivation process."""
     # A request allocates thousands of short-lived objects (JSON, documents, index keys) that
     # reference counting frees; the default threshold (700) runs the cycle collector every few
     # hundred of them, about a tenth of the CPU under load for no garbage found. Measured with
@@ -114,13 +116,12 @@ def _serve_here(
 
 
 def _supervise(settings: Settings, host: str, port: int, log_level: str, **options: Any) -> None:
-    """Several API processes on one machine: the socket is bound here, once, then each forked
-    process serves it (the kernel spreads the connections), with the same settings and the same
-    store; with `LRS_DERIVATION=process`, also the derivation process (lrs.derivation_process).
+    """Several API processes on one machine: the port is bound here (`_listeners`), then each
+    forked process serves its listening socket, with the same settings and the same store;
+    with `LRS_DERIVATION=process`, also the derivation process (lrs.derivation_process).
     A child that dies is replaced; SIGTERM or SIGINT stops them all, each API process ending
     its SSE streams first. Forked before any event loop, thread or database connection exists."""
-    listener = socket.create_server((host, port), reuse_port=False, backlog=2048)
-    listener.set_inheritable(True)
+    listeners = _listeners(host, port, settings.workers)
     children: dict[int, int] = {}  # pid -> worker number (DERIVER: the derivation process)
     stopping = False
 
@@ -130,11 +131,14 @@ def _supervise(settings: Settings, host: str, port: int, log_level: str, **optio
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             try:
-                if number == DERIVER:
-                    listener.close()
+                own = None if number == DERIVER else listeners[number % len(listeners)]
+                for listener in listeners:
+                    if listener is not own:
+                        listener.close()
+                if own is None:
                     derivation_process.run(settings)
                 else:
-                    _serve_here(settings, host, port, log_level, sockets=[listener], **options)
+                    _serve_here(settings, host, port, log_level, sockets=[own], **options)
             finally:
                 os._exit(0)
         children[pid] = number
@@ -173,4 +177,32 @@ def _supervise(settings: Settings, host: str, port: int, log_level: str, **optio
             log.warning("%s (pid %d) ended (%s); starting another", what, pid, status)
             time.sleep(0.5)
             start(number)
-    listener.close()
+    for listener in listeners:
+        listener.close()
+
+
+def _listeners(host: str, port: int, workers: int) -> list[socket.socket]:
+    """The listening sockets of `workers` API processes, bound here before they are forked.
+
+    On Linux, one socket per process, all bound to the port with SO_REUSEPORT: the kernel
+    spreads new connections evenly among them. One socket shared by all would not: each
+    process's event loop accepts every connection pending when it wakes, so a client that
+    opens its pool of connections at once (the bench's 8 keep-alive connections) had them all
+    served by one process while the others idled. A socket stays open here too, so the
+    connections queued on it wait for the process that replaces a dead one.
+
+    SO_REUSEPORT would also let another server of the same user join the port unnoticed, so
+    the port is first bound without it: taken, it fails as one process does. Elsewhere (no
+    load balancing of SO_REUSEPORT), one shared socket."""
+    if workers < 2 or not sys.platform.startswith("linux"):
+        listener = socket.create_server((host, port), backlog=2048)
+        listener.set_inheritable(True)
+        return [listener]
+    with socket.create_server((host, port)) as probe:  # EADDRINUSE when taken
+        port = probe.getsockname()[1]  # the one chosen, for port 0
+    listeners: list[socket.socket] = []
+    for _ in range(workers):
+        listener = socket.create_server((host, port), reuse_port=True, backlog=2048)
+        listener.set_inheritable(True)
+        listeners.append(listener)
+    return listeners

@@ -9,12 +9,17 @@ import asyncio
 import re
 import secrets
 import signal
+import socket
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
+import pytest
 
+from bench.server import child_pids
+from lrs.server import _listeners
 from tests.test_progress_e2e import (
     LOOPBACK,
     ChildProcess,
@@ -119,3 +124,75 @@ async def test_workers_share_the_store_and_every_stream_sees_every_change(
         server.stop()
     assert server.process.returncode == 0, server.text()
     assert "Traceback" not in server.text(), server.text()
+
+
+def _socket_count(pid: int) -> int:
+    """How many sockets a process has open (its listener and the connections it accepted)."""
+    fds = Path(f"/proc/{pid}/fd")
+    count = 0
+    for fd in fds.iterdir():
+        try:
+            count += fds.joinpath(fd.name).readlink().name.startswith("socket:")
+        except OSError:
+            continue  # closed meanwhile
+    return count
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_REUSEPORT balancing: Linux")
+def test_each_api_process_gets_its_own_listener_on_the_port() -> None:
+    listeners = _listeners(LOOPBACK, 0, 3)
+    try:
+        ports = {listener.getsockname()[1] for listener in listeners}
+        assert len(listeners) == 3 and len(ports) == 1
+        for listener in listeners:
+            assert listener.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT)
+            assert listener.get_inheritable()
+        # Taken by a server that does not share it: refused as it is without --workers.
+        with socket.create_server((LOOPBACK, 0)) as taken, pytest.raises(OSError):
+            _listeners(LOOPBACK, taken.getsockname()[1], 2)
+    finally:
+        for listener in listeners:
+            listener.close()
+    (single,) = _listeners(LOOPBACK, 0, 1)
+    single.close()
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts sockets through /proc")
+async def test_connections_opened_together_are_spread_over_the_api_processes(
+    tmp_path: Path,
+) -> None:
+    """Each API process accepts on its own listener: connections opened together (a client's
+    pool) are all answered, and each process holds some of them. A listener that no process
+    served would leave its share of the connections unanswered."""
+    port = free_port()
+    env = child_env(
+        LRS_STORAGE="embedded",
+        LRS_DATA_DIR=str(tmp_path / "data"),
+        LRS_DERIVATION="inprocess",  # the API processes are then the only children
+    )
+    command = _lrs("serve", "--host", LOOPBACK, "--port", str(port), "--workers", "2")
+    server = ChildProcess(command, env, tmp_path / "serve.log")
+    base_url = f"http://{LOOPBACK}:{port}"
+
+    def both_serving() -> bool:
+        try:
+            answered = httpx.get(f"{base_url}/xapi/about", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+        return answered and len(child_pids(server.process.pid)) == 2
+
+    try:
+        server.wait_for(both_serving, "lrs serve --workers 2")
+        children = child_pids(server.process.pid)
+        before = {pid: _socket_count(pid) for pid in children}
+        # 32 keep-alive connections opened together, each answered once (so accepted) and
+        # kept open while the sockets are counted.
+        limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
+        async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=15) as client:
+            answers = await asyncio.gather(*(client.get("/xapi/about") for _ in range(32)))
+            assert {answer.status_code for answer in answers} == {200}
+            accepted = {pid: _socket_count(pid) - before[pid] for pid in children}
+        assert sum(accepted.values()) == 32, accepted
+        assert all(count > 0 for count in accepted.values()), accepted
+    finally:
+        server.stop()
