@@ -531,6 +531,8 @@ class _Constraint:
 
 def _constraint(condition: Any) -> _Constraint | None:
     """What an index can do with one field condition; None if nothing."""
+    if type(condition) is str:  # the commonest condition: a store, a key, a term
+        return _Constraint(keys=[(_STRING, condition)])
     if not _is_operator_dict(condition):
         if isinstance(condition, list | dict) or not (condition is None or _plannable(condition)):
             return None
@@ -635,15 +637,24 @@ def _excludes_missing(constraints: list[tuple[int, _Constraint]] | None) -> bool
 def _shape(value: Any) -> Any:
     """A filter with its values reduced to their types (what planning depends on, apart from
     the counts it sometimes takes)."""
-    if isinstance(value, dict):
-        return tuple((key, _shape(item)) for key, item in value.items())
+    kind = type(value)
+    if kind is str:  # most values (computed on every query: the cheap cases first)
+        return "str"
+    if kind is dict or isinstance(value, dict):
+        return tuple([(key, _shape(item)) for key, item in value.items()])
     if isinstance(value, list | tuple):
         # An `$in` of a thousand ids is a thousand strings: their type, not a thousand reprs.
         types = set(map(type, value))
+        if types == _ONLY_STR:
+            return _STR_LIST
         if not any(issubclass(kind, dict | list | tuple) for kind in types):
             return ("[]", tuple(sorted(kind.__name__ for kind in types)))
         return ("[]", tuple(sorted({repr(_shape(item)) for item in value})))
-    return type(value).__name__
+    return kind.__name__
+
+
+_ONLY_STR = {str}
+_STR_LIST = ("[]", ("str",))  # what _shape gives a list of strings
 
 
 def _prefix(constraints: dict[int, _Constraint]) -> int:
@@ -661,7 +672,10 @@ def _where(plan_index: _Index, constraints: dict[int, _Constraint]) -> tuple[str
     for position, constraint in sorted(constraints.items()):
         t, v = f"t{position}", f"v{position}"
         if constraint.keys is not None:
-            if not constraint.keys:
+            if len(constraint.keys) == 1:
+                clauses.append(f"{t} = ? AND {v} = ?")
+                params.extend(constraint.keys[0])
+            elif not constraint.keys:
                 clauses.append("0")
             else:
                 groups: dict[int, list[Any]] = {}
@@ -884,8 +898,9 @@ class EmbeddedCollection:
         self.name = name
         self.table = ""
         self.indexes: list[_Index] = []
-        # shape -> (index, filter condition per index field, multikey flags, uses left or None)
-        self._plan_cache: dict[Any, tuple[str, tuple[int, ...], int, int | None]] = {}
+        # shape -> (index, filter condition per index field, multikey flags, uses left or None);
+        # emptied whenever `indexes` changes, so the index is always one of them.
+        self._plan_cache: dict[Any, tuple[_Index, tuple[int, ...], int, int | None]] = {}
         self.load_metadata()
 
     # --- metadata --------------------------------------------------------------------------
@@ -1024,6 +1039,8 @@ class EmbeddedCollection:
                 (index.multikey, self.name, index.name),
             )
             _metadata_changed(db)
+        if not rows:  # a partial index the documents are not in: most statements, 3 of 8
+            return
         placeholders = ", ".join(["?"] * (2 * len(index.fields) + 1))
         try:
             db.executemany(f"INSERT INTO {index.table} VALUES ({placeholders})", rows)
@@ -1163,15 +1180,15 @@ class EmbeddedCollection:
 
     def _remembered(
         self,
-        known: tuple[str, tuple[int, ...], int],
+        index: _Index,
+        numbers: tuple[int, ...],
+        multikey: int,
         filter: Mapping[str, Any],
         sort: Sequence[tuple[str, int]] | None,
     ) -> _Plan | None:
         """The plan remembered for the filter's shape, built for its values without planning
-        (None if the index changed since, or a condition no longer suits it)."""
-        name, numbers, multikey = known
-        index = next((i for i in self.indexes if i.name == name), None)
-        if index is None or index.multikey != multikey:
+        (None if the index became multikey since, or a condition no longer suits it)."""
+        if index.multikey != multikey:
             return None
         pairs, complete = _conjuncts(filter)
         constraints: dict[int, _Constraint] = {}
@@ -1219,18 +1236,18 @@ class EmbeddedCollection:
         shape = (_shape(filter), tuple(sort or ()), bool(limit))
         known = self._plan_cache.get(shape)
         if known is not None:
-            name, numbers, multikey, left = known
+            index, numbers, multikey, left = known
             remembered = (
-                self._remembered((name, numbers, multikey), filter, sort) if left != 0 else None
+                self._remembered(index, numbers, multikey, filter, sort) if left != 0 else None
             )
             if remembered is not None:
                 if left is not None:
-                    self._plan_cache[shape] = (name, numbers, multikey, left - 1)
+                    self._plan_cache[shape] = (index, numbers, multikey, left - 1)
                 return remembered
         plan, by_shape = self._decide(filter, sort, limit)
         if plan is not None and (shape in self._plan_cache or len(self._plan_cache) < _PLAN_CACHE):
             left = None if by_shape else _RECOUNT_AFTER
-            self._plan_cache[shape] = (plan.index.name, plan.numbers, plan.index.multikey, left)
+            self._plan_cache[shape] = (plan.index, plan.numbers, plan.index.multikey, left)
         return plan
 
     def _decide(
