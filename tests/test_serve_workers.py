@@ -128,11 +128,10 @@ async def test_workers_share_the_store_and_every_stream_sees_every_change(
 
 def _socket_count(pid: int) -> int:
     """How many sockets a process has open (its listener and the connections it accepted)."""
-    fds = Path(f"/proc/{pid}/fd")
     count = 0
-    for fd in fds.iterdir():
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
         try:
-            count += fds.joinpath(fd.name).readlink().name.startswith("socket:")
+            count += fd.readlink().name.startswith("socket:")
         except OSError:
             continue  # closed meanwhile
     return count

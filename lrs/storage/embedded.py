@@ -647,8 +647,8 @@ def _shape(value: Any) -> Any:
         types = set(map(type, value))
         if types == _ONLY_STR:
             return _STR_LIST
-        if not any(issubclass(kind, dict | list | tuple) for kind in types):
-            return ("[]", tuple(sorted(kind.__name__ for kind in types)))
+        if not any(issubclass(t, dict | list | tuple) for t in types):
+            return ("[]", tuple(sorted(t.__name__ for t in types)))
         return ("[]", tuple(sorted({repr(_shape(item)) for item in value})))
     return kind.__name__
 
