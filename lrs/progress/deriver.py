@@ -38,6 +38,7 @@ from lrs.progress.rules import (
 from lrs.storage.database import Database
 from lrs.storage.outbox import COLLECTION as OUTBOX
 from lrs.storage.progress import (
+    DERIVED,
     PROGRESS_FIELDS,
     CatalogueReads,
     CatalogueRepository,
@@ -90,6 +91,11 @@ _APPLY_CHUNK = 250
 # About this many record items per unit (records of 20 items: _APPLY_CHUNK pairs; of 150
 # items: 66 pairs).
 _UNIT_ITEMS = 10_000
+# What a unit that writes records may write (with the catalogue a recompute may read and
+# complete), and what closing a round writes: declared, so that on the embedded store each
+# locks only the file it writes (`Database.run`).
+_RECORD_WRITES = DERIVED
+_CLOSE_WRITES = frozenset({OUTBOX})
 
 
 @dataclass
@@ -284,7 +290,6 @@ class Deriver:
                 self._resolve_work(store, chunk, plan, lookup, result), write=reads
             )
         pairs = plan.pairs()
-        closed = False
         start, size = 0, _APPLY_CHUNK
         while start < len(pairs):
             chunk = pairs[start : start + size]
@@ -293,10 +298,10 @@ class Deriver:
                 planned = await self.database.run(
                     self._fold_work(store, plan, chunk, lookup, recheck=True), write=False
                 )
-                # The last chunk's write also clears the outbox entries: one commit less.
-                closed = start >= len(pairs)
+                # Records only: on the embedded store this locks the progress file alone, and
+                # the API's statement writes go on meanwhile.
                 await self.database.run(
-                    self._write_and_close(store, planned, lookup, result, entries, closed)
+                    self._write(store, planned, lookup, result), writes=_RECORD_WRITES
                 )
             else:
                 await self.database.run(
@@ -305,22 +310,10 @@ class Deriver:
             for pair in chunk:  # its statements are folded: not needed again this round
                 plan.folds.pop(pair, None)
             size = _unit_size(await self._release(store, result), size)
-        if not closed:
-            await self.database.run(self._close_work(store, entries, result))
+        # Once every record is written (committed first: a crash before this leaves the work
+        # owed, never lost).
+        await self.database.run(self._close_work(store, entries, result), writes=_CLOSE_WRITES)
         return result
-
-    def _write_and_close(
-        self,
-        store: str,
-        planned: list[tuple[Pair, dict[str, Any], dict[str, Any] | None, bool]],
-        lookup: _RoundCatalogue,
-        result: Round,
-        entries: list[str],
-        close: bool,
-    ) -> Work[None]:
-        yield from self._write(store, planned, lookup, result)
-        if close:
-            yield from self._close_work(store, entries, result)
 
     def _statements_work(self, store: str, ids: list[str], entries: list[str]) -> Work[Round]:
         """A whole round in one unit of work."""

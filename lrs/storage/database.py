@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import contextvars
 import logging
 import threading
@@ -257,17 +258,20 @@ class EmbeddedCollectionAdapter(Collection):
     """The same interface over the embedded store: each method runs its `EmbeddedOps` twin on
     the store's own thread (writes are committed in groups there, see `_DedicatedThread`)."""
 
-    def __init__(self, ops: EmbeddedOps, thread: _DedicatedThread) -> None:
+    def __init__(self, ops: EmbeddedOps, thread: _DedicatedThread, locks: Locks) -> None:
         super().__init__(ops)
         self._ops = ops
         self._thread = thread
+        self._locks = locks  # the file that holds the collection
 
 
 def _on_store_thread(name: str) -> Any:
     write = name in _WRITES
 
     async def method(self: EmbeddedCollectionAdapter, *args: Any, **kwargs: Any) -> Any:
-        return await self._thread.run(write, getattr(self._ops, name), *args, **kwargs)
+        call = getattr(self._ops, name)
+        locks = self._locks if write else frozenset()
+        return await self._thread.run_locking(write, locks, lambda: call(*args, **kwargs))
 
     method.__name__ = name
     method.__doc__ = getattr(Collection, name).__doc__
@@ -308,7 +312,7 @@ class Database:
         self,
         kind: str,
         collection_factory: Callable[[str], Collection],
-        runner: Callable[[Work[Any], bool], Awaitable[Any]] | None = None,
+        runner: Callable[[Work[Any], bool, frozenset[str] | None], Awaitable[Any]] | None = None,
     ) -> None:
         self.kind = kind
         self._factory = collection_factory
@@ -325,11 +329,18 @@ class Database:
             self._collections[name] = self._factory(name)
         return self._collections[name]
 
-    async def run(self, work: Work[T], *, write: bool = True) -> T:
+    async def run(
+        self, work: Work[T], *, write: bool = True, writes: frozenset[str] | None = None
+    ) -> T:
         """Run a unit of work: on the embedded store as one job (one transaction when it
-        writes), elsewhere operation by operation."""
+        writes), elsewhere operation by operation.
+
+        `writes` names the collections the unit may write (None: any). On the embedded store
+        its transaction then locks only the files that hold them, so that writers of other
+        files (the derivation process and the API) do not wait for one another; a write to
+        another collection fails the unit."""
         if self._runner is not None:
-            return await self._runner(work, write)
+            return await self._runner(work, write, writes)
         return await drive_async(work, self._execute)
 
     async def read_now(self, work: Work[T]) -> T:
@@ -418,12 +429,18 @@ def urgent_storage_calls() -> None:
     _urgent.set(True)
 
 
-class _Job:
-    __slots__ = ("fn", "future", "write", "outcome")
+# The files a write job takes the write lock of (positions in the store's list of files,
+# see `open_embedded`); a group of writes commits together only if they lock the same files.
+Locks = frozenset[int]
 
-    def __init__(self, fn: Callable[[], Any], write: bool) -> None:
+
+class _Job:
+    __slots__ = ("fn", "future", "write", "outcome", "locks")
+
+    def __init__(self, fn: Callable[[], Any], write: bool, locks: Locks = frozenset()) -> None:
         self.fn = fn
         self.write = write
+        self.locks = locks
         self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         self.outcome: tuple[bool, Any] = (False, None)
 
@@ -446,11 +463,11 @@ class _Job:
 
 
 class _DedicatedThread:
-    """A single worker thread that owns the embedded store's connection for its whole life.
+    """A single worker thread that owns the embedded store's connections for its whole life.
 
-    Writes that are queued together run in one SQLite transaction, each in its own savepoint
-    (a failing one is rolled back alone), and commit together: their callers hear back only
-    after that COMMIT, so nobody is ever told of a write that is not durable.
+    Writes that are queued together (and lock the same files) run in one transaction, each in
+    its own savepoint (a failing one is rolled back alone), and commit together: their callers
+    hear back only after that COMMIT, so nobody is ever told of a write that is not durable.
     """
 
     def __init__(self) -> None:
@@ -461,18 +478,22 @@ class _DedicatedThread:
         self._ready = threading.Condition()
         self._streak = 0
         self._closing = False
-        # (begin, commit, rollback) of a write group; set once the store is open.
-        self.group: tuple[Callable[[], None], Callable[[], None], Callable[[], None]] | None = None
+        # (begin, commit, rollback) of a write group, given the files it locks; set once the
+        # store is open.
+        self.group: (
+            tuple[Callable[[Locks], None], Callable[[Locks], None], Callable[[Locks], None]] | None
+        ) = None
         self.before_job: Callable[[], None] | None = None  # called before each job runs
+        self.all_files: Locks = frozenset({0})  # every file of the store (set once it is open)
         self._thread = threading.Thread(target=self._work, name="lrs-embedded", daemon=True)
         self._thread.start()
 
-    def _pick(self, writes_only: bool) -> _Job | None:
-        """The next job by lane priority (caller holds the lock); with `writes_only`, None
-        unless that job is a write."""
+    def _pick(self, within: Locks | None = None) -> _Job | None:
+        """The next job by lane priority (caller holds the lock); with `within`, None unless
+        that job is a write that locks no other files (it can join the open group)."""
         urgent, normal = self._lanes
         lane = urgent if urgent and (self._streak < _URGENT_STREAK or not normal) else normal
-        if not lane or (writes_only and not lane[0].write):
+        if not lane or (within is not None and not (lane[0].write and lane[0].locks <= within)):
             return None
         self._streak = self._streak + 1 if lane is urgent else 0
         return lane.popleft()
@@ -480,7 +501,7 @@ class _DedicatedThread:
     def _next(self) -> _Job | None:
         with self._ready:
             while True:
-                job = self._pick(writes_only=False)
+                job = self._pick()
                 if job is not None:
                     return job
                 if self._closing:
@@ -497,33 +518,44 @@ class _DedicatedThread:
                 continue
             begin, commit, rollback = self.group
             jobs = [job]
-            begin()
+            try:
+                begin(job.locks)
+            except BaseException as exc:  # the lock never came: this write fails alone
+                job.outcome = (False, exc)
+                job.settle()
+                continue
             job.execute()
             while len(jobs) < _GROUP_MAX:
                 with self._ready:
-                    more = self._pick(writes_only=True)
+                    more = self._pick(within=job.locks)
                 if more is None:
                     break
                 jobs.append(more)
                 more.execute()
             try:
-                commit()
+                commit(job.locks)
             except BaseException as exc:
-                rollback()
+                rollback(job.locks)
                 for failed in jobs:
                     failed.outcome = (False, exc)
             for done in jobs:
                 done.settle()
 
-    def _submit(self, urgent: bool, write: bool, fn: Callable[[], Any]) -> _Job:
-        job = _Job(fn, write)
+    def _submit(
+        self, urgent: bool, write: bool, fn: Callable[[], Any], locks: Locks = frozenset()
+    ) -> _Job:
+        job = _Job(fn, write, locks)
         with self._ready:
             self._lanes[0 if urgent else 1].append(job)
             self._ready.notify()
         return job
 
     async def run(self, write: bool, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        job = self._submit(_urgent.get(), write, lambda: fn(*args, **kwargs))
+        return await self.run_locking(write, self.all_files, lambda: fn(*args, **kwargs))
+
+    async def run_locking(self, write: bool, locks: Locks, fn: Callable[[], Any]) -> Any:
+        """Run `fn` as one job; a write takes the write lock of the files in `locks`."""
+        job = self._submit(_urgent.get(), write, fn, locks)
         return await asyncio.wrap_future(job.future)
 
     def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -536,11 +568,26 @@ class _DedicatedThread:
         self._thread.join()
 
 
+# Collections kept in a file of their own on the embedded store: what derivation writes
+# (progress records, their change sequence, the catalogue it grows). The derivation process
+# writes them all the time; in the file of the statements, every API write waited for its write
+# lock, and every API commit carried its pages to the disk. Apart, each file has its own write
+# lock and log, and the two processes write side by side.
+DERIVED_COLLECTIONS = frozenset(
+    {"progress", "counters", "courses", "course_activities", "module_counts"}
+)
+DERIVED_FILE_SUFFIX = ".progress"
+
+
 def open_embedded(
     data_dir: Any, name: str, synchronous: str = "full", cache_mib: int = 64
 ) -> Database:
     """`synchronous`, `cache_mib`: see `EmbeddedStore` (LRS_EMBEDDED_SYNCHRONOUS,
-    LRS_EMBEDDED_CACHE_MIB)."""
+    LRS_EMBEDDED_CACHE_MIB).
+
+    Two files: `<name>.sqlite3` holds the statements and everything else, and
+    `<name>.progress.sqlite3` the `DERIVED_COLLECTIONS`. A store written before the split (its
+    first file already holds derived collections) keeps them there, in one file."""
     import pathlib
 
     from lrs.storage.embedded import EmbeddedStore, import_legacy_layout
@@ -562,59 +609,123 @@ def open_embedded(
         staging.rename(file)
         legacy.rename(path / f"{name}.before-upgrade")
         log.warning("imported %s from %s (kept as %s.before-upgrade)", counts, legacy, name)
-    store: EmbeddedStore = thread.call(EmbeddedStore, str(file), synchronous, cache_mib)
-    thread.group = (store.begin, store.commit, store.rollback)
-    store.refresh_per_job = True
-    thread.before_job = store.expire_refresh
+    main: EmbeddedStore = thread.call(EmbeddedStore, str(file), synchronous, cache_mib)
+    stores = [main]
+    one_file = any(thread.call(main.has_collection, c) for c in DERIVED_COLLECTIONS)
+    derived_file = path / f"{name}{DERIVED_FILE_SUFFIX}.sqlite3"
+    if not one_file:
+        stores.append(thread.call(EmbeddedStore, str(derived_file), synchronous, cache_mib))
+    thread.all_files = frozenset(range(len(stores)))
+
+    def file_of(collection: str) -> int:
+        return len(stores) - 1 if collection in DERIVED_COLLECTIONS else 0
+
+    def files_for(writes: frozenset[str] | None) -> Locks:
+        if writes is None:
+            return thread.all_files
+        return frozenset(file_of(collection) for collection in writes)
+
+    def begin(locks: Locks) -> None:
+        # Always in the same order (the statements' file first), so two writers that lock
+        # both files cannot each hold one while waiting for the other.
+        taken: list[EmbeddedStore] = []
+        try:
+            for position in sorted(locks):
+                stores[position].begin()
+                taken.append(stores[position])
+        except BaseException:
+            for store in reversed(taken):
+                store.rollback()
+            raise
+
+    def commit(locks: Locks) -> None:
+        # The derived file first, and durable before the statements' file commits: what that
+        # file records as done (outbox entries deleted) must never survive a crash or power
+        # cut that the derived records it stands for did not (with synchronous NORMAL, as in
+        # the derivation process, commits reach the disk only at a sync, file by file). A
+        # crash in between leaves work owed, which is derived again (folds are idempotent).
+        for position in sorted(locks, reverse=True):
+            if position == 0 and len(stores) > 1:
+                stores[-1].make_durable()
+            stores[position].commit()
+
+    def rollback(locks: Locks) -> None:
+        for position in sorted(locks, reverse=True):
+            if stores[position].in_transaction:
+                stores[position].rollback()
+
+    def expire_refresh() -> None:
+        for store in stores:
+            store.expire_refresh()
+
+    thread.group = (begin, commit, rollback)
+    for store in stores:
+        store.refresh_per_job = True
+    thread.before_job = expire_refresh
     ops: dict[str, EmbeddedOps] = {}
 
     def ops_for(collection: str) -> EmbeddedOps:
         # Only ever called on the store's thread (or before it serves anyone).
         if collection not in ops:
-            ops[collection] = EmbeddedOps(store.collection(collection))
+            ops[collection] = EmbeddedOps(stores[file_of(collection)].collection(collection))
         return ops[collection]
 
-    def execute(op: Op | StoredClock | LastStoredKey | Sleep) -> Any:
+    def execute(op: Op | StoredClock | LastStoredKey | Sleep, locks: Locks | None) -> Any:
         if isinstance(op, StoredClock):
-            return store.next_stored_key()
+            return main.next_stored_key()
         if isinstance(op, LastStoredKey):
-            return store.last_stored_key()
+            return main.last_stored_key()
         if isinstance(op, Sleep):
             # Units only wait for other writers where writes are not atomic: never here.
             raise RuntimeError("a unit of work may not wait inside an embedded transaction")
+        if locks is not None and op.method in _WRITES and file_of(op.collection) not in locks:
+            raise RuntimeError(
+                f"a unit of work that declared its writes also writes {op.collection!r}"
+            )
         return getattr(ops_for(op.collection), op.method)(*op.args, **op.kwargs)
 
-    def run_unit(work: Work[Any], write: bool) -> Any:
+    def run_unit(work: Work[Any], write: bool, locks: Locks) -> Any:
         if not write:
-            return drive(work, execute)
-        with store.write():  # inside the thread's group: a savepoint
-            return drive(work, execute)
+            # No transaction: a write among its reads commits on its own (a discovery).
+            return drive(work, lambda op: execute(op, None))
+        with contextlib.ExitStack() as savepoints:  # inside the thread's group: savepoints
+            for position in sorted(locks):
+                savepoints.enter_context(stores[position].write())
+            return drive(work, lambda op: execute(op, locks))
 
-    async def runner(work: Work[Any], write: bool) -> Any:
-        return await thread.run(write, run_unit, work, write)
+    async def runner(work: Work[Any], write: bool, writes: frozenset[str] | None) -> Any:
+        locks = files_for(writes) if write else frozenset()
+        return await thread.run_locking(write, locks, lambda: run_unit(work, write, locks))
 
     database = Database(
         "embedded",
-        lambda collection: EmbeddedCollectionAdapter(thread.call(ops_for, collection), thread),
+        lambda collection: EmbeddedCollectionAdapter(
+            thread.call(ops_for, collection), thread, frozenset({file_of(collection)})
+        ),
         runner,
     )
 
     async def change_mark() -> int:
-        return await thread.run(False, store.data_version)
+        # The statements' file: where new statements' outbox entries appear.
+        return await thread.run(False, main.data_version)
 
     database._change_mark = change_mark
     # Opened on the store's thread: opening may write (a new file's set-up) and so wait for
     # the write lock, which the event loop must never do.
-    reader: EmbeddedStore = thread.call(EmbeddedStore, str(file), "full", cache_mib)
+    readers: list[EmbeddedStore] = [
+        thread.call(EmbeddedStore, str(file if position == 0 else derived_file), "full", cache_mib)
+        for position in range(len(stores))
+    ]
     reader_ops: dict[str, EmbeddedOps] = {}
-    reader_lock = threading.Lock()  # one connection: one reader at a time (any thread)
+    reader_lock = threading.Lock()  # one connection a file: one reader at a time (any thread)
 
     def read_execute(op: Op | StoredClock | LastStoredKey | Sleep) -> Any:
         if isinstance(op, LastStoredKey):
-            return reader.last_stored_key()
+            return readers[0].last_stored_key()
         if not isinstance(op, Op) or op.method not in _READ_METHODS:
             raise RuntimeError(f"read_now runs reads only, not {op!r}")
         if op.collection not in reader_ops:
+            reader = readers[file_of(op.collection)]
             reader_ops[op.collection] = EmbeddedOps(reader.collection(op.collection))
         return getattr(reader_ops[op.collection], op.method)(*op.args, **op.kwargs)
 
@@ -625,8 +736,8 @@ def open_embedded(
     database._read_now = read_now
 
     def close() -> None:
-        thread.call(reader.close)
-        thread.call(store.close)
+        for store in readers + stores:
+            thread.call(store.close)
         thread.shutdown()
 
     database._close_hooks.append(close)

@@ -759,6 +759,8 @@ class EmbeddedStore:
         self.refresh_per_job = False
         self._refreshed = False
         self._depth = 0  # open write transaction (1) and savepoints in it
+        self._synced_commits = synchronous == "full"
+        self._unsynced = False  # committed since the last sync (synchronous NORMAL only)
 
     def collection(self, name: str) -> EmbeddedCollection:
         if name not in self._collections:
@@ -790,6 +792,29 @@ class EmbeddedStore:
     def data_version(self) -> int:
         """Moves when another connection commits (SQLite's PRAGMA data_version)."""
         return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._depth > 0
+
+    def has_collection(self, name: str) -> bool:
+        """Whether this file holds the collection (it was written or indexed here once)."""
+        row = self._db.execute("SELECT 1 FROM collections WHERE name = ?", (name,)).fetchone()
+        return row is not None
+
+    def make_durable(self) -> None:
+        """Make every commit of this connection so far durable (a no-op where each commit is
+        synced). A commit with synchronous NORMAL reaches the disk only at a later sync; one
+        synced commit syncs the log, and with it every frame written before."""
+        if not self._unsynced:
+            return
+        self._db.execute("PRAGMA synchronous=FULL")
+        try:
+            with self.write() as db:
+                db.execute("INSERT OR REPLACE INTO clock VALUES ('synced', ?)", (time.time_ns(),))
+        finally:
+            self._db.execute("PRAGMA synchronous=NORMAL")
+        self._unsynced = False
 
     def expire_refresh(self) -> None:
         """The next read looks again whether another connection committed."""
@@ -881,6 +906,8 @@ class _WriteTransaction:
             self._store.expire_refresh()  # the lock goes: others may commit from now on
         if exc_type is None:
             self._db.execute("COMMIT" if depth == 0 else f"RELEASE w{depth}")
+            if depth == 0 and not self._store._synced_commits:
+                self._store._unsynced = True
             return
         if depth == 0:
             self._db.execute("ROLLBACK")

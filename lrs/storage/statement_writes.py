@@ -64,6 +64,9 @@ from lrs.xapi.timestamps import format_micros
 
 STATEMENTS = "statements"
 BATCHES = "statement_batches"
+# Every collection a batch's write may touch (`Database.run(writes=...)`): on the embedded
+# store, the batch then waits for no writer of the derived file (progress).
+BATCH_WRITES = frozenset({STATEMENTS, BATCHES, outbox.COLLECTION})
 _INSERT_ROUNDS = 20  # ids freed by aborted batches are retried at most this often
 _WAIT_SECONDS = 0.005  # between looks at another writer's pending batch
 

@@ -21,6 +21,7 @@ from lrs.storage.attachments import AttachmentRepository
 from lrs.storage.database import Collection, Database
 from lrs.storage.statement_docs import TERM_FIELDS, narrowing_term, statement_text, term, terms
 from lrs.storage.statement_writes import (
+    BATCH_WRITES,
     BATCHES,
     Committed,
     Equivalence,
@@ -308,7 +309,8 @@ class StatementRepository:
                 equivalent,
                 self.write_lease_micros,
                 drafts,
-            )
+            ),
+            writes=BATCH_WRITES,
         )
 
     async def recover_batches(self) -> int:
