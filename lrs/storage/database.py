@@ -615,6 +615,7 @@ def open_embedded(
     derived_file = path / f"{name}{DERIVED_FILE_SUFFIX}.sqlite3"
     if not one_file:
         stores.append(thread.call(EmbeddedStore, str(derived_file), synchronous, cache_mib))
+        main.before_write = stores[-1].make_durable
     thread.all_files = frozenset(range(len(stores)))
 
     def file_of(collection: str) -> int:
@@ -644,8 +645,10 @@ def open_embedded(
         # cut that the derived records it stands for did not (with synchronous NORMAL, as in
         # the derivation process, commits reach the disk only at a sync, file by file). A
         # crash in between leaves work owed, which is derived again (folds are idempotent).
+        # Any other write of the statements' file syncs the derived file before it takes the
+        # lock (`before_write` below), not while it holds it.
         for position in sorted(locks, reverse=True):
-            if position == 0 and len(stores) > 1:
+            if position == 0 and len(locks) > 1:
                 stores[-1].make_durable()
             stores[position].commit()
 

@@ -760,6 +760,9 @@ class EmbeddedStore:
         self._refreshed = False
         self._depth = 0  # open write transaction (1) and savepoints in it
         self._synced_commits = synchronous == "full"
+        # Called before each write transaction takes the lock (lrs.storage.database: the
+        # progress file is made durable before the statements' file writes).
+        self.before_write: Callable[[], None] | None = None
         self._unsynced = False  # committed since the last sync (synchronous NORMAL only)
 
     def collection(self, name: str) -> EmbeddedCollection:
@@ -870,6 +873,8 @@ class _WriteTransaction:
     def __enter__(self) -> sqlite3.Connection:
         depth = self._store._depth
         if depth == 0:
+            if self._store.before_write is not None:
+                self._store.before_write()
             self._begin()
             self._store._depth = 1
             # Under the lock: an index another process created since our last look is written.
