@@ -206,3 +206,39 @@ def _synced_mark(directory: Path) -> int | None:
     with sqlite3.connect(directory / f"lrs{DERIVED_FILE_SUFFIX}.sqlite3") as db:
         row = db.execute("SELECT value FROM clock WHERE name = 'synced'").fetchone()
     return None if row is None else int(row[0])
+
+
+class _CommitFailsOnce:
+    """The store's connection, except that its next COMMIT fails (a full disk, say)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+        self.failed = False
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        if sql == "COMMIT" and not self.failed:
+            self.failed = True
+            raise sqlite3.OperationalError("disk I/O error")
+        return self._db.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._db, name)
+
+
+def test_a_group_whose_commit_fails_is_rolled_back_and_the_store_goes_on(tmp_path: Path) -> None:
+    store = EmbeddedStore(str(tmp_path / "lrs.sqlite3"))
+    real = store._db
+    store._db = _CommitFailsOnce(real)  # type: ignore[assignment]
+    store.begin()
+    store.collection("statements").insert_many([{"_id": "lost"}])
+    with pytest.raises(sqlite3.OperationalError):
+        store.commit()
+    assert store.in_transaction  # SQLite keeps the transaction open after a failed COMMIT
+    store.rollback()
+    assert not store.in_transaction
+    store.begin()
+    store.collection("statements").insert_many([{"_id": "kept"}])
+    store.commit()
+    assert [doc["_id"] for doc in store.collection("statements").find({})] == ["kept"]
+    store._db = real
+    store.close()

@@ -798,7 +798,7 @@ class EmbeddedStore:
 
     @property
     def in_transaction(self) -> bool:
-        return self._depth > 0
+        return self._depth > 0 or self._db.in_transaction
 
     def has_collection(self, name: str) -> bool:
         """Whether this file holds the collection (it was written or indexed here once)."""
@@ -836,6 +836,12 @@ class EmbeddedStore:
         _WriteTransaction(self).__exit__(None, None, None)
 
     def rollback(self) -> None:
+        if self._depth == 0:
+            # A COMMIT that failed leaves SQLite's transaction open, with our depth at 0.
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+                self.reload_metadata()
+            return
         error = RuntimeError("group rolled back")
         _WriteTransaction(self).__exit__(RuntimeError, error, None)
 
