@@ -23,7 +23,7 @@ from lrs.storage.database import (
     open_embedded,
 )
 from lrs.storage.embedded import EmbeddedStore
-from lrs.storage.progress import DERIVED
+from lrs.storage.progress import COUNTERS, COUNTS, COURSES, RECORDS, ROWS
 from lrs.storage.statement_writes import BATCH_WRITES
 from lrs.storage.unit import Work, find_one, insert_many
 
@@ -49,7 +49,7 @@ async def _close(database: Database) -> None:
 
 
 def test_the_derived_collections_are_those_derivation_writes() -> None:
-    assert DERIVED_COLLECTIONS == DERIVED
+    assert {COURSES, ROWS, COUNTS, RECORDS, COUNTERS} == DERIVED_COLLECTIONS
     assert not DERIVED_COLLECTIONS & BATCH_WRITES
 
 
@@ -145,7 +145,7 @@ def _found(collection: str, doc_id: str) -> Work[bool]:
     return doc is not None
 
 
-def test_writers_of_both_files_in_two_processes_never_deadlock(
+def test_writers_of_both_files_on_two_connections_never_deadlock(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two connections each writing one file, the other, and both, at once: every write ends
@@ -159,12 +159,12 @@ def test_writers_of_both_files_in_two_processes_never_deadlock(
             if n % 3 == 0:
                 await database.run(_insert_both(statement, record))
             elif n % 3 == 1:
-                await database.run(_insert("progress", record), writes=DERIVED)
+                await database.run(_insert("progress", record), writes=DERIVED_COLLECTIONS)
                 await database.run(_insert("statements", statement), writes=STATEMENTS)
             else:
                 await asyncio.gather(
                     database.run(_insert("statements", statement), writes=STATEMENTS),
-                    database.run(_insert("progress", record), writes=DERIVED),
+                    database.run(_insert("progress", record), writes=DERIVED_COLLECTIONS),
                 )
 
     async def scenario() -> None:
@@ -190,7 +190,7 @@ def test_progress_is_durable_before_the_statements_file_commits(
 
     async def scenario() -> None:
         database = open_embedded(tmp_path, "lrs", synchronous)
-        await database.run(_insert("progress", {"_id": "r1"}), writes=DERIVED)
+        await database.run(_insert("progress", {"_id": "r1"}), writes=DERIVED_COLLECTIONS)
         assert _synced_mark(tmp_path) is None  # nothing forced yet
         await database.run(_insert("outbox", {"_id": "e1"}), writes=frozenset({"outbox"}))
         marked = _synced_mark(tmp_path)
@@ -233,9 +233,9 @@ def test_a_group_whose_commit_fails_is_rolled_back_and_the_store_goes_on(tmp_pat
     store.collection("statements").insert_many([{"_id": "lost"}])
     with pytest.raises(sqlite3.OperationalError):
         store.commit()
-    assert store.in_transaction  # SQLite keeps the transaction open after a failed COMMIT
+    assert real.in_transaction  # SQLite keeps the transaction open after a failed COMMIT
     store.rollback()
-    assert not store.in_transaction
+    assert not real.in_transaction
     store.begin()
     store.collection("statements").insert_many([{"_id": "kept"}])
     store.commit()

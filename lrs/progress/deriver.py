@@ -35,10 +35,9 @@ from lrs.progress.rules import (
     statement_micros,
     summarize,
 )
-from lrs.storage.database import Database
+from lrs.storage.database import DERIVED_COLLECTIONS, Database
 from lrs.storage.outbox import COLLECTION as OUTBOX
 from lrs.storage.progress import (
-    DERIVED,
     PROGRESS_FIELDS,
     CatalogueReads,
     CatalogueRepository,
@@ -94,7 +93,7 @@ _UNIT_ITEMS = 10_000
 # What a unit that writes records may write (with the catalogue a recompute may read and
 # complete), and what closing a round writes: declared, so that on the embedded store each
 # locks only the file it writes (`Database.run`).
-_RECORD_WRITES = DERIVED
+_RECORD_WRITES = DERIVED_COLLECTIONS
 _CLOSE_WRITES = frozenset({OUTBOX})
 
 

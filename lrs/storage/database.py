@@ -569,10 +569,11 @@ class _DedicatedThread:
 
 
 # Collections kept in a file of their own on the embedded store: what derivation writes
-# (progress records, their change sequence, the catalogue it grows). The derivation process
-# writes them all the time; in the file of the statements, every API write waited for its write
-# lock, and every API commit carried its pages to the disk. Apart, each file has its own write
-# lock and log, and the two processes write side by side.
+# (progress records, their change sequence, the catalogue it grows: the collections of
+# lrs.storage.progress). The derivation process writes them all the time; in the file of the
+# statements, every API write waited for its write lock, and every API commit carried its
+# pages to the disk. Apart, each file has its own write lock and log, and the two processes
+# write side by side.
 DERIVED_COLLECTIONS = frozenset(
     {"progress", "counters", "courses", "course_activities", "module_counts"}
 )
@@ -654,8 +655,7 @@ def open_embedded(
 
     def rollback(locks: Locks) -> None:
         for position in sorted(locks, reverse=True):
-            if stores[position].in_transaction:
-                stores[position].rollback()
+            stores[position].rollback()  # nothing to do for a file that committed already
 
     def expire_refresh() -> None:
         for store in stores:

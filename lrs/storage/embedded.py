@@ -796,10 +796,6 @@ class EmbeddedStore:
         """Moves when another connection commits (SQLite's PRAGMA data_version)."""
         return int(self._db.execute("PRAGMA data_version").fetchone()[0])
 
-    @property
-    def in_transaction(self) -> bool:
-        return self._depth > 0 or self._db.in_transaction
-
     def has_collection(self, name: str) -> bool:
         """Whether this file holds the collection (it was written or indexed here once)."""
         row = self._db.execute("SELECT 1 FROM collections WHERE name = ?", (name,)).fetchone()

@@ -55,9 +55,6 @@ class CatalogueReads:
 
 RECORDS = "progress"
 COUNTERS = "counters"
-# Every collection that derivation writes (the embedded store keeps them in a file of their
-# own: lrs.storage.database.DERIVED_COLLECTIONS).
-DERIVED = frozenset({COURSES, ROWS, COUNTS, RECORDS, COUNTERS})
 
 
 def _module_doc(module: Module) -> dict[str, Any]:
