@@ -16,8 +16,10 @@ derives, `auto` unless given: in the API process or in a derivation process besi
 
 Figures (one row per back end, see `bench.report`): the POST phase (batches of `batch_size` at
 `concurrency` requests in flight: seconds, statements/s, latency per request), `drain_s` from
-the last acknowledged POST until GET /ready reports no underived statement (polled; `-` when it
-gave up after `drain_timeout`), and the API's RSS when it had started, right after the POSTs,
+the last acknowledged POST until GET /ready reports nothing owed: no underived statement and no
+grown module whose records still show its old item count (polled; `-` when it gave up after
+`drain_timeout`; until 2026-12-01 it waited for the statements only, and the records' item
+counts could still be catching up), and the API's RSS when it had started, right after the POSTs,
 once drained, and its peak (summed over the API processes and the derivation process when
 `lrs serve` runs several). Then a check of the derived progress (in the notes, never failing
 the run): every (learner, module) record's `items_total` and `viewed` against what was sent.
@@ -175,16 +177,21 @@ def _mib(value: int | None) -> float | None:
     return None if value is None else round(value / 2**20, 1)
 
 
-async def underived(client: XapiClient) -> int | None:
-    """Statements stored but not derived yet, from GET /ready (None when it gave no figure:
-    the embedded store's probe gives up while the store is busy)."""
+async def owed(client: XapiClient) -> int | None:
+    """What the derivation still owes, from GET /ready: statements stored but not derived yet,
+    plus discovered modules that grew and whose learners' records still show the old item
+    count (None when it gave no figure: the embedded store's probe gives up while the store is
+    busy)."""
     try:
         response = await client.get("/ready", timeout=30.0)
         backlog = response.json()["checks"]["backlog"]
         value = backlog["underived"]
+        resummaries = backlog.get("resummaries_owed", 0)  # servers before 2026-12-01: absent
     except (TransportError, ValueError, KeyError, TypeError):
         return None
-    return value if isinstance(value, int) else None
+    if not isinstance(value, int) or not isinstance(resummaries, int):
+        return None
+    return value + resummaries
 
 
 async def _drain(
@@ -193,11 +200,11 @@ async def _drain(
     last_ack: float,
     outcome: DiscoveredOutcome,
 ) -> None:
-    """Poll until nothing is underived; sets drain_s (from `last_ack`) or says why not."""
+    """Poll until nothing is owed; sets drain_s (from `last_ack`) or says why not."""
     word = time.perf_counter() + 30.0  # a large backlog takes minutes: say something
     left: int | None = None
     while True:
-        left = await underived(client)
+        left = await owed(client)
         now = time.perf_counter()
         if left == 0:
             outcome.drain_s = round(max(0.0, now - last_ack), 3)
@@ -206,13 +213,13 @@ async def _drain(
         if now - last_ack >= config.drain_timeout:
             outcome.drain = (
                 f"gave_up_after_{config.drain_timeout:g}s "
-                f"(underived {'unknown' if left is None else left})"
+                f"(owed {'unknown' if left is None else left})"
             )
             return
         if now >= word:
             word += 30.0
             print(
-                f"[{BENCHMARK}] {outcome.backend} waiting for derivation: {left} underived, "
+                f"[{BENCHMARK}] {outcome.backend} waiting for derivation: {left} owed, "
                 f"{now - last_ack:.0f} s after the last POST",
                 file=sys.stderr,
                 flush=True,

@@ -93,6 +93,11 @@ class Metrics:
             "Age of the oldest statement not yet derived",
             registry=self.registry,
         )
+        self.resummaries_owed = Gauge(
+            "lrs_resummaries_owed",
+            "Grown discovered modules whose records still show their old item count",
+            registry=self.registry,
+        )
         self.sse_clients = Gauge(
             "lrs_sse_clients", "Open progress streams in this process", registry=self.registry
         )

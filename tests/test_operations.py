@@ -31,6 +31,30 @@ async def test_ready_reports_checks_and_backlog(lrs: LRS) -> None:
     checks = response.json()["checks"]
     assert checks["database"]["ok"] and checks["workers"]["mode"] == "inprocess"
     assert checks["backlog"]["underived"] == 0
+    assert checks["backlog"]["resummaries_owed"] == 0
+
+
+async def test_ready_reports_a_grown_module_owed_its_resummary(lrs: LRS) -> None:
+    """A statement that discovers an item grows its module; the learners' records show the new
+    item count only once the module is summarized again. Until then /ready says so, so that
+    "nothing owed" means every record is final (the bench's drain waits for it)."""
+    lrs.services.deriver.on_grown = None  # no timer: the re-summary runs when the test says
+    module = "http://example.com/discovered/m"
+    response = await lrs.client.post(
+        "/xapi/statements",
+        json=statement(
+            object={"objectType": "Activity", "id": f"{module}/page1"},
+            context={"contextActivities": {"parent": [{"id": module}]}},
+        ),
+    )
+    assert response.status_code == 200, response.text
+    await lrs.services.dispatcher.idle()
+    backlog = (await lrs.client.get("/ready")).json()["checks"]["backlog"]
+    assert backlog["underived"] == 0 and backlog["resummaries_owed"] == 1
+    [owed] = await lrs.services.statements.outbox.pending("resummarize")
+    await lrs.services.deriver.resummarize(owed["store"], owed["course"], owed["module"])
+    backlog = (await lrs.client.get("/ready")).json()["checks"]["backlog"]
+    assert backlog == {**backlog, "underived": 0, "resummaries_owed": 0}
 
 
 @contextlib.asynccontextmanager
@@ -126,6 +150,7 @@ async def test_metrics_count_requests_and_statements(lrs: LRS) -> None:
         'lrs_http_requests_total{method="POST",route="/xapi/statements",status="200"} 1.0' in text
     )
     assert "lrs_derivation_backlog" in text and "lrs_sse_clients 0.0" in text
+    assert "lrs_resummaries_owed 0.0" in text
 
 
 async def test_request_id_is_echoed_or_made(lrs: LRS) -> None:

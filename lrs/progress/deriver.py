@@ -429,9 +429,9 @@ class Deriver:
 
     def _close_work(self, store: str, entries: list[str], result: Round) -> Work[None]:
         """The round's outbox entries are done; grown discovered modules are owed a
-        re-summary (durable until it ran)."""
-        if entries:
-            yield delete_many(OUTBOX, {"_id": {"$in": sorted(set(entries))}})
+        re-summary (durable until it ran). The re-summary is owed before the entries go, so
+        that where the two are separate writes (MongoDB) nobody sees nothing owed between
+        them (`GET /ready`)."""
         for (course_id, module_id), total in result.grown.items():
             yield update_one(
                 OUTBOX,
@@ -450,6 +450,8 @@ class Deriver:
                 },
                 upsert=True,
             )
+        if entries:
+            yield delete_many(OUTBOX, {"_id": {"$in": sorted(set(entries))}})
 
     def _pair(self, learner: str, module: Module, statement: dict[str, Any]) -> Pair:
         return (learner, module.course_id, module.id, _registration(module, statement))

@@ -129,3 +129,8 @@ class Outbox:
         )
         waiting = sum(int(doc.get("count", 0)) for doc in docs)
         return waiting, (docs[0]["stored_key"] if docs else None)
+
+    async def entry_count(self, kind: Kind) -> int:
+        """How many entries of one kind are waiting (for "resummarize": discovered modules
+        whose learners' records still show an item count from before the module grew)."""
+        return await self.entries.count({"kind": kind})
