@@ -106,6 +106,8 @@ class State:
     acknowledged: int = 0  # statement ids the server returned for POSTs
     since: list[str] = field(default_factory=list)  # `since` values inside the ingest window
     backlog_after_ingest: str = "unknown"  # derivation backlog right after the POST phases
+    # ... and right after the batches, before the single POSTs (which give it time to shrink)
+    backlog_after_batches: str = "unknown"
     backlog: str = "unknown"  # derivation backlog the server reported after the last phase
     settle_seconds: str = "not waited"  # from the end of the POSTs until nothing was underived
     shutdown_seconds: float | None = None
@@ -202,6 +204,7 @@ async def _ingest(
         len(batch_bodies),
     )
     state.since.append(_timestamp(datetime.now(UTC)))
+    state.backlog_after_batches = await _backlog(client)
     if single_bodies:
         state.done(
             await measure(
@@ -514,6 +517,7 @@ def _summary(
         "phase_seconds": config.phase_seconds if config.phase_seconds is not None else "unlimited",
         "phases_cut_by_budget": ",".join(state.cut) or "none",
         "run_seconds": round(time.perf_counter() - started, 1),
+        "derivation_backlog_after_batches": state.backlog_after_batches,
         "derivation_backlog_after_ingest": state.backlog_after_ingest,
         "derivation_settle_seconds": state.settle_seconds,
         "derivation_backlog_at_end": state.backlog,
