@@ -135,3 +135,41 @@ async def test_the_sweep_does_not_queue_again_what_is_already_queued() -> None:
     assert handed_over == 4  # only those nobody had queued
     assert sorted(deriver.derived_ids()) == ids  # each exactly once
     assert not dispatcher._in_flight
+
+
+async def test_a_round_fed_by_a_sweep_waits_for_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sweep hands over all the outbox holds at once (the derivation process is fed only
+    so): its round has no company to wait for, even right after another round. A request's
+    submission in the same situation still waits (the test above)."""
+    monkeypatch.setattr(dispatch, "_BUSY_WINDOW", 30.0)
+    monkeypatch.setattr(dispatch, "_GATHER_SECONDS", 0.0123)  # a wait told apart by its length
+    waits: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def recording_sleep(delay: float, *args: Any, **kwargs: Any) -> Any:
+        waits.append(delay)
+        return await real_sleep(delay, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "sleep", recording_sleep)
+    deriver = RecordingDeriver()
+    ids = [f"id-{n:02d}" for n in range(10)]
+    dispatcher = InProcessDispatcher(
+        Outbox(deriver, ids),  # type: ignore[arg-type]
+        NoCourses(),  # type: ignore[arg-type]
+        deriver,
+        sweep_interval=3600,
+    )
+    dispatcher._consumer = asyncio.create_task(dispatcher._consume())
+    try:
+        dispatcher.submit(Owed("s", ["first"], ["entry-first"]))
+        await dispatcher.idle(timeout=10)  # a round ended just now
+        assert 0.0123 not in waits  # the first round of all waits for nothing
+        assert await dispatcher.sweep() == len(ids)
+        await dispatcher.idle(timeout=10)
+        assert 0.0123 not in waits
+        assert sorted(deriver.derived_ids()) == ["first", *ids]
+        dispatcher.submit(Owed("s", ["later"], ["entry-later"]))  # as a request would
+        await dispatcher.idle(timeout=10)
+        assert 0.0123 in waits
+    finally:
+        dispatcher._consumer.cancel()
