@@ -115,15 +115,20 @@ class NoCourses:
         return []
 
 
-async def test_the_sweep_does_not_queue_again_what_is_already_queued() -> None:
-    deriver = RecordingDeriver()
-    ids = [f"id-{n:02d}" for n in range(10)]
-    dispatcher = InProcessDispatcher(
+def sweeping_dispatcher(deriver: RecordingDeriver, ids: list[str]) -> InProcessDispatcher:
+    """A dispatcher whose sweep finds an outbox entry for each of `ids` not derived yet."""
+    return InProcessDispatcher(
         Outbox(deriver, ids),  # type: ignore[arg-type]
         NoCourses(),  # type: ignore[arg-type]
         deriver,
         sweep_interval=3600,
     )
+
+
+async def test_the_sweep_does_not_queue_again_what_is_already_queued() -> None:
+    deriver = RecordingDeriver()
+    ids = [f"id-{n:02d}" for n in range(10)]
+    dispatcher = sweeping_dispatcher(deriver, ids)
     for i in ids[:6]:
         dispatcher.submit(Owed("s", [i], [f"entry-{i}"]))  # queued, not derived yet
     dispatcher._consumer = asyncio.create_task(dispatcher._consume())
@@ -153,12 +158,7 @@ async def test_a_round_fed_by_a_sweep_waits_for_nothing(monkeypatch: pytest.Monk
     monkeypatch.setattr(asyncio, "sleep", recording_sleep)
     deriver = RecordingDeriver()
     ids = [f"id-{n:02d}" for n in range(10)]
-    dispatcher = InProcessDispatcher(
-        Outbox(deriver, ids),  # type: ignore[arg-type]
-        NoCourses(),  # type: ignore[arg-type]
-        deriver,
-        sweep_interval=3600,
-    )
+    dispatcher = sweeping_dispatcher(deriver, ids)
     dispatcher._consumer = asyncio.create_task(dispatcher._consume())
     try:
         dispatcher.submit(Owed("s", ["first"], ["entry-first"]))
