@@ -145,7 +145,7 @@ async def test_the_sweep_does_not_queue_again_what_is_already_queued() -> None:
 async def test_a_round_fed_by_a_sweep_waits_for_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     """A sweep hands over all the outbox holds at once (the derivation process is fed only
     so): its round has no company to wait for, even right after another round. A request's
-    submission in the same situation still waits (the test above)."""
+    submission in the same situation still waits, also while a sweep is going on."""
     monkeypatch.setattr(dispatch, "_BUSY_WINDOW", 30.0)
     monkeypatch.setattr(dispatch, "_GATHER_SECONDS", 0.0123)  # a wait told apart by its length
     waits: list[float] = []
@@ -164,12 +164,17 @@ async def test_a_round_fed_by_a_sweep_waits_for_nothing(monkeypatch: pytest.Monk
         dispatcher.submit(Owed("s", ["first"], ["entry-first"]))
         await dispatcher.idle(timeout=10)  # a round ended just now
         assert 0.0123 not in waits  # the first round of all waits for nothing
-        assert await dispatcher.sweep() == len(ids)
-        await dispatcher.idle(timeout=10)
-        assert 0.0123 not in waits
+        sweeping = asyncio.create_task(dispatcher.sweep())
+        for _ in range(10_000):  # until the sweep's round is being derived
+            if len(deriver.calls) == 2:
+                break
+            await real_sleep(0)
         assert sorted(deriver.derived_ids()) == ["first", *ids]
-        dispatcher.submit(Owed("s", ["later"], ["entry-later"]))  # as a request would
+        assert 0.0123 not in waits
+        dispatcher.submit(Owed("s", ["later"], ["entry-later"]))  # a request, mid-sweep
+        assert await sweeping == len(ids)
         await dispatcher.idle(timeout=10)
+        assert deriver.calls[-1] == ("statements", "s", (["later"], ["entry-later"]))
         assert 0.0123 in waits
     finally:
         dispatcher._consumer.cancel()

@@ -124,7 +124,9 @@ class Dispatcher:
             }
             for entry in entries:
                 if entry["_id"] in due:
-                    self.submit(Owed(entry["store"], list(entry["ids"]), [entry["_id"]]))
+                    self.submit(
+                        Owed(entry["store"], list(entry["ids"]), [entry["_id"]], swept=True)
+                    )
                     total += len(entry["ids"])
             # Page on past entries handed over recently (still waiting in the broker), so older
             # ones never hide newer ones that were never handed over.
@@ -170,7 +172,6 @@ class InProcessDispatcher(Dispatcher):
         # What is queued or being derived: the sweep leaves it alone (under a backlog it would
         # otherwise queue every waiting batch a second time), and `idle` waits for it.
         self._in_flight: collections.Counter[tuple[str, str]] = collections.Counter()
-        self._sweeping = 0  # sweeps handing work over now (their rounds wait for nothing)
 
     def submit(self, owed: Owed) -> None:
         self._in_flight.update(("entry", e) for e in owed.entries)
@@ -207,13 +208,6 @@ class InProcessDispatcher(Dispatcher):
         await self.idle()
         return True
 
-    async def sweep(self, grace: float | None = None) -> int:
-        self._sweeping += 1
-        try:
-            return await super().sweep(grace)
-        finally:
-            self._sweeping -= 1
-
     async def start(self) -> None:
         self._consumer = asyncio.create_task(self._consume())
         await super().start()
@@ -223,13 +217,16 @@ class InProcessDispatcher(Dispatcher):
         last_round_ended = 0.0
         while True:
             items = [await self._queue.get()]
-            if not self._sweeping and time.monotonic() - last_round_ended < _BUSY_WINDOW:
+            kind, _, payload = items[0]
+            swept = kind == "statements" and payload.swept
+            if not swept and time.monotonic() - last_round_ended < _BUSY_WINDOW:
                 # Under a stream of requests each one's statements would make a round of their
                 # own: a round's fixed cost (catalogue, sequence, outbox) then dominates. A short
                 # wait lets the next requests join it (a third less derivation CPU per
-                # statement under single POSTs); alone, a statement is derived at once. A sweep
-                # hands over all the outbox holds at once (the derivation process is fed only
-                # so): nothing would join, and the wait only lengthened each of its cycles.
+                # statement under single POSTs); alone, a statement is derived at once. What a
+                # sweep handed over waits for nothing: a sweep hands over all the outbox holds
+                # at once (the derivation process is fed only so), so nothing would join, and
+                # the wait only lengthened each of its cycles.
                 await asyncio.sleep(_GATHER_SECONDS)
             # Under write load many small submissions queue up: derive them together, so a
             # learner-module pair touched by several requests is folded in one write.

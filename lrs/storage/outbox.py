@@ -37,6 +37,9 @@ class Owed:
     store: str
     ids: list[str]
     entries: list[str] = field(default_factory=list)
+    # Handed over by a sweep of the outbox (which hands over all it finds at once), not by the
+    # request that stored them.
+    swept: bool = False
 
 
 def entry(token: str, kind: Kind, store: str, ids: list[str], stored_key: int) -> dict[str, Any]:
