@@ -36,7 +36,14 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from bench.client import TransportError, XapiClient, check, json_body, xapi_client
+from bench.client import (
+    BacklogUnknown,
+    XapiClient,
+    check,
+    derivation_backlog,
+    json_body,
+    xapi_client,
+)
 from bench.report import RESULTS_DIR, log_problems_note
 from bench.server import BenchError, Server
 from bench.stats import PhaseResult, measure
@@ -178,20 +185,11 @@ def _mib(value: int | None) -> float | None:
 
 
 async def owed(client: XapiClient) -> int | None:
-    """What the derivation still owes, from GET /ready: statements stored but not derived yet,
-    plus discovered modules that grew and whose learners' records still show the old item
-    count (None when it gave no figure: the embedded store's probe gives up while the store is
-    busy)."""
+    """What the derivation still owes (`Backlog.owed`), or None when /ready gave no figure."""
     try:
-        response = await client.get("/ready", timeout=30.0)
-        backlog = response.json()["checks"]["backlog"]
-        value = backlog["underived"]
-        resummaries = backlog.get("resummaries_owed", 0)  # servers before 2026-12-01: absent
-    except (TransportError, ValueError, KeyError, TypeError):
+        return (await derivation_backlog(client)).owed
+    except BacklogUnknown:
         return None
-    if not isinstance(value, int) or not isinstance(resummaries, int):
-        return None
-    return value + resummaries
 
 
 async def _drain(

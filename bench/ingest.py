@@ -31,7 +31,14 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from bench.client import TransportError, XapiClient, check, json_body, xapi_client
+from bench.client import (
+    BacklogUnknown,
+    XapiClient,
+    check,
+    derivation_backlog,
+    json_body,
+    xapi_client,
+)
 from bench.data import VERBS, Corpus, generate
 from bench.report import RESULTS_DIR
 from bench.server import BenchError, Server
@@ -411,14 +418,10 @@ async def _backlog(client: XapiClient) -> str:
     endpoint may be missing or slow). Derivation runs in the background of the same server,
     so a backlog means the ingest figures were partly paid for later."""
     try:
-        response = await client.get("/ready", timeout=30.0)
-        backlog = response.json()["checks"]["backlog"]
-    except (TransportError, ValueError, KeyError, TypeError) as exc:
-        return f"unknown ({type(exc).__name__})"
-    if not backlog.get("ok", True) or "underived" not in backlog:
-        # The server's own probe gives up after a couple of seconds when the store is busy.
-        return f"unknown ({str(backlog.get('error', 'no figure'))[:80]})"
-    return f"{backlog['underived']} (lag {backlog['derivation_lag_seconds']}s)"
+        backlog = await derivation_backlog(client)
+    except BacklogUnknown as exc:
+        return f"unknown ({str(exc)[:80]})"
+    return f"{backlog.underived} (lag {backlog.lag_seconds}s)"
 
 
 @dataclass

@@ -8,6 +8,7 @@ the columns of the printed report, whatever the figures or the failures of a run
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -26,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import broker, discovered, ingest, propagation, reference, validation  # noqa: E402
 from bench.__main__ import MONGODB_SKIPPED, parse  # noqa: E402
+from bench.client import Answer, BacklogUnknown, derivation_backlog  # noqa: E402
 from bench.report import (  # noqa: E402
     BROKER,
     DISCOVERED,
@@ -861,3 +863,33 @@ def test_the_reference_app_validates_and_stores_each_statement_with_five_index_r
         # ...and the fifth index row of each: the statement id's unique index.
         unique = db.execute("SELECT count(*) FROM pragma_index_list('statements') WHERE \"unique\"")
         assert unique.fetchone()[0] == 1
+
+
+class ReadyClient:
+    """Answers GET /ready with the given backlog check."""
+
+    def __init__(self, backlog: object) -> None:
+        self.body = json.dumps({"checks": {"backlog": backlog}}).encode()
+
+    async def get(self, path: str, timeout: float | None = None) -> Answer:
+        assert path == "/ready"
+        return Answer(200, {}, self.body, "GET", path)
+
+
+def test_the_backlog_owed_counts_statements_and_grown_modules_alike() -> None:
+    """The ingest settle and the discovered drain read /ready through one function: nothing is
+    owed only when no statement is underived and no grown module awaits its re-summary."""
+
+    def read(backlog: object) -> object:
+        return asyncio.run(derivation_backlog(ReadyClient(backlog)))  # type: ignore[arg-type]
+
+    backlog = read({"underived": 3, "derivation_lag_seconds": 0.25, "resummaries_owed": 2})
+    assert (backlog.underived, backlog.lag_seconds, backlog.resummaries) == (3, 0.25, 2)
+    assert backlog.owed == 5
+    assert read({"underived": 0, "derivation_lag_seconds": 0.0, "resummaries_owed": 1}).owed == 1
+    older = read({"underived": 4, "derivation_lag_seconds": 1.5})  # a server before the field
+    assert (older.owed, older.resummaries) == (4, 0)
+    with pytest.raises(BacklogUnknown, match="store busy"):
+        read({"ok": False, "error": "store busy"})
+    with pytest.raises(BacklogUnknown, match="no figure"):
+        read({"derivation_lag_seconds": 0.0})
