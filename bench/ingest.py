@@ -116,7 +116,7 @@ class State:
     # ... and right after the batches, before the single POSTs (which give it time to shrink)
     backlog_after_batches: str = "unknown"
     backlog: str = "unknown"  # derivation backlog the server reported after the last phase
-    settle_seconds: str = "not waited"  # from the end of the POSTs until nothing was underived
+    settle_seconds: str = "not waited"  # from the end of the POSTs until nothing was owed
     shutdown_seconds: float | None = None
 
     cut: list[str] = field(default_factory=list)  # phases stopped by the time budget
@@ -391,22 +391,29 @@ async def _run_phases(
 
 
 async def _settle(client: XapiClient, limit: float, state: State) -> str:
-    """Wait until the server has derived every stored statement (at most `limit` seconds), so
-    that the GET phases measure a store at rest rather than one still busy deriving a backlog
-    of unknown size: the figures of two runs then compare. Returns the time it took."""
+    """Wait until the server owes no derivation (at most `limit` seconds): every stored
+    statement derived, and every discovered module that grew summarized again (the corpus's
+    modules are discovered, and a re-summary rewrites all of a module's records). So the GET
+    phases measure a store at rest rather than one still busy with a backlog of unknown size:
+    the figures of two runs then compare. Returns the time it took."""
     started = time.perf_counter()
     word = 0.0  # when to say something next: a large backlog takes minutes
     while True:
-        backlog = await _backlog(client)
+        try:
+            backlog = await derivation_backlog(client)
+            owed: int | None = backlog.owed
+            said = f"{backlog.underived} underived, {backlog.resummaries} re-summaries owed"
+        except BacklogUnknown as exc:
+            owed, said = None, f"unknown ({str(exc)[:80]})"
         waited = time.perf_counter() - started
-        if backlog.startswith("0 "):
+        if owed == 0:
             return f"{waited:.1f}"
         if waited >= limit:
-            return f"gave_up_after_{waited:.0f}s (backlog {backlog})"
+            return f"gave_up_after_{waited:.0f}s (backlog {said})"
         if waited >= word:
             word += 30.0
             print(
-                f"[{BENCHMARK}] {state.backend} waiting for derivation to catch up: {backlog}",
+                f"[{BENCHMARK}] {state.backend} waiting for derivation to catch up: {said}",
                 file=sys.stderr,
                 flush=True,
             )
