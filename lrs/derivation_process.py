@@ -124,6 +124,7 @@ async def _main(settings: Settings) -> None:
     services = build_services(deriving_settings(settings))
     services.deriver.brief_writes = True
     await services.start(background=False)
+    services.start_returning_memory()
     task = asyncio.create_task(derive_forever(services))
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -25,6 +25,10 @@ class Periodic:
         self._stopping = False
         self._task = asyncio.create_task(self._run())
 
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
     async def _run(self) -> None:
         while not self._stopping:
             try:

@@ -15,7 +15,9 @@ from lrs.config import Settings
 from lrs.events import EventBus, RedisEventBus
 from lrs.federation.service import Federation
 from lrs.ingestion import AfterStore, Ingestion, IngestionError
+from lrs.memory import memory_returner
 from lrs.observability import Metrics
+from lrs.periodic import Periodic
 from lrs.progress.deriver import Deriver
 from lrs.progress.dispatch import (
     CeleryDispatcher,
@@ -57,6 +59,7 @@ class Services:
     # Forwarding and pulling (lrs.federation); set by build_services.
     federation: Federation = field(default=None)  # type: ignore[assignment]
     ingestion: Ingestion = field(default=None)  # type: ignore[assignment]
+    _memory: Periodic | None = field(default=None, init=False, repr=False)
 
     async def start(self, background: bool = True) -> None:
         """Prepare storage; with `background`, also the live-event listener and the outbox
@@ -78,11 +81,20 @@ class Services:
             await self.dispatcher.start()
             await self.federation.start()
             self._background = True
+            self.start_returning_memory()
         s = self.settings
         if s.admin_key and s.admin_secret:
             await self.credentials.ensure(
                 s.admin_store, ["all", "admin"], "bootstrap admin", s.admin_key, s.admin_secret
             )
+
+    def start_returning_memory(self) -> None:
+        """Hand memory freed after a burst back to the system, every
+        `LRS_MEMORY_TRIM_SECONDS` (lrs.memory), until `close`; for long-lived processes."""
+        if self._memory is None:
+            self._memory = memory_returner(self.settings.memory_trim_seconds)
+            if self._memory is not None:
+                self._memory.start()
 
     def own_authority(self) -> dict[str, Any]:
         """The authority of statements the LRS writes itself."""
@@ -110,6 +122,9 @@ class Services:
                     raise
 
     async def close(self) -> None:
+        if self._memory is not None:
+            await self._memory.stop()
+            self._memory = None
         if getattr(self, "_background", False):
             await self.federation.close()
             await self.dispatcher.close()
