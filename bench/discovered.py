@@ -20,9 +20,11 @@ the last acknowledged POST until GET /ready reports nothing owed: no underived s
 grown module whose records still show its old item count (polled; `-` when it gave up after
 `drain_timeout`; until 2026-12-01 it waited for the statements only, and the records' item
 counts could still be catching up), and the API's RSS when it had started, right after the POSTs,
-once drained, and its peak (summed over the API processes and the derivation process when
-`lrs serve` runs several). Then a check of the derived progress (in the notes, never failing
-the run): every (learner, module) record's `items_total` and `viewed` against what was sent.
+once drained, and its peak until then (summed over the API processes and the derivation process
+when `lrs serve` runs several; until 2026-12-01 the peak was read as the server stopped, so it
+included the check's own GETs: that figure is now the note `peak_rss_with_check_mib`). Then
+a check of the derived progress (in the notes, never failing the run): every (learner, module)
+record's `items_total` and `viewed` against what was sent.
 """
 
 from __future__ import annotations
@@ -134,7 +136,8 @@ class DiscoveredOutcome:
     rss_start: int | None = None  # bytes (summed over the supervisor's children, if any)
     rss_after_post: int | None = None
     rss_end: int | None = None
-    peak_rss: int | None = None
+    peak_rss: int | None = None  # of the scenario: read once drained, before the check
+    peak_rss_with_check: int | None = None  # read as the server stops, the check included
     progress_check: str = "not run"
     workers: int = 1
     # What the server ran, once it started: "processes ..." for the notes (bench.server).
@@ -171,6 +174,10 @@ class DiscoveredOutcome:
             f"drain={self.drain}",
             f"progress_check={self.progress_check}",
         ]
+        if self.peak_rss_with_check is not None:
+            # The check reads every record in pages of a thousand (GET /progress): its answers
+            # are held whole in the API process, a peak of the check's, not of the scenario.
+            notes.append(f"peak_rss_with_check_mib={_mib(self.peak_rss_with_check)}")
         if self.processes:
             notes.append(self.processes)
         if self.log_problems:
@@ -280,6 +287,7 @@ async def _scenario(server: Server, config: DiscoveredConfig, outcome: Discovere
         outcome.drain = "interrupted"
         await _drain(client, config, last_ack, outcome)
         outcome.rss_end = server.rss_bytes()
+        outcome.peak_rss = server.peak_rss_bytes()
         outcome.progress_check = await _check_progress(client, workload)
 
 
@@ -321,7 +329,9 @@ def run(
                     raise
             finally:
                 # Read before the server stops: VmHWM disappears with the process.
-                outcome.peak_rss = server.peak_rss_bytes()
+                outcome.peak_rss_with_check = server.peak_rss_bytes()
+                if outcome.peak_rss is None:  # it ended before the check: the same peak
+                    outcome.peak_rss = outcome.peak_rss_with_check
                 server.stop()
                 outcome.log_problems = server.problems()
     except BenchError as exc:  # the server did not start

@@ -893,3 +893,19 @@ def test_the_backlog_owed_counts_statements_and_grown_modules_alike() -> None:
         read({"ok": False, "error": "store busy"})
     with pytest.raises(BacklogUnknown, match="no figure"):
         read({"derivation_lag_seconds": 0.0})
+
+
+def test_the_discovered_peak_is_the_scenarios_and_the_checks_is_a_note(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A real (tiny) run, nothing timed: the peak of the row is read once drained, before the
+    # check's GETs; the peak as the server stops (the check included) is in the notes.
+    monkeypatch.setattr(discovered, "RESULTS_DIR", tmp_path)
+    config = discovered.DiscoveredConfig(statements=200, batch_size=50, learners=4)
+    outcome = discovered.run(config, "embedded")
+    assert outcome.error == "" and outcome.progress_check.startswith("ok"), outcome
+    assert outcome.peak_rss is not None and outcome.peak_rss_with_check is not None
+    assert outcome.rss_end is not None and outcome.rss_end <= outcome.peak_rss
+    assert outcome.peak_rss <= outcome.peak_rss_with_check
+    expected = f"peak_rss_with_check_mib={round(outcome.peak_rss_with_check / 2**20, 1)}"
+    assert expected in outcome.notes(config)
