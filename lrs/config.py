@@ -26,8 +26,8 @@ class Settings(BaseSettings):
     # Embedded store: the most memory SQLite keeps of the file's pages, per connection (the
     # derivation process keeps at most DERIVATION_CACHE_MIB, lrs.derivation_process).
     embedded_cache_mib: int = Field(default=64, ge=1, le=65536)
-    # Long-lived processes (API, derivation) hand memory freed after a burst back to the
-    # system this often, in seconds (lrs.memory; glibc only); 0: never.
+    # Long-lived processes (API, derivation, Celery workers) hand memory freed after a burst
+    # back to the system this often, in seconds (lrs.memory; glibc only); 0: never.
     memory_trim_seconds: float = Field(default=10.0, ge=0)
 
     redis_url: str | None = None

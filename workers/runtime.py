@@ -35,6 +35,12 @@ class _Runtime:
         self.thread.start()
         self.services: Services = _factory() if _factory else build_services(get_settings())
         self.run(self.services.start(background=False))
+        self.run(self._return_memory())
+
+    async def _return_memory(self) -> None:
+        # A worker lives long and derives in bursts: what a burst freed goes back to the
+        # system (lrs.memory), as in the API and derivation processes.
+        self.services.start_returning_memory()
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
