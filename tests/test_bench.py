@@ -901,8 +901,26 @@ def test_the_discovered_peak_is_the_scenarios_and_the_checks_is_a_note(
     # A real (tiny) run, nothing timed: the peak of the row is read once drained, before the
     # check's GETs; the peak as the server stops (the check included) is in the notes.
     monkeypatch.setattr(discovered, "RESULTS_DIR", tmp_path)
+    checked = False
+    reads: list[tuple[bool, int | None]] = []  # (after the check?, the peak read)
+    real_check, real_peak = discovered._check_progress, Server.peak_rss_bytes
+
+    async def check_progress(*args: object) -> str:
+        nonlocal checked
+        verdict = await real_check(*args)
+        checked = True
+        return verdict
+
+    def peak_rss_bytes(server: Server) -> int | None:
+        reads.append((checked, real_peak(server)))
+        return reads[-1][1]
+
+    monkeypatch.setattr(discovered, "_check_progress", check_progress)
+    monkeypatch.setattr(Server, "peak_rss_bytes", peak_rss_bytes)
     config = discovered.DiscoveredConfig(statements=200, batch_size=50, learners=4)
     outcome = discovered.run(config, "embedded")
+    assert [after for after, _ in reads] == [False, True]
+    assert (outcome.peak_rss, outcome.peak_rss_with_check) == tuple(v for _, v in reads)
     assert outcome.error == "" and outcome.progress_check.startswith("ok"), outcome
     assert outcome.peak_rss is not None and outcome.peak_rss_with_check is not None
     assert outcome.rss_end is not None and outcome.rss_end <= outcome.peak_rss

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -45,7 +46,7 @@ def test_no_returner_when_switched_off() -> None:
 
 
 @glibc_only
-def test_the_api_process_returns_memory_until_it_closes(tmp_path: object) -> None:
+def test_the_api_process_returns_memory_until_it_closes(tmp_path: Path) -> None:
     async def scenario() -> tuple[bool, bool, bool]:
         settings = Settings(storage="memory", data_dir=tmp_path, memory_trim_seconds=5)
         services = build_services(settings)
