@@ -24,7 +24,7 @@ from typing import Any
 from lrs.events import EventBus
 from lrs.progress.catalogue import Module
 from lrs.progress.cmi5 import satisfied_statement, satisfied_units, session_of, units
-from lrs.progress.discovery import discovery, role_of
+from lrs.progress.discovery import Discovery, Known, discovery, role_of
 from lrs.progress.linking import linked_ids, object_id
 from lrs.progress.profiles import Profile, Profiles
 from lrs.progress.rules import (
@@ -347,6 +347,7 @@ class Deriver:
         # The catalogue rows of every activity the round's statements name, in one read.
         linked = [a for doc in docs if not doc["voided"] for a in linked_ids(_parsed(doc))]
         yield from self.catalogue.rows_work(store, linked, lookup.reads)
+        lookup.expect(linked)
         for doc in docs:
             if doc.get("voids"):
                 # Voiding retracts what the target contributed: its pairs are recomputed.
@@ -370,6 +371,7 @@ class Deriver:
                 plan.folds.setdefault(pair, []).append(statement)
                 if pair[3] is not None:
                     result.triggers.setdefault((pair[0], pair[1], pair[3]), []).append(statement)
+        yield from lookup.flush()
 
     def _apply_work(
         self,
@@ -686,7 +688,14 @@ class Deriver:
 
 class _RoundCatalogue:
     """The catalogue as one unit of derivation sees it: modules looked up (and discovered)
-    once per statement context, course documents read once."""
+    once per statement context, course documents read once.
+
+    The most common discovery, a new content item of a discovered module that exists already,
+    is not written at once: `modules` adds it to what the round has read (`reads`), as the
+    write would, and `flush` writes the items waiting, one insert and one count per module.
+    One at a time, each such item cost about ten reads and two writes, most of a discovered
+    module's derivation. Every other discovery writes the waiting items first and then its
+    own, so the statements still change the catalogue one after the other, in order."""
 
     def __init__(
         self, catalogue: CatalogueRepository, store: str, result: Round, profile: Profile
@@ -697,6 +706,10 @@ class _RoundCatalogue:
         self.profile = profile  # the profile discovered modules follow
         self.by_context: dict[tuple[Any, ...], list[Module]] = {}
         self.reads = CatalogueReads()
+        self.expected: set[str] = set()  # ids the unit will ask about (`expect`)
+        self._known: dict[str, Known] = {}  # what the catalogue knows of the ids `_asked`
+        self._asked: set[str] = set()
+        self._waiting: dict[tuple[str, str], list[str]] = {}  # new items not written yet
 
     def modules(self, statement: dict[str, Any], discover: bool) -> Work[list[Module]]:
         """The modules the statement touches (lrs.progress.linking), after applying what it
@@ -709,12 +722,24 @@ class _RoundCatalogue:
         found = yield from self.catalogue.modules_for_work(self.store, linked, self.reads)
         found = [m for m in found if any(m.has_activity(a) for a in linked)]  # linking.touches
         if discover and not self._settled(found, statement, role):
-            known = yield from self.catalogue.known_work(self.store, linked)
+            known = yield from self._known_of(linked)
             discovered = discovery(statement, self.profile, known)
             if discovered is not None:
-                grew, role_changed = yield from self.catalogue.discover_work(self.store, discovered)
+                if discovered.role == "content" and (
+                    yield from self._joins_discovered_module(discovered, known)
+                ):
+                    yield from self._add_later(discovered)
+                    grew: int | None = 0
+                    role_changed = False
+                else:
+                    yield from self.flush()
+                    grew, role_changed = yield from self.catalogue.discover_work(
+                        self.store, discovered
+                    )
+                    yield from self._known_again(discovered)
+                    if grew is not None or role_changed:
+                        self.reads.forget(discovered.course_id)
                 if grew is not None or role_changed:
-                    self.reads.forget(discovered.course_id)
                     key = (discovered.course_id, discovered.module_id)
                     total = yield from self.catalogue.item_total_work(self.store, *key, self.reads)
                     self.result.grown[key] = total
@@ -724,6 +749,65 @@ class _RoundCatalogue:
                     found = [m for m in found if any(m.has_activity(a) for a in linked)]
         self.by_context[context] = found
         return found
+
+    def _known_of(self, linked: list[str]) -> Work[dict[str, Known]]:
+        """What the catalogue knows of these ids, read for every id the round expects the
+        first time one is missing."""
+        if not self._asked.issuperset(linked):
+            ids = sorted((self.expected | set(linked)) - self._asked)
+            self._known.update((yield from self.catalogue.known_work(self.store, ids)))
+            self._asked.update(ids)
+        return self._known
+
+    def _known_again(self, found: Discovery) -> Work[None]:
+        """After a discovery: it changes what is known of its course, module and item only
+        (never makes anything defined)."""
+        ids = sorted({found.course_id, found.module_id, found.item_id})
+        for activity in ids:
+            self._known.pop(activity, None)
+        self._known.update((yield from self.catalogue.known_work(self.store, ids)))
+        self._asked.update(ids)
+
+    def expect(self, activity_ids: list[str]) -> None:
+        """The ids a unit of work's statements name: the first look at what is known reads
+        them all at once."""
+        self.expected = set(activity_ids)
+        self._known, self._asked = {}, set()
+
+    def _add_later(self, found: Discovery) -> Work[None]:
+        """The new content item as if written: its row and the module's count in `reads`."""
+        key = (found.course_id, found.module_id)
+        total = yield from self.catalogue.item_total_work(self.store, *key, self.reads)
+        row = {
+            "store": self.store,
+            "activity": found.item_id,
+            "course": found.course_id,
+            "module": found.module_id,
+        }
+        self.reads.rows.setdefault(found.item_id, []).append(row)
+        self.reads.totals[key] = total + 1
+        self._known[found.item_id] = "item"
+        self._waiting.setdefault(key, []).append(found.item_id)
+
+    def flush(self) -> Work[None]:
+        """Write the new content items waiting (at the end of each unit of work, and before
+        any other discovery)."""
+        waiting, self._waiting = self._waiting, {}
+        for (course_id, module_id), items in waiting.items():
+            total = yield from self.catalogue.add_content_items_work(
+                self.store, course_id, module_id, items
+            )
+            self.reads.totals[(course_id, module_id)] = total
+            self.result.grown[(course_id, module_id)] = total
+
+    def _joins_discovered_module(self, found: Discovery, known: dict[str, Known]) -> Work[bool]:
+        """Whether the discovery only adds a new item to a discovered module that exists."""
+        if known.get(found.item_id) is not None:
+            return False
+        doc = yield from self.catalogue.course_doc_work(self.store, found.course_id, self.reads)
+        if doc is None or not doc.get("discovered"):
+            return False
+        return any(m["id"] == found.module_id for m in doc.get("modules", []))
 
     @staticmethod
     def _settled(found: list[Module], statement: dict[str, Any], role: str | None) -> bool:

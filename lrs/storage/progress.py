@@ -400,6 +400,35 @@ class CatalogueRepository:
         )
         return (int(counter["n"]) if counter else total + 1), False
 
+    def add_content_items_work(
+        self, store: str, course_id: str, module_id: str, item_ids: list[str]
+    ) -> Work[int]:
+        """New content items of a discovered module that exists already, with one insert and
+        one count: what `discover_work` does for each, when the course document does not
+        change (the document lists only modules and assessments). The module's count must
+        exist (`item_total_work`). Returns the module's item count after them.
+
+        As in `discover_work`, the rows come first, then the count: an item whose row was
+        there already (another writer's) is not counted again."""
+        rows = [
+            {"store": store, "activity": item, "course": course_id, "module": module_id}
+            for item in item_ids
+        ]
+        refused: list[int] = []
+        try:
+            yield insert_many(ROWS, rows)
+        except DuplicateKeys as exc:
+            refused = exc.indexes
+        count_id = _count_id(store, course_id, module_id)
+        added = len(rows) - len(set(refused))
+        if added:
+            counter = yield find_one_and_update(
+                COUNTS, {"_id": count_id}, {"$inc": {"n": added}}, upsert=True
+            )
+        else:
+            counter = yield find_one(COUNTS, {"_id": count_id})
+        return int(counter["n"]) if counter else added
+
 
 def with_items(module: Module, item_ids: set[str] | list[str], total: int) -> Module:
     """A discovered module's view holding its assessments plus these items (content unless
