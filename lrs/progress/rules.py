@@ -113,22 +113,39 @@ class ItemFacts:
     def empty(self) -> bool:
         return self == ItemFacts()
 
+    # A record holds one of these per item the learner has facts about, and a derivation
+    # round reads and writes the whole record: field by field, not by name lists, these two
+    # took a third of the time (a learner with 300 items: 780 us a record, against 270).
     def to_doc(self) -> dict[str, Any]:
         doc: dict[str, Any] = {}
-        for name in (*_MOMENTS, "best_score"):
-            value = getattr(self, name)
-            if value is not None:
-                doc[name] = value
+        if self.accessed is not None:
+            doc["accessed"] = self.accessed
+        if self.viewed is not None:
+            doc["viewed"] = self.viewed
+        if self.passed is not None:
+            doc["passed"] = self.passed
+        if self.failed is not None:
+            doc["failed"] = self.failed
+        if self.waived is not None:
+            doc["waived"] = self.waived
+        if self.best_score is not None:
+            doc["best_score"] = self.best_score
         if self.attempts:
             doc["attempts"] = sorted(self.attempts)
         return doc
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> ItemFacts:
+        get = doc.get
+        attempts = get("attempts")
         return cls(
-            **{name: doc.get(name) for name in _MOMENTS},
-            attempts=set(doc.get("attempts") or ()),
-            best_score=doc.get("best_score"),
+            get("accessed"),
+            get("viewed"),
+            get("passed"),
+            get("failed"),
+            get("waived"),
+            set(attempts) if attempts else set(),
+            get("best_score"),
         )
 
 
