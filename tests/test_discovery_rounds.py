@@ -8,6 +8,7 @@ activities, on the in-memory double and on the embedded store."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -179,3 +180,59 @@ def test_a_round_discovers_what_its_statements_one_by_one_would(
     assert together[2] == one_by_one[2]  # the same records, item counts included
     discovered = {k: r for k, r in together[2].items() if r["module"] in MODULES[:2]}
     assert discovered and all(r["discovered"] for r in discovered.values())
+
+
+def test_items_added_in_bulk_are_never_stored_without_their_count(tmp_path: Path) -> None:
+    """The derivation process (brief writes: its reads are no transaction) writes a round's
+    bulk items and their module's count in one transaction of their own on the embedded store:
+    a failure between the two, as a crash would leave them, keeps neither, and the statements,
+    still owed, count every item when derived again."""
+    settings = Settings(
+        storage="embedded", data_dir=tmp_path / "data", redis_url=None, derivation="inprocess"
+    )
+    first = [_statement(0, 0, f"{MODULES[0]}/page0", MODULES[0], True)]
+    later = [_statement(n, n % 4, f"{MODULES[0]}/page{n}", MODULES[0], True) for n in range(1, 9)]
+
+    async def scenario() -> tuple[int, int, int, int]:
+        services = build_services(settings)
+        ids: list[str] = []
+        services.after_store[:] = [lambda store, new, token: ids.extend(new)]
+        await services.start(background=False)
+        services.deriver.brief_writes = True  # as lrs.derivation_process sets it
+        add = CatalogueRepository.add_content_items_work
+
+        def crashing(self: CatalogueRepository, *args: Any) -> Any:
+            work = add(self, *args)
+            op = next(work)
+            while True:
+                if op.method == "find_one_and_update":  # the rows are written: now the count
+                    raise RuntimeError("crash between the rows and the count")
+                op = work.send((yield op))
+
+        async def rows_and_count() -> tuple[int, int]:
+            rows = await services.catalogue.activities.count(
+                {"store": STORE, "course": COURSE, "module": MODULES[0]}
+            )
+            counter = await services.catalogue.counts.find_one({})
+            return rows - 1, counter["n"] if counter else 0  # the module's own row aside
+
+        try:
+            await store_statements(services, CREDENTIAL, first, version="1.0.3")
+            await services.deriver.derive_statements(STORE, list(ids))
+            ids.clear()
+            await store_statements(services, CREDENTIAL, later, version="1.0.3")
+            CatalogueRepository.add_content_items_work = crashing  # type: ignore[method-assign]
+            try:
+                with contextlib.suppress(RuntimeError):
+                    await services.deriver.derive_statements(STORE, list(ids))
+            finally:
+                CatalogueRepository.add_content_items_work = add  # type: ignore[method-assign]
+            after_crash = await rows_and_count()
+            await services.deriver.derive_statements(STORE, list(ids))
+            return (*after_crash, *(await rows_and_count()))
+        finally:
+            await services.close()
+
+    rows_after_crash, count_after_crash, rows, count = asyncio.run(scenario())
+    assert rows_after_crash == count_after_crash == 1  # only the first round's item
+    assert rows == count == 9

@@ -95,6 +95,7 @@ _UNIT_ITEMS = 10_000
 # locks only the file it writes (`Database.run`).
 _RECORD_WRITES = DERIVED_COLLECTIONS
 _CLOSE_WRITES = frozenset({OUTBOX})
+_CATALOGUE_WRITES = frozenset({"course_activities", "module_counts"})
 
 
 @dataclass
@@ -286,8 +287,14 @@ class Deriver:
         for start in range(0, len(ids), _RESOLVE_CHUNK):
             chunk = ids[start : start + _RESOLVE_CHUNK]
             await self.database.run(
-                self._resolve_work(store, chunk, plan, lookup, result), write=reads
+                self._resolve_work(store, chunk, plan, lookup, result, flush=reads), write=reads
             )
+            if not reads:
+                # The items discovered in bulk, with their count, in a short transaction of
+                # their own (the progress file's alone): on the embedded store a crash cannot
+                # leave the rows without the count (no transactions on MongoDB: see
+                # `add_content_items_work`).
+                await self.database.run(lookup.flush(), writes=_CATALOGUE_WRITES)
         pairs = plan.pairs()
         start, size = 0, _APPLY_CHUNK
         while start < len(pairs):
@@ -336,9 +343,11 @@ class Deriver:
         plan: _Plan,
         lookup: _RoundCatalogue,
         result: Round,
+        flush: bool = True,
     ) -> Work[None]:
         """Read the statements and find the learner-module pairs they touch (discovering
-        modules where no definition covers them)."""
+        modules where no definition covers them). Without `flush` the new items discovered
+        in bulk are left for the caller to write (`_RoundCatalogue.flush`)."""
         docs = yield find(
             "statements",
             {"store": store, "id": {"$in": ids}, "voided": {"$in": [False, True]}},
@@ -371,7 +380,8 @@ class Deriver:
                 plan.folds.setdefault(pair, []).append(statement)
                 if pair[3] is not None:
                     result.triggers.setdefault((pair[0], pair[1], pair[3]), []).append(statement)
-        yield from lookup.flush()
+        if flush:
+            yield from lookup.flush()
 
     def _apply_work(
         self,

@@ -409,7 +409,9 @@ class CatalogueRepository:
         exist (`item_total_work`). Returns the module's item count after them.
 
         As in `discover_work`, the rows come first, then the count: an item whose row was
-        there already (another writer's) is not counted again."""
+        there already (another writer's) is not counted again. Where the two are not one
+        transaction (MongoDB), a crash between them leaves the module's count short by the
+        items of that insert (`discover_work`: by one)."""
         rows = [
             {"store": store, "activity": item, "course": course_id, "module": module_id}
             for item in item_ids
