@@ -96,6 +96,10 @@ _UNIT_ITEMS = 10_000
 _RECORD_WRITES = DERIVED_COLLECTIONS
 _CLOSE_WRITES = frozenset({OUTBOX})
 _CATALOGUE_WRITES = frozenset({"course_activities", "module_counts"})
+# What is known of a unit's ids (1,000 statements, about 3,000 ids) took 12.6 ms to read at
+# once on the embedded store, that of one statement's ids 0.24 ms: a unit that discovers
+# rarely reads per statement, one that keeps discovering reads everything after this many.
+_KNOWN_ALL_AFTER = 16
 
 
 @dataclass
@@ -719,6 +723,7 @@ class _RoundCatalogue:
         self.expected: set[str] = set()  # ids the unit will ask about (`expect`)
         self._known: dict[str, Known] = {}  # what the catalogue knows of the ids `_asked`
         self._asked: set[str] = set()
+        self._looks = 0  # reads of what is known in this unit
         self._waiting: dict[tuple[str, str], list[str]] = {}  # new items not written yet
 
     def modules(self, statement: dict[str, Any], discover: bool) -> Work[list[Module]]:
@@ -739,17 +744,17 @@ class _RoundCatalogue:
                     yield from self._joins_discovered_module(discovered, known)
                 ):
                     yield from self._add_later(discovered)
-                    grew: int | None = 0
-                    role_changed = False
+                    changed = True
                 else:
                     yield from self.flush()
                     grew, role_changed = yield from self.catalogue.discover_work(
                         self.store, discovered
                     )
                     yield from self._known_again(discovered)
-                    if grew is not None or role_changed:
+                    changed = grew is not None or role_changed
+                    if changed:
                         self.reads.forget(discovered.course_id)
-                if grew is not None or role_changed:
+                if changed:
                     key = (discovered.course_id, discovered.module_id)
                     total = yield from self.catalogue.item_total_work(self.store, *key, self.reads)
                     self.result.grown[key] = total
@@ -761,10 +766,15 @@ class _RoundCatalogue:
         return found
 
     def _known_of(self, linked: list[str]) -> Work[dict[str, Known]]:
-        """What the catalogue knows of these ids, read for every id the round expects the
-        first time one is missing."""
+        """What the catalogue knows of these ids. The first looks of a unit read their own
+        ids; from `_KNOWN_ALL_AFTER` looks on (a unit that discovers a lot) one read takes
+        every id the unit expects."""
         if not self._asked.issuperset(linked):
-            ids = sorted((self.expected | set(linked)) - self._asked)
+            self._looks += 1
+            wanted = set(linked)
+            if self._looks >= _KNOWN_ALL_AFTER:
+                wanted |= self.expected
+            ids = sorted(wanted - self._asked)
             self._known.update((yield from self.catalogue.known_work(self.store, ids)))
             self._asked.update(ids)
         return self._known
@@ -779,10 +789,9 @@ class _RoundCatalogue:
         self._asked.update(ids)
 
     def expect(self, activity_ids: list[str]) -> None:
-        """The ids a unit of work's statements name: the first look at what is known reads
-        them all at once."""
+        """The ids a unit of work's statements name (see `_known_of`)."""
         self.expected = set(activity_ids)
-        self._known, self._asked = {}, set()
+        self._known, self._asked, self._looks = {}, set(), 0
 
     def _add_later(self, found: Discovery) -> Work[None]:
         """The new content item as if written: its row and the module's count in `reads`."""
