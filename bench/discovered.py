@@ -47,7 +47,7 @@ from bench.client import (
     xapi_client,
 )
 from bench.report import RESULTS_DIR, log_problems_note
-from bench.server import BenchError, Server
+from bench.server import BenchError, CpuReading, Server
 from bench.stats import PhaseResult, measure
 
 BENCHMARK = "discovered"
@@ -138,6 +138,8 @@ class DiscoveredOutcome:
     rss_end: int | None = None
     peak_rss: int | None = None  # of the scenario: read once drained, before the check
     peak_rss_with_check: int | None = None  # read as the server stops, the check included
+    # The CPU used from the first POST until drained, per statement (bench.server.CpuReading).
+    cpu: str = ""
     progress_check: str = "not run"
     workers: int = 1
     # What the server ran, once it started: "processes ..." for the notes (bench.server).
@@ -178,6 +180,8 @@ class DiscoveredOutcome:
             # The check reads every record in pages of a thousand (GET /progress): its answers
             # are held whole in the API process, a peak of the check's, not of the scenario.
             notes.append(f"peak_rss_with_check_mib={_mib(self.peak_rss_with_check)}")
+        if self.cpu:
+            notes.append(f"cpu_per_statement_posts_and_drain={self.cpu}")
         if self.processes:
             notes.append(self.processes)
         if self.log_problems:
@@ -262,6 +266,7 @@ async def _scenario(server: Server, config: DiscoveredConfig, outcome: Discovere
     last_ack = 0.0
     async with xapi_client(server, config.concurrency) as client:
         outcome.rss_start = server.rss_bytes()
+        cpu_start = CpuReading.now(server)
 
         async def post(job: tuple[bytes, int]) -> int:
             nonlocal last_ack
@@ -286,6 +291,8 @@ async def _scenario(server: Server, config: DiscoveredConfig, outcome: Discovere
         )
         outcome.drain = "interrupted"
         await _drain(client, config, last_ack, outcome)
+        if outcome.drain == "ok":  # else the derivation's share is not all in it
+            outcome.cpu = cpu_start.per_statement(CpuReading.now(server), outcome.acknowledged)
         outcome.rss_end = server.rss_bytes()
         outcome.peak_rss = server.peak_rss_bytes()
         outcome.progress_check = await _check_progress(client, workload)

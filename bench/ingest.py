@@ -41,7 +41,7 @@ from bench.client import (
 )
 from bench.data import VERBS, Corpus, generate
 from bench.report import RESULTS_DIR
-from bench.server import BenchError, Server
+from bench.server import BenchError, CpuReading, Server
 from bench.stats import PhaseResult, Recorder, measure, measure_self_timed
 
 BENCHMARK = "ingest"
@@ -117,6 +117,8 @@ class State:
     backlog_after_batches: str = "unknown"
     backlog: str = "unknown"  # derivation backlog the server reported after the last phase
     settle_seconds: str = "not waited"  # from the end of the POSTs until nothing was owed
+    # Per POST phase: the CPU the server and the client used during it, per statement.
+    cpu: dict[str, str] = field(default_factory=dict)
     shutdown_seconds: float | None = None
 
     cut: list[str] = field(default_factory=list)  # phases stopped by the time budget
@@ -173,8 +175,9 @@ async def _ingest(
     config: IngestConfig,
     statements: list[dict[str, Any]],
     state: State,
+    cpu: Callable[[], CpuReading],
 ) -> None:
-    """The two POST phases."""
+    """The two POST phases (`cpu` reads the CPU used so far, before and after each)."""
     size = config.batch_size
     batched = statements[: config.batched]
     singles = statements[config.batched :]
@@ -198,6 +201,7 @@ async def _ingest(
         return len(ids)
 
     batch_phase = f"post-batch-{size}"
+    before = cpu()
     state.done(
         await measure(
             batch_phase,
@@ -210,9 +214,11 @@ async def _ingest(
         ),
         len(batch_bodies),
     )
+    state.cpu[batch_phase] = before.per_statement(cpu(), state.phases[-1].statements)
     state.since.append(_timestamp(datetime.now(UTC)))
     state.backlog_after_batches = await _backlog(client)
     if single_bodies:
+        before = cpu()
         state.done(
             await measure(
                 "post-single",
@@ -224,6 +230,7 @@ async def _ingest(
             ),
             len(single_bodies),
         )
+        state.cpu["post-single"] = before.per_statement(cpu(), state.phases[-1].statements)
 
 
 async def _queries(
@@ -381,7 +388,7 @@ async def _run_phases(
     state: State,
 ) -> None:
     async with xapi_client(server, config.concurrency) as client:
-        await _ingest(client, config, statements, state)
+        await _ingest(client, config, statements, state, lambda: CpuReading.now(server))
         state.backlog_after_ingest = await _backlog(client)
         state.settle_seconds = await _settle(client, config.settle_seconds, state)
         await _queries(client, config, corpus, state)
@@ -527,6 +534,7 @@ def _summary(
         "phase_seconds": config.phase_seconds if config.phase_seconds is not None else "unlimited",
         "phases_cut_by_budget": ",".join(state.cut) or "none",
         "run_seconds": round(time.perf_counter() - started, 1),
+        **{f"cpu_per_statement_{phase}": text for phase, text in state.cpu.items()},
         "derivation_backlog_after_batches": state.backlog_after_batches,
         "derivation_backlog_after_ingest": state.backlog_after_ingest,
         "derivation_settle_seconds": state.settle_seconds,

@@ -52,6 +52,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,7 @@ import httpx
 
 from bench.client import TransportError, XapiClient, basic_auth
 from bench.report import RESULTS_DIR
-from bench.server import BenchError, Server, peak_rss_bytes
+from bench.server import BenchError, CpuReading, Server, peak_rss_bytes
 from bench.stats import percentile
 
 MODES = ("inprocess", "process", "celery")
@@ -134,6 +135,9 @@ class Result:
     worker_peak_rss: int | None = None  # bytes; celery mode only
     # What the server ran, when it ran several processes: for the notes (bench.server).
     processes: str = ""
+    # The CPU the server used from the end of the warm-up until every acknowledged statement
+    # was visible, per statement (bench.server.CpuReading; inprocess and process modes).
+    cpu: str = ""
     worker: dict[str, Any] = field(default_factory=dict)
     log_problems: list[str] = field(default_factory=list)
 
@@ -159,6 +163,8 @@ class Result:
             notes.append(f"visible_before_ack={self.before_ack} (counted as 0 ms)")
         if self.processes:
             notes.append(self.processes)
+        if self.cpu:
+            notes.append(f"cpu_per_statement={self.cpu}")
         if self.worker:
             w = self.worker
             notes.append(
@@ -380,7 +386,13 @@ def _match(
 
 
 async def measure(
-    base_url: str, auth: str, config: Config, redis_url: str | None, store: str, result: Result
+    base_url: str,
+    auth: str,
+    config: Config,
+    redis_url: str | None,
+    store: str,
+    result: Result,
+    cpu: Callable[[], CpuReading] | None = None,
 ) -> None:
     workload = Workload(config, uuid.uuid4().hex[:8])
     rate = config.rate_of(result.mode)
@@ -403,6 +415,7 @@ async def measure(
                 warm = workload.statements("warm", int(rate * config.warmup))
                 await _offer(client, _batches(warm, config), config, rate, {}, [], config.warmup)
             measured = workload.statements("learner", config.statements_of(result.mode))
+            before = cpu() if cpu is not None else None
             wanted = {(pair, k) for pair, k, _ in measured}
             acks: dict[tuple[tuple[str, str], int], float] = {}
             post_latencies: list[float] = []
@@ -422,6 +435,8 @@ async def measure(
                 if len(_match(stream.events, set(acks))) >= len(acks):
                     break
                 await asyncio.sleep(0.1)
+            if before is not None and cpu is not None:
+                result.cpu = before.per_statement(cpu(), len(acks))
         finally:
             await stream.stop()
     visible = _match(stream.events, wanted)
@@ -476,11 +491,16 @@ LABELS = {
 
 
 def _measure(
-    server: Server, config: Config, redis_url: str | None, store: str, result: Result
+    server: Server,
+    config: Config,
+    redis_url: str | None,
+    store: str,
+    result: Result,
+    cpu: Callable[[], CpuReading] | None = None,
 ) -> None:
     auth = basic_auth(server.key, server.secret)
     try:
-        asyncio.run(measure(server.base_url, auth, config, redis_url, store, result))
+        asyncio.run(measure(server.base_url, auth, config, redis_url, store, result, cpu))
     except (BenchError, httpx.HTTPError, TimeoutError) as exc:
         # Kept in the result, so the table still shows the other modes and back ends; the
         # processes' peak RSS is still read by the caller.
@@ -501,7 +521,7 @@ def run_without_redis(config: Config, result: Result, mongodb_url: str | None = 
     ) as server:
         if server.processes > 1:
             result.processes = server.processes_note(f"api-{result.mode} peak RSS")
-        _measure(server, config, None, "default", result)
+        _measure(server, config, None, "default", result, lambda: CpuReading.now(server))
         # Read before the server stops: VmHWM disappears with the process (summed over the
         # supervisor's children in the process mode: the API and the derivation process).
         result.api_peak_rss = server.peak_rss_bytes()

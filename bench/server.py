@@ -231,6 +231,14 @@ class Server:
         """Resident set size now (VmRSS), summed like `peak_rss_bytes`; None if unknown."""
         return _summed(rss_bytes, self.api_pids())
 
+    def cpu_seconds(self) -> float | None:
+        """CPU time the server's processes (`api_pids`) have used so far, summed; None if
+        unknown. A derivation process replaced meanwhile would take its time with it, so a
+        difference of two readings is a figure only when both are known and the second is
+        not smaller."""
+        values = [cpu_seconds(pid) for pid in self.api_pids()]
+        return sum(v for v in values if v is not None) if values and None not in values else None
+
     def data_bytes(self) -> int:
         """On-disk size of the embedded store (0 for MongoDB)."""
         root = self.workdir / "data"
@@ -343,6 +351,51 @@ def rss_bytes(pid: int) -> int | None:
     try:
         return status_bytes(Path(f"/proc/{pid}/status").read_text(), "VmRSS")
     except OSError:
+        return None
+
+
+@dataclass(frozen=True)
+class CpuReading:
+    """CPU time used so far by the server's processes (None if unknown) and by this process,
+    the client (every thread of the bench). Throughput on a shared 2-core machine moves by
+    half from one hour to the next; the CPU a statement costs moves much less, so two
+    versions compare by it even in runs made an hour apart."""
+
+    server: float | None
+    client: float
+
+    @classmethod
+    def now(cls, server: Server) -> CpuReading:
+        return cls(server.cpu_seconds(), time.process_time())
+
+    def per_statement(self, later: CpuReading, statements: int) -> str:
+        """What was used from this reading to `later`, per statement, for a note."""
+        if statements <= 0:
+            return "no statements"
+        client = later.client - self.client
+        text = f"client {1000 * client / statements:.3f} ms"
+        if self.server is None or later.server is None or later.server < self.server:
+            return f"server unknown, {text} ({client:.1f} s)"
+        server = later.server - self.server
+        return (
+            f"server {1000 * server / statements:.3f} ms, {text} "
+            f"({server:.1f} s and {client:.1f} s of CPU for {statements} statements)"
+        )
+
+
+def cpu_ticks(stat: str) -> int:
+    """User plus system CPU time, in clock ticks, of a /proc/<pid>/stat text (utime and stime,
+    the 12th and 13th fields after the command name in parentheses)."""
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time a live process has used so far, all its threads, in seconds; None when the
+    process is gone or /proc is unavailable (not Linux)."""
+    try:
+        return cpu_ticks(Path(f"/proc/{pid}/stat").read_text()) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
         return None
 
 

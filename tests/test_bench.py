@@ -48,7 +48,10 @@ from bench.report import (  # noqa: E402
 )
 from bench.server import (  # noqa: E402
     BenchError,
+    CpuReading,
     Server,
+    cpu_seconds,
+    cpu_ticks,
     derivation_in_effect,
     parent_pid,
     processes_note,
@@ -101,6 +104,39 @@ def test_parent_pid_is_read_after_the_command_name() -> None:
     # The command name is in parentheses and may itself hold spaces and parentheses.
     assert parent_pid("4242 (lrs) S 4200 4242 4242 0 -1") == 4200
     assert parent_pid("77 (a (b) c) R 1 77 77 0 -1") == 1
+
+
+def test_cpu_time_is_user_plus_system_ticks_after_the_command_name() -> None:
+    # Fields after the name: state, ppid, pgrp, session, tty, tpgid, flags, minflt, cminflt,
+    # majflt, cmajflt, utime (12th), stime (13th), then the children's times (not counted).
+    stat = "77 (a (b) c) R 1 77 77 0 -1 4194304 100 0 0 0 250 40 7 9 20 0 3"
+    assert cpu_ticks(stat) == 290
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_cpu_seconds_of_a_live_process_grow_with_its_work() -> None:
+    before = cpu_seconds(os.getpid())
+    assert before is not None
+    deadline = time.process_time() + 0.3
+    while time.process_time() < deadline:  # spends 0.3 s of CPU
+        pass
+    after = cpu_seconds(os.getpid())
+    assert after is not None and after - before >= 0.2
+
+
+def test_cpu_per_statement_is_the_difference_of_two_readings() -> None:
+    note = CpuReading(10.0, 2.0).per_statement(CpuReading(12.5, 2.5), 1000)
+    assert note == ("server 2.500 ms, client 0.500 ms (2.5 s and 0.5 s of CPU for 1000 statements)")
+    # A process that went away (a restarted derivation process) leaves the server unknown.
+    assert (
+        CpuReading(10.0, 2.0)
+        .per_statement(CpuReading(None, 2.5), 1000)
+        .startswith("server unknown, client 0.500 ms")
+    )
+    assert (
+        CpuReading(10.0, 2.0).per_statement(CpuReading(4.0, 2.5), 1000).startswith("server unknown")
+    )
+    assert CpuReading(10.0, 2.0).per_statement(CpuReading(11.0, 2.5), 0) == "no statements"
 
 
 # --- the server's processes ----------------------------------------------------------------
