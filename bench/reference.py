@@ -28,7 +28,14 @@ import httpx
 
 from bench.client import XapiClient, check, json_body
 from bench.data import generate
-from bench.server import LOOPBACK, BenchError, free_port, stop_process
+from bench.server import (
+    LOOPBACK,
+    BenchError,
+    CpuReading,
+    cpu_seconds,
+    free_port,
+    stop_process,
+)
 from bench.stats import PhaseResult, measure
 
 BENCHMARK = "reference"
@@ -54,12 +61,16 @@ class ReferenceOutcome:
     phases: list[PhaseResult] = field(default_factory=list)
     acknowledged: int = 0
     error: str = ""
+    # Per row: the CPU the bare app and the client used during it, per statement (the
+    # yardstick of the LRS's `cpu_per_statement` notes, as the rows are of its rates).
+    cpu: dict[str, str] = field(default_factory=dict)
 
     def phase(self, row: str) -> PhaseResult | None:
         return next((p for p in self.phases if p.phase == row), None)
 
     def notes(self) -> list[str]:
         lines = [f"acknowledged={self.acknowledged}", "synchronous=FULL index_rows_per_statement=5"]
+        lines.extend(f"cpu_per_statement_{row}={text}" for row, text in self.cpu.items())
         if self.error:
             lines.append(f"error={self.error}")
         return lines
@@ -79,7 +90,7 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60.
     raise BenchError(f"the reference app did not answer within {timeout:.0f} s")
 
 
-async def _load(url: str, config: ReferenceConfig, outcome: ReferenceOutcome) -> None:
+async def _load(url: str, config: ReferenceConfig, outcome: ReferenceOutcome, pid: int) -> None:
     _, statements = generate(config.seed, config.statements + config.singles)
     batched, singles = statements[: config.statements], statements[config.statements :]
     batches = [json.dumps(batched[i : i + _BATCH]).encode() for i in range(0, len(batched), _BATCH)]
@@ -93,10 +104,15 @@ async def _load(url: str, config: ReferenceConfig, outcome: ReferenceOutcome) ->
             outcome.acknowledged += count
             return count
 
+        def cpu() -> CpuReading:
+            return CpuReading(cpu_seconds(pid), time.process_time())
+
         for row, bodies in zip(ROWS, (batches, single_bodies), strict=True):
+            before = cpu()
             outcome.phases.append(
                 await measure(row, "statements/s", bodies, post, config.concurrency)
             )
+            outcome.cpu[row] = before.per_statement(cpu(), outcome.phases[-1].statements)
 
 
 def run(config: ReferenceConfig, outcome: ReferenceOutcome | None = None) -> ReferenceOutcome:
@@ -124,7 +140,7 @@ def run(config: ReferenceConfig, outcome: ReferenceOutcome | None = None) -> Ref
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
             _wait_ready(url, process)
-            asyncio.run(_load(url, config, outcome))
+            asyncio.run(_load(url, config, outcome, process.pid))
         except (BenchError, KeyboardInterrupt) as exc:
             outcome.error = (str(exc) or type(exc).__name__).replace("\n", " ")[:300]
             if isinstance(exc, KeyboardInterrupt):

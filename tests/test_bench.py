@@ -139,6 +139,15 @@ def test_cpu_per_statement_is_the_difference_of_two_readings() -> None:
     assert CpuReading(10.0, 2.0).per_statement(CpuReading(11.0, 2.5), 0) == "no statements"
 
 
+def test_reference_notes_give_the_bare_apps_cpu_per_row() -> None:
+    outcome = reference.ReferenceOutcome(acknowledged=2)
+    outcome.cpu["bare-single"] = "server 1.000 ms, client 0.300 ms (1.0 s and 0.3 s of CPU)"
+    assert (
+        "cpu_per_statement_bare-single=server 1.000 ms, client 0.300 ms (1.0 s and 0.3 s of CPU)"
+        in outcome.notes()
+    )
+
+
 # --- the server's processes ----------------------------------------------------------------
 
 
