@@ -275,11 +275,12 @@ def matcher(filter: Mapping[str, Any]) -> Callable[[Mapping[str, Any]], bool]:
         if key in ("$and", "$or", "$nor"):
             subs = [matcher(sub) for sub in condition]
             if key == "$and":
-                checks.append(lambda doc, subs=subs: all(sub(doc) for sub in subs))
+                checks.append(_every(subs))
             elif key == "$or":
-                checks.append(lambda doc, subs=subs: any(sub(doc) for sub in subs))
+                checks.append(_some(subs))
             else:
-                checks.append(lambda doc, subs=subs: not any(sub(doc) for sub in subs))
+                some = _some(subs)
+                checks.append(lambda doc, some=some: not some(doc))
         elif _plain_equality(key, condition):
             checks.append(
                 lambda doc, key=key, condition=condition: (
@@ -292,9 +293,30 @@ def matcher(filter: Mapping[str, Any]) -> Callable[[Mapping[str, Any]], bool]:
             # Anything else as `matches` does it (which also raises on an unknown operator,
             # when a document gets that far, as before).
             checks.append(lambda doc, part={key: condition}: matches(doc, part))
+    return _every(checks)
+
+
+# Residual filters have one to three parts; `all`/`any` over a generator cost more than the
+# checks themselves there.
+Check = Callable[[Mapping[str, Any]], bool]
+
+
+def _every(checks: list[Check]) -> Check:
     if len(checks) == 1:
         return checks[0]
+    if len(checks) == 2:
+        first, second = checks
+        return lambda doc: first(doc) and second(doc)
     return lambda doc: all(check(doc) for check in checks)
+
+
+def _some(checks: list[Check]) -> Check:
+    if len(checks) == 1:
+        return checks[0]
+    if len(checks) == 2:
+        first, second = checks
+        return lambda doc: first(doc) or second(doc)
+    return lambda doc: any(check(doc) for check in checks)
 
 
 def _is_operator_dict(condition: Any) -> bool:
@@ -448,16 +470,29 @@ def _upsert_seed(filter: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def project(doc: dict[str, Any], projection: Mapping[str, Any] | None) -> dict[str, Any]:
+    return projector(projection)(doc)
+
+
+def projector(
+    projection: Mapping[str, Any] | None,
+) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """`lambda doc: project(doc, projection)`, with the projection read once rather than for
+    every document of a page."""
     if not projection:
-        return doc
-    include = {k for k, v in projection.items() if v and k != "_id"}
+        return lambda doc: doc
+    include = tuple(k for k, v in projection.items() if v and k != "_id")
     if include or (projection.get("_id") and len(projection) == 1):
-        result = {k: doc[k] for k in include if k in doc}
-        if projection.get("_id", 1) and "_id" in doc:
-            result["_id"] = doc["_id"]
-        return result
-    excluded = {k for k, v in projection.items() if not v}
-    return {k: v for k, v in doc.items() if k not in excluded}
+        with_id = bool(projection.get("_id", 1))
+
+        def included(doc: dict[str, Any]) -> dict[str, Any]:
+            result = {k: doc[k] for k in include if k in doc}
+            if with_id and "_id" in doc:
+                result["_id"] = doc["_id"]
+            return result
+
+        return included
+    excluded = frozenset(k for k, v in projection.items() if not v)
+    return lambda doc: {k: v for k, v in doc.items() if k not in excluded}
 
 
 # --- indexes and query plans ---------------------------------------------------------------------
@@ -577,22 +612,23 @@ def _constraint(condition: Any) -> _Constraint | None:
     return result
 
 
-def _conjuncts(filter: Mapping[str, Any]) -> tuple[list[tuple[str, Any]], bool]:
-    """The (field, condition) pairs every match must satisfy, and whether that list is the
-    whole filter (False when it also has $or/$nor/... parts)."""
+def _conjuncts(filter: Mapping[str, Any]) -> tuple[list[tuple[str, Any]], list[dict[str, Any]]]:
+    """The (field, condition) pairs every match must satisfy, and the other parts of the
+    filter every match must satisfy too ($or, $nor, ...: none when the pairs are the whole
+    filter). The filter is the conjunction of both."""
     pairs: list[tuple[str, Any]] = []
-    complete = True
+    others: list[dict[str, Any]] = []
     for key, condition in filter.items():
         if key == "$and":
             for sub in condition:
-                sub_pairs, sub_complete = _conjuncts(sub)
+                sub_pairs, sub_others = _conjuncts(sub)
                 pairs.extend(sub_pairs)
-                complete = complete and sub_complete
+                others.extend(sub_others)
         elif key.startswith("$"):
-            complete = False
+            others.append({key: condition})
         else:
             pairs.append((key, condition))
-    return pairs, complete
+    return pairs, others
 
 
 @dataclass
@@ -1159,7 +1195,7 @@ class EmbeddedCollection:
         self, filter: Mapping[str, Any], sort: Sequence[tuple[str, int]] | None
     ) -> list[_Plan]:
         """Every plan for the filter."""
-        pairs, complete = _conjuncts(filter)
+        pairs, others = _conjuncts(filter)
         by_field: dict[str, list[tuple[int, _Constraint]]] = {}
         for number, (name, condition) in enumerate(pairs):
             constraint = _constraint(condition)
@@ -1179,7 +1215,7 @@ class EmbeddedCollection:
                     if constraint is not None
                 }
                 numbers = tuple(number for number, _ in combo)
-                plans.append(self._plan(index, numbers, constraints, pairs, complete, sort))
+                plans.append(self._plan(index, numbers, constraints, pairs, others, sort))
         return plans
 
     def _plan(
@@ -1188,11 +1224,12 @@ class EmbeddedCollection:
         numbers: tuple[int, ...],
         constraints: dict[int, _Constraint],
         pairs: list[tuple[str, Any]],
-        complete: bool,
+        others: list[dict[str, Any]],
         sort: Sequence[tuple[str, int]] | None,
     ) -> _Plan:
         """The plan on `index` using, per index field, the filter condition numbered in
-        `numbers` (-1: none), whose constraints are `constraints`."""
+        `numbers` (-1: none), whose constraints are `constraints`; `pairs` and `others` are
+        the filter taken apart (`_conjuncts`)."""
         # The filter conditions the seek alone guarantees (a range on a multikey field does
         # not: its bounds may be met by different elements). All of them: no post-filter.
         guaranteed = {
@@ -1200,12 +1237,17 @@ class EmbeddedCollection:
             for position, c in constraints.items()
             if c.exact and not (c.low and c.high and index.is_multikey(position))
         }
-        exact = complete and len(guaranteed) == len(pairs)
+        exact = not others and len(guaranteed) == len(pairs)
         plan = _Plan(index, constraints, exact, ordered=False, prefix=_prefix(constraints))
         plan.numbers = numbers
-        if complete and not exact:
+        if not exact:
+            # What the seek does not guarantee: the other pairs, and the $or/... parts (an
+            # `agent` GET's residual is its $or alone, not its store, voided and term again).
             plan.residual = {
-                "$and": [{name: c} for n, (name, c) in enumerate(pairs) if n not in guaranteed]
+                "$and": [
+                    *({name: c} for n, (name, c) in enumerate(pairs) if n not in guaranteed),
+                    *others,
+                ]
             }
         plan.where_sql, plan.params = _where(index, constraints)
         if sort:
@@ -1224,7 +1266,7 @@ class EmbeddedCollection:
         (None if the index became multikey since, or a condition no longer suits it)."""
         if index.multikey != multikey:
             return None
-        pairs, complete = _conjuncts(filter)
+        pairs, others = _conjuncts(filter)
         constraints: dict[int, _Constraint] = {}
         for position, number in enumerate(numbers):
             if number < 0:
@@ -1235,7 +1277,7 @@ class EmbeddedCollection:
             if constraint is None:
                 return None
             constraints[position] = constraint
-        return self._plan(index, numbers, constraints, pairs, complete, sort)
+        return self._plan(index, numbers, constraints, pairs, others, sort)
 
     @staticmethod
     def _order(index: _Index, sort: Sequence[tuple[str, int]]) -> tuple[bool, str]:
@@ -1431,7 +1473,8 @@ class EmbeddedCollection:
         sort: Sequence[tuple[str, int]] | None = None,
         limit: int = 0,
     ) -> list[dict[str, Any]]:
-        return [project(doc, projection) for _, doc in self._matching(filter, sort, limit)]
+        shape = projector(projection)
+        return [shape(doc) for _, doc in self._matching(filter, sort, limit)]
 
     def find_one(
         self, filter: Mapping[str, Any], projection: Mapping[str, Any] | None = None
