@@ -606,6 +606,36 @@ def test_many_entries_everywhere_the_plan_seeks_on_a_value_not_a_boolean(tmp_pat
     store.close()
 
 
+def test_a_sorted_limited_query_with_an_exact_plan_in_its_order_counts_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The shape of a `since` GET: the (store, voided, key) index seeks on all three conditions
+    # and gives the order; the (store, terms, key) index gives the order too but seeks on the
+    # store alone, and counting it walks every entry of the store to find the few newer ones.
+    # The exact plan in order reads `limit` entries: it is chosen without counting anything.
+    store, collection = new_collection(tmp_path)
+    collection.create_index([("store", 1), ("voided", 1), ("key", -1)], False, None)
+    collection.create_index([("store", 1), ("terms", 1), ("key", -1)], False, None)
+    docs = [
+        {"_id": n, "store": "s", "voided": n % 5 == 0, "key": n, "terms": [f"t{n % 7}", "all"]}
+        for n in range(3000)
+    ]
+    collection.insert_many([dict(doc) for doc in docs])
+
+    def no_counting(plan: object, cap: int) -> int:
+        raise AssertionError("counted")
+
+    monkeypatch.setattr(collection, "_count", no_counting)
+    sort = [("key", -1)]
+    for since in (2990, 1500, -1):
+        filter = {"$and": [{"store": "s", "voided": False}, {"key": {"$gt": since}}]}
+        plan = collection._choose(filter, sort, 5)
+        assert plan is not None and plan.index.fields == ["store", "voided", "key"]
+        expected = [d["_id"] for d in docs if not d["voided"] and d["key"] > since][::-1][:5]
+        assert [doc["_id"] for doc in collection.find(filter, sort=sort, limit=5)] == expected
+    store.close()
+
+
 def test_ids_looked_up_through_a_unique_index_still_meet_the_other_conditions(
     tmp_path: Path,
 ) -> None:

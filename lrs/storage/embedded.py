@@ -1364,6 +1364,14 @@ class EmbeddedCollection:
                 constraint = plan.constraints.get(position)
                 if position < plan.prefix and constraint is not None and constraint.keys:
                     return plan, True
+        # A sorted, limited query with a plan that is exact and yields its order reads `limit`
+        # entries and stops: no plan reads fewer, so none is counted. (A `since` GET counted the
+        # terms index too, which gives the order but seeks only on the store: 19 ms on a store
+        # of 100,000 statements, every _RECOUNT_AFTER queries, against 0.4 ms for the read.)
+        if sort and limit:
+            exact_in_order = [p for p in plans if p.exact and p.ordered]
+            if exact_in_order:
+                return max(exact_in_order, key=lambda plan: plan.prefix), True
         plans = [p for p in plans if p.prefix == deepest or (p.ordered and sort and limit)]
         if len(plans) == 1:
             return plans[0], True
