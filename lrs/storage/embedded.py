@@ -296,26 +296,20 @@ def matcher(filter: Mapping[str, Any]) -> Callable[[Mapping[str, Any]], bool]:
     return _every(checks)
 
 
-# Residual filters have one to three parts; `all`/`any` over a generator cost more than the
-# checks themselves there.
+# A part made of one check is that check: a residual that is one `$or` (an `agent` GET's) is
+# not wrapped in an `all` over a generator as well.
 Check = Callable[[Mapping[str, Any]], bool]
 
 
 def _every(checks: list[Check]) -> Check:
     if len(checks) == 1:
         return checks[0]
-    if len(checks) == 2:
-        first, second = checks
-        return lambda doc: first(doc) and second(doc)
     return lambda doc: all(check(doc) for check in checks)
 
 
 def _some(checks: list[Check]) -> Check:
     if len(checks) == 1:
         return checks[0]
-    if len(checks) == 2:
-        first, second = checks
-        return lambda doc: first(doc) or second(doc)
     return lambda doc: any(check(doc) for check in checks)
 
 
