@@ -420,3 +420,89 @@ def test_adds_nothing_is_merge_definition_changing_nothing() -> None:
         assert adds_nothing(canonical, incoming) == (
             merge_definition(canonical, incoming) == canonical
         ), (canonical, incoming)
+
+
+# --- Recording many new activities and agents at once ------------------------------------------
+
+
+def _count_writes(collection: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    calls: dict[str, int] = {}
+    for name in ("insert_many", "insert_one", "update_one"):
+        original = getattr(collection, name)
+
+        async def counted(*args: Any, _original: Any = original, _name: str = name, **kw: Any):
+            calls[_name] = calls.get(_name, 0) + 1
+            return await _original(*args, **kw)
+
+        monkeypatch.setattr(collection, name, counted)
+    return calls
+
+
+def _new_things(count: int) -> list[dict[str, Any]]:
+    return [
+        statement(
+            actor={"mbox": f"mailto:new{n}@example.com", "name": f"New {n}"},
+            object={
+                "objectType": "Activity",
+                "id": f"http://example.com/items/{n}",
+                "definition": {"name": {"en-US": f"Item {n}"}},
+            },
+        )
+        for n in range(count)
+    ]
+
+
+async def test_new_activities_and_agents_of_a_batch_are_recorded_in_one_write_each(
+    lrs: LRS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch naming many Activities and Agents the LRS has never seen records them with one
+    write per kind, not one per Activity or Agent (each write held up the request, and on the
+    embedded store cost a commit of its own)."""
+    activity_writes = _count_writes(lrs.services.activities.activities, monkeypatch)
+    agent_writes = _count_writes(lrs.services.activities.people.agents, monkeypatch)
+    await record(lrs, _new_things(40))
+    assert activity_writes == {"insert_many": 1}
+    assert agent_writes == {"insert_many": 1}
+    for n in (0, 17, 39):
+        activity = (await get_activity(lrs, f"http://example.com/items/{n}")).json()
+        assert activity["definition"] == {"name": {"en-US": f"Item {n}"}}
+        person = (await get_person(lrs, {"mbox": f"mailto:new{n}@example.com"})).json()
+        assert person["name"] == [f"New {n}"]
+
+
+async def test_activities_and_agents_created_meanwhile_are_merged_into(
+    lrs: LRS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An Activity or Agent another request created between this one's read and its write is
+    refused by the bulk insert, and this batch's definition and names are merged into it; the
+    others of the batch are created."""
+    first = about(
+        {"objectType": "Activity", "id": ACTIVITY, "definition": {"name": {"en-US": "Quiz"}}}
+    )
+    await record(lrs, [first])
+    # The next batch's read finds nothing, as if the first had not committed yet.
+    for collection in (lrs.services.activities.activities, lrs.services.activities.people.agents):
+        monkeypatch.setattr(collection, "find", lambda *a, **k: asyncio.sleep(0, []))
+    lrs.services.activities._canonical = type(lrs.services.activities._canonical)()
+    lrs.services.activities.people._known = type(lrs.services.activities.people._known)()
+    second = statement(
+        actor={**LEARNER, "name": "L. Earner"},
+        object={
+            "objectType": "Activity",
+            "id": ACTIVITY,
+            "definition": {"description": {"en-US": "A quiz"}},
+        },
+    )
+    await record(lrs, [second, *_new_things(3)])
+    monkeypatch.undo()
+    assert (await get_activity(lrs)).json()["definition"] == {
+        "name": {"en-US": "Quiz"},
+        "description": {"en-US": "A quiz"},
+    }
+    person = (await get_person(lrs, {"mbox": LEARNER["mbox"]})).json()
+    assert sorted(person["name"]) == ["L. Earner", "Learner"]
+    for n in range(3):
+        activity = (await get_activity(lrs, f"http://example.com/items/{n}")).json()
+        assert activity["definition"] == {"name": {"en-US": f"Item {n}"}}
+        person = (await get_person(lrs, {"mbox": f"mailto:new{n}@example.com"})).json()
+        assert person["name"] == [f"New {n}"]

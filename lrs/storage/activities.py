@@ -225,7 +225,14 @@ class PersonRepository:
         except Exception:
             log.exception("could not read the known agents")
             return
+        # Agents never seen before, all in one write (a store round trip, and on the embedded
+        # store a commit, each, would hold up the request); one created meanwhile by another
+        # request is refused, and merged below like any known one.
+        created = await self._insert_new(store, {k: v for k, v in names.items() if k not in known})
         for key, found in names.items():
+            if key in created:
+                self._known.put((store, key), set(found))
+                continue
             if key in known and (not can_define or set(found) <= set(known[key])):
                 self._known.put((store, key), set(known[key]))
                 continue
@@ -240,6 +247,23 @@ class PersonRepository:
                 # Best effort: the statements are stored already; a lost name is not worth
                 # failing the request over.
                 log.exception("could not record the names of agent %s", key)
+
+    async def _insert_new(self, store: str, names: dict[str, list[str]]) -> set[str]:
+        """Insert these agents, none of which was found; returns those inserted."""
+        keys = list(names)
+        if not keys:
+            return set()
+        try:
+            await self.agents.insert_many(
+                [{"store": store, "key": key, "names": names[key]} for key in keys]
+            )
+        except DuplicateKeys as exc:
+            refused = set(exc.indexes)
+            return {key for position, key in enumerate(keys) if position not in refused}
+        except Exception:
+            log.exception("could not record new agents; trying one at a time")
+            return set()  # whichever went in is merged into (adding nothing) one by one
+        return set(keys)
 
     async def person(self, store: str, agent: dict[str, Any]) -> dict[str, Any]:
         """The Person object for an Agent (Communication 2.4): what is known of its names and
@@ -348,13 +372,49 @@ class ActivityRepository:
             log.exception("could not read the canonical activities")
             return
         known = {doc["id"]: doc for doc in found}
+        # Activities never seen before, all in one write (one round trip, and on the embedded
+        # store one commit, each made a batch naming 100 new activities wait for 100 commits);
+        # one created meanwhile by another request is refused, and merged below.
+        created = await self._insert_new(
+            store, {a: d for a, d in incoming.items() if a not in known}
+        )
         for activity_id, definition in incoming.items():
+            if activity_id in created:
+                self._canonical.put((store, activity_id), definition)
+                continue
             try:
                 await self._merge_one(
                     store, activity_id, definition, can_define, known.get(activity_id)
                 )
             except Exception:
                 log.exception("could not record the definition of activity %s", activity_id)
+
+    async def _insert_new(self, store: str, definitions: dict[str, dict[str, Any]]) -> set[str]:
+        """Insert these Activities, none of which was found; returns those inserted."""
+        ids = list(definitions)
+        if not ids:
+            return set()
+        updated = monotonic_now_micros()
+        try:
+            await self.activities.insert_many(
+                [
+                    {
+                        "store": store,
+                        "id": activity_id,
+                        "definition": _dump(definitions[activity_id]),
+                        "revision": 1,
+                        "updated": updated,
+                    }
+                    for activity_id in ids
+                ]
+            )
+        except DuplicateKeys as exc:
+            refused = set(exc.indexes)
+            return {a for position, a in enumerate(ids) if position not in refused}
+        except Exception:
+            log.exception("could not record new activities; trying one at a time")
+            return set()  # whichever went in is found and merged into one by one
+        return set(ids)
 
     async def _merge_one(
         self,
