@@ -972,3 +972,21 @@ def test_the_discovered_peak_is_the_scenarios_and_the_checks_is_a_note(
     assert outcome.peak_rss <= outcome.peak_rss_with_check
     expected = f"peak_rss_with_check_mib={round(outcome.peak_rss_with_check / 2**20, 1)}"
     assert expected in outcome.notes(config)
+
+
+def test_the_new_content_workload_names_only_new_valid_activities_and_agents() -> None:
+    """`python -m bench.new_content`: every statement is valid and names an Activity (with a
+    definition) and an Agent (with a name) no other statement of the run names; the batches
+    hold every statement once."""
+    from bench.new_content import bodies
+    from lrs.xapi.validation import validate_statement
+
+    batches = bodies(250, 100, "t")
+    assert [count for _, count in batches] == [100, 100, 50]
+    statements = [s for body, _ in batches for s in json.loads(body)]
+    for s in statements:
+        validate_statement(s)
+        assert s["object"]["definition"]["name"] and s["actor"]["name"]
+    assert len({s["object"]["id"] for s in statements}) == 250
+    assert len({s["actor"]["mbox"] for s in statements}) == 250
+    assert len({s["id"] for s in statements}) == 250
