@@ -438,6 +438,17 @@ def _count_writes(collection: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str,
     return calls
 
 
+def _first_read_empty(find: Any) -> Any:
+    calls = 0
+
+    async def first_empty(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        nonlocal calls
+        calls += 1
+        return [] if calls == 1 else await find(*args, **kwargs)
+
+    return first_empty
+
+
 def _new_things(count: int) -> list[dict[str, Any]]:
     return [
         statement(
@@ -480,9 +491,9 @@ async def test_activities_and_agents_created_meanwhile_are_merged_into(
         {"objectType": "Activity", "id": ACTIVITY, "definition": {"name": {"en-US": "Quiz"}}}
     )
     await record(lrs, [first])
-    # The next batch's read finds nothing, as if the first had not committed yet.
+    # The next batch's first read finds nothing, as if the first had not committed yet.
     for collection in (lrs.services.activities.activities, lrs.services.activities.people.agents):
-        monkeypatch.setattr(collection, "find", lambda *a, **k: asyncio.sleep(0, []))
+        monkeypatch.setattr(collection, "find", _first_read_empty(collection.find))
     lrs.services.activities._canonical = type(lrs.services.activities._canonical)()
     lrs.services.activities.people._known = type(lrs.services.activities.people._known)()
     second = statement(
@@ -493,8 +504,11 @@ async def test_activities_and_agents_created_meanwhile_are_merged_into(
             "definition": {"description": {"en-US": "A quiz"}},
         },
     )
+    activity_writes = _count_writes(lrs.services.activities.activities, monkeypatch)
     await record(lrs, [second, *_new_things(3)])
     monkeypatch.undo()
+    # The refused one is read back and merged: no second insert of it.
+    assert activity_writes == {"insert_many": 1, "update_one": 1}
     assert (await get_activity(lrs)).json()["definition"] == {
         "name": {"en-US": "Quiz"},
         "description": {"en-US": "A quiz"},

@@ -228,11 +228,14 @@ class PersonRepository:
         # Agents never seen before, all in one write (a store round trip, and on the embedded
         # store a commit, each, would hold up the request); one created meanwhile by another
         # request is refused, and merged below like any known one.
-        created = await self._insert_new(store, {k: v for k, v in names.items() if k not in known})
+        new = {k: v for k, v in names.items() if k not in known}
+        created = await self._insert_new(store, new)
         for key, found in names.items():
             if key in created:
                 self._known.put((store, key), set(found))
                 continue
+            if key in new and not can_define:
+                continue  # created meanwhile: names are only added with `define`
             if key in known and (not can_define or set(found) <= set(known[key])):
                 self._known.put((store, key), set(known[key]))
                 continue
@@ -375,9 +378,15 @@ class ActivityRepository:
         # Activities never seen before, all in one write (one round trip, and on the embedded
         # store one commit, each made a batch naming 100 new activities wait for 100 commits);
         # one created meanwhile by another request is refused, and merged below.
-        created = await self._insert_new(
-            store, {a: d for a, d in incoming.items() if a not in known}
-        )
+        new = [a for a in incoming if a not in known]
+        created = await self._insert_new(store, {a: incoming[a] for a in new})
+        refused = [a for a in new if a not in created]
+        if refused:
+            try:  # one read for all of them, instead of a refused insert and a read each
+                for doc in await self.activities.find({"store": store, "id": {"$in": refused}}):
+                    known[doc["id"]] = doc
+            except Exception:
+                log.exception("could not read the activities created meanwhile")
         for activity_id, definition in incoming.items():
             if activity_id in created:
                 self._canonical.put((store, activity_id), definition)
