@@ -520,3 +520,24 @@ async def test_activities_and_agents_created_meanwhile_are_merged_into(
         assert activity["definition"] == {"name": {"en-US": f"Item {n}"}}
         person = (await get_person(lrs, {"mbox": f"mailto:new{n}@example.com"})).json()
         assert person["name"] == [f"New {n}"]
+
+
+async def test_when_the_bulk_insert_fails_each_new_one_is_recorded_on_its_own(
+    lrs: LRS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bulk insert that fails for another reason than a duplicate (nothing known of what went
+    in) leaves each new Activity and Agent to the one-by-one path: none is lost, with or
+    without `define`."""
+
+    async def failing(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("the store hiccuped")
+
+    for collection in (lrs.services.activities.activities, lrs.services.activities.people.agents):
+        monkeypatch.setattr(collection, "insert_many", failing)
+    await record(lrs, _new_things(3), can_define=False)
+    monkeypatch.undo()
+    for n in range(3):
+        activity = (await get_activity(lrs, f"http://example.com/items/{n}")).json()
+        assert activity["definition"] == {"name": {"en-US": f"Item {n}"}}
+        person = (await get_person(lrs, {"mbox": f"mailto:new{n}@example.com"})).json()
+        assert person["name"] == [f"New {n}"]

@@ -15,7 +15,7 @@ import copy
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from lrs.storage.database import Collection, Database, DuplicateKeys
@@ -228,13 +228,14 @@ class PersonRepository:
         # Agents never seen before, all in one write (a store round trip, and on the embedded
         # store a commit, each, would hold up the request); one created meanwhile by another
         # request is refused, and merged below like any known one.
-        new = {k: v for k, v in names.items() if k not in known}
-        created = await self._insert_new(store, new)
+        created, existing = await self._insert_new(
+            store, {k: v for k, v in names.items() if k not in known}
+        )
         for key, found in names.items():
             if key in created:
                 self._known.put((store, key), set(found))
                 continue
-            if key in new and not can_define:
+            if key in existing and not can_define:
                 continue  # created meanwhile: names are only added with `define`
             if key in known and (not can_define or set(found) <= set(known[key])):
                 self._known.put((store, key), set(known[key]))
@@ -251,22 +252,17 @@ class PersonRepository:
                 # failing the request over.
                 log.exception("could not record the names of agent %s", key)
 
-    async def _insert_new(self, store: str, names: dict[str, list[str]]) -> set[str]:
-        """Insert these agents, none of which was found; returns those inserted."""
-        keys = list(names)
-        if not keys:
-            return set()
-        try:
-            await self.agents.insert_many(
-                [{"store": store, "key": key, "names": names[key]} for key in keys]
-            )
-        except DuplicateKeys as exc:
-            refused = set(exc.indexes)
-            return {key for position, key in enumerate(keys) if position not in refused}
-        except Exception:
-            log.exception("could not record new agents; trying one at a time")
-            return set()  # whichever went in is merged into (adding nothing) one by one
-        return set(keys)
+    async def _insert_new(
+        self, store: str, names: dict[str, list[str]]
+    ) -> tuple[set[str], set[str]]:
+        """Insert these agents, none of which was found: those inserted, and those refused
+        because another request created them meanwhile."""
+        return await _insert_all(
+            self.agents,
+            "agents",
+            list(names),
+            lambda key: {"store": store, "key": key, "names": names[key]},
+        )
 
     async def person(self, store: str, agent: dict[str, Any]) -> dict[str, Any]:
         """The Person object for an Agent (Communication 2.4): what is known of its names and
@@ -378,12 +374,13 @@ class ActivityRepository:
         # Activities never seen before, all in one write (one round trip, and on the embedded
         # store one commit, each made a batch naming 100 new activities wait for 100 commits);
         # one created meanwhile by another request is refused, and merged below.
-        new = [a for a in incoming if a not in known]
-        created = await self._insert_new(store, {a: incoming[a] for a in new})
-        refused = [a for a in new if a not in created]
-        if refused:
+        created, existing = await self._insert_new(
+            store, {a: d for a, d in incoming.items() if a not in known}
+        )
+        if existing:
             try:  # one read for all of them, instead of a refused insert and a read each
-                for doc in await self.activities.find({"store": store, "id": {"$in": refused}}):
+                query = {"store": store, "id": {"$in": sorted(existing)}}
+                for doc in await self.activities.find(query):
                     known[doc["id"]] = doc
             except Exception:
                 log.exception("could not read the activities created meanwhile")
@@ -398,32 +395,24 @@ class ActivityRepository:
             except Exception:
                 log.exception("could not record the definition of activity %s", activity_id)
 
-    async def _insert_new(self, store: str, definitions: dict[str, dict[str, Any]]) -> set[str]:
-        """Insert these Activities, none of which was found; returns those inserted."""
-        ids = list(definitions)
-        if not ids:
-            return set()
+    async def _insert_new(
+        self, store: str, definitions: dict[str, dict[str, Any]]
+    ) -> tuple[set[str], set[str]]:
+        """Insert these Activities, none of which was found: those inserted, and those refused
+        because another request created them meanwhile."""
         updated = monotonic_now_micros()
-        try:
-            await self.activities.insert_many(
-                [
-                    {
-                        "store": store,
-                        "id": activity_id,
-                        "definition": _dump(definitions[activity_id]),
-                        "revision": 1,
-                        "updated": updated,
-                    }
-                    for activity_id in ids
-                ]
-            )
-        except DuplicateKeys as exc:
-            refused = set(exc.indexes)
-            return {a for position, a in enumerate(ids) if position not in refused}
-        except Exception:
-            log.exception("could not record new activities; trying one at a time")
-            return set()  # whichever went in is found and merged into one by one
-        return set(ids)
+        return await _insert_all(
+            self.activities,
+            "activities",
+            list(definitions),
+            lambda activity_id: {
+                "store": store,
+                "id": activity_id,
+                "definition": _dump(definitions[activity_id]),
+                "revision": 1,
+                "updated": updated,
+            },
+        )
 
     async def _merge_one(
         self,
@@ -476,6 +465,25 @@ class ActivityRepository:
         log.warning(
             "activity %s kept changing; this batch's definition was not merged", activity_id
         )
+
+
+async def _insert_all(
+    collection: Collection, what: str, keys: list[str], document: Callable[[str], dict[str, Any]]
+) -> tuple[set[str], set[str]]:
+    """Insert one document per key in one write: (the keys inserted, the keys refused by the
+    unique index). On any other failure neither is known, and both are empty: the caller
+    then records each one on its own, as if none had been inserted."""
+    if not keys:
+        return set(), set()
+    try:
+        await collection.insert_many([document(key) for key in keys])
+    except DuplicateKeys as exc:
+        refused = {keys[position] for position in exc.indexes}
+        return set(keys) - refused, refused
+    except Exception:
+        log.exception("could not record new %s in one write; trying one at a time", what)
+        return set(), set()
+    return set(keys), set()
 
 
 def _dump(definition: dict[str, Any]) -> str:
