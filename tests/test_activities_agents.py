@@ -11,6 +11,7 @@ import asyncio
 import copy
 import hashlib
 import json
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
@@ -463,6 +464,15 @@ def _new_things(count: int) -> list[dict[str, Any]]:
     ]
 
 
+async def _assert_recorded(lrs: LRS, numbers: Iterable[int]) -> None:
+    """Activity and Agent `n` of `_new_things` are known: the definition and the name."""
+    for n in numbers:
+        activity = (await get_activity(lrs, f"http://example.com/items/{n}")).json()
+        assert activity["definition"] == {"name": {"en-US": f"Item {n}"}}
+        person = (await get_person(lrs, {"mbox": f"mailto:new{n}@example.com"})).json()
+        assert person["name"] == [f"New {n}"]
+
+
 async def test_new_activities_and_agents_of_a_batch_are_recorded_in_one_write_each(
     lrs: LRS, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -474,11 +484,7 @@ async def test_new_activities_and_agents_of_a_batch_are_recorded_in_one_write_ea
     await record(lrs, _new_things(40))
     assert activity_writes == {"insert_many": 1}
     assert agent_writes == {"insert_many": 1}
-    for n in (0, 17, 39):
-        activity = (await get_activity(lrs, f"http://example.com/items/{n}")).json()
-        assert activity["definition"] == {"name": {"en-US": f"Item {n}"}}
-        person = (await get_person(lrs, {"mbox": f"mailto:new{n}@example.com"})).json()
-        assert person["name"] == [f"New {n}"]
+    await _assert_recorded(lrs, (0, 17, 39))
 
 
 async def test_activities_and_agents_created_meanwhile_are_merged_into(
@@ -515,11 +521,7 @@ async def test_activities_and_agents_created_meanwhile_are_merged_into(
     }
     person = (await get_person(lrs, {"mbox": LEARNER["mbox"]})).json()
     assert sorted(person["name"]) == ["L. Earner", "Learner"]
-    for n in range(3):
-        activity = (await get_activity(lrs, f"http://example.com/items/{n}")).json()
-        assert activity["definition"] == {"name": {"en-US": f"Item {n}"}}
-        person = (await get_person(lrs, {"mbox": f"mailto:new{n}@example.com"})).json()
-        assert person["name"] == [f"New {n}"]
+    await _assert_recorded(lrs, range(3))
 
 
 async def test_when_the_bulk_insert_fails_each_new_one_is_recorded_on_its_own(
@@ -536,8 +538,4 @@ async def test_when_the_bulk_insert_fails_each_new_one_is_recorded_on_its_own(
         monkeypatch.setattr(collection, "insert_many", failing)
     await record(lrs, _new_things(3), can_define=False)
     monkeypatch.undo()
-    for n in range(3):
-        activity = (await get_activity(lrs, f"http://example.com/items/{n}")).json()
-        assert activity["definition"] == {"name": {"en-US": f"Item {n}"}}
-        person = (await get_person(lrs, {"mbox": f"mailto:new{n}@example.com"})).json()
-        assert person["name"] == [f"New {n}"]
+    await _assert_recorded(lrs, range(3))
