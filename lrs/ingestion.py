@@ -147,11 +147,13 @@ def prepare(
 ) -> list[dict[str, Any]]:
     """Validate and complete every statement of a request (id, authority, version; `stored`
     and a missing `timestamp` are set when the batch is written); raises IngestionError(400) on
-    the first problem."""
+    the first problem. The statements are JSON values (a parser's output, or built of dicts,
+    lists, strings, numbers, booleans and None): the validator recognises parts it saw valid
+    before by their JSON text (`validate_statement`'s `parsed_json`)."""
     for index, statement in enumerate(statements):
         path = f"statements[{index}]" if as_list else "statement"
         try:
-            validate_statement(statement, version=version, path=path)
+            validate_statement(statement, version=version, path=path, parsed_json=True)
         except StatementValidationError as exc:
             raise IngestionError(400, str(exc)) from exc
     try:

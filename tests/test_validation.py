@@ -241,15 +241,29 @@ def drop(doc: Json, path: str) -> Json:
     return doc
 
 
+def _recognise_the_bases() -> None:
+    """Let the validator see every base Statement's parts as valid (`parsed_json`), so that a
+    case built from a base by changing one part tests that the changed part is checked."""
+    validate_statement(minimal(), parsed_json=True)
+    for _, stmt, version in _bases():
+        validate_statement(stmt, version=version, parsed_json=True)
+
+
 def invalid(stmt: Json, path: str, version: str = "1.0.3", contains: str = "") -> None:
-    with pytest.raises(StatementValidationError) as info:
-        validate_statement(stmt, version=version)
-    assert info.value.path == path, str(info.value)
-    assert contains in info.value.message, str(info.value)
+    """Refused with this error; also as the server validates (`parsed_json`), after the valid
+    parts of the base Statements were seen."""
+    for parsed_json in (False, True):
+        if parsed_json:
+            _recognise_the_bases()
+        with pytest.raises(StatementValidationError) as info:
+            validate_statement(copy.deepcopy(stmt), version=version, parsed_json=parsed_json)
+        assert info.value.path == path, str(info.value)
+        assert contains in info.value.message, str(info.value)
 
 
 def valid(stmt: Json, version: str = "1.0.3") -> None:
     validate_statement(stmt, version=version)
+    validate_statement(stmt, version=version, parsed_json=True)
 
 
 _LANGUAGE_MAP_KEYS = {"display", "name", "description"}
@@ -2162,3 +2176,141 @@ def test_mutated_statements_never_crash(target: tuple[str, str], value: Json, ve
 def test_predicates_never_crash(text: str) -> None:
     for predicate in (is_iri, is_uuid, is_language_tag, is_iso8601_duration):
         assert isinstance(predicate(text), bool)
+
+
+def _outcome(stmt: Json, version: str, parsed_json: bool) -> tuple[str, str] | None:
+    try:
+        validate_statement(stmt, version=version, path="statements[0]", parsed_json=parsed_json)
+    except StatementValidationError as exc:
+        return (exc.path, exc.message)
+    return None
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(_MUTATION_PATHS), json_values, st.sampled_from(["1.0.3", "2.0.0"]))
+def test_recognising_parts_seen_valid_changes_no_outcome(
+    target: tuple[str, str], value: Json, version: str
+) -> None:
+    """With `parsed_json`, after every part of the base Statements was seen valid, a Statement
+    with any one part replaced by arbitrary JSON is accepted or refused exactly as when every
+    part is checked, with the same error."""
+    name, path = target
+    stmt = put({n: b for n, b, _ in _bases()}[name], path, value)
+    _recognise_the_bases()
+    assert _outcome(stmt, version, True) == _outcome(stmt, version, False)
+
+
+# --------------------------------------------------------------------------------------------
+# Parts seen valid before (parsed_json)
+# --------------------------------------------------------------------------------------------
+
+
+def _counting(monkeypatch: pytest.MonkeyPatch, name: str) -> list[str]:
+    """Record the path of every call of the validator's check `name`."""
+    from lrs.xapi import validation
+
+    calls: list[str] = []
+    check = getattr(validation, name)
+
+    def counted(value: object, path: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append(path)
+        return check(value, path, *args, **kwargs)
+
+    monkeypatch.setattr(validation, name, counted)
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("check", "first_paths"),
+    [
+        ("_agent_or_group", ["actor"]),
+        ("_verb", ["verb"]),
+        ("_activity_definition", ["object.definition"]),
+        ("_context_activities", ["context.contextActivities"]),
+    ],
+)
+def test_a_part_seen_valid_is_not_checked_again(
+    monkeypatch: pytest.MonkeyPatch, check: str, first_paths: list[str]
+) -> None:
+    """The actor, Verb, Activities and contextActivities of a Statement are checked the first
+    time their JSON text is seen (parsed_json), not again; without parsed_json, every time."""
+    from lrs.xapi.validation import forget_known_values
+
+    forget_known_values()
+    calls = _counting(monkeypatch, check)
+    stmt = full()
+    stmt["object"]["definition"]["name"] = {"en-US": "seen once: " + check}
+    stmt["context"]["contextActivities"]["other"] = [{"id": "http://example.com/" + check}]
+
+    def checked() -> list[str]:  # where the same check also runs uncached (the authority)
+        return [path for path in calls if path in first_paths]
+
+    validate_statement(copy.deepcopy(stmt), parsed_json=True)
+    assert checked() == first_paths
+    validate_statement(copy.deepcopy(stmt), parsed_json=True)
+    assert checked() == first_paths
+    validate_statement(copy.deepcopy(stmt))
+    assert checked() == first_paths * 2
+    forget_known_values()
+    validate_statement(copy.deepcopy(stmt), parsed_json=True)
+    assert checked() == first_paths * 3
+
+
+def test_one_activity_seen_valid_is_recognised_wherever_it_appears(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The object's Activity, seen valid, is not checked again in contextActivities."""
+    from lrs.xapi.validation import forget_known_values
+
+    forget_known_values()
+    calls = _counting(monkeypatch, "_activity")
+    activity = {"objectType": "Activity", "id": "http://example.com/anywhere"}
+    stmt = minimal()
+    stmt["object"] = copy.deepcopy(activity)
+    validate_statement(copy.deepcopy(stmt), parsed_json=True)
+    stmt["context"] = {"contextActivities": {"parent": [copy.deepcopy(activity)]}}
+    validate_statement(stmt, parsed_json=True)
+    assert calls == ["object"]
+
+
+def test_an_invalid_part_is_reported_each_time_at_its_own_place() -> None:
+    stmt = minimal()
+    stmt["object"] = {"id": "not an IRI"}
+    stmt["context"] = {"contextActivities": {"parent": [{"id": "not an IRI"}]}}
+    for _ in range(2):
+        with pytest.raises(StatementValidationError) as info:
+            validate_statement(copy.deepcopy(stmt), parsed_json=True)
+        assert info.value.path == "object.id"
+    stmt["object"] = {"id": "http://example.com/fine"}
+    with pytest.raises(StatementValidationError) as info:
+        validate_statement(stmt, parsed_json=True)
+    assert info.value.path == "context.contextActivities.parent[0].id"
+
+
+def test_parts_the_json_writer_refuses_are_checked_every_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An integer beyond 64 bits (valid in an extension) has no JSON text orjson writes: such
+    a part is checked every time, and still accepted."""
+    calls = _counting(monkeypatch, "_activity_definition")
+    stmt = minimal()
+    stmt["object"]["definition"] = {"extensions": {"http://example.com/big": 2**70}}
+    for _ in range(2):
+        validate_statement(copy.deepcopy(stmt), parsed_json=True)
+    assert calls == ["object.definition"] * 2
+
+
+def test_the_set_of_values_seen_valid_is_bounded() -> None:
+    from lrs.xapi.validation import _KnownValid
+
+    checked: list[object] = []
+
+    def check(value: object, path: str) -> None:
+        checked.append(value)
+
+    known = _KnownValid(limit=2)
+    for value in ("a", "b", "a", "c", "a", "c"):
+        known.check(check, value, "")
+    # "c" found the set full ("a", "b"): it started again with "c" alone, so "a" was checked
+    # again, and then both were known.
+    assert checked == ["a", "b", "c", "a"]

@@ -23,6 +23,8 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 
+import orjson
+
 from lrs.xapi.timestamps import parse_timestamp
 
 __all__ = [
@@ -532,6 +534,68 @@ def _number(value: object, path: str) -> int | float:
     return value
 
 
+class _KnownValid:
+    """Values of one kind (Activities, say) found valid before, by their JSON text.
+
+    Content players send the same Activities (definitions included), Verbs, actors and
+    contextActivities with statement after statement, and checking an Activity Definition
+    costs many times what writing its JSON text does; a value whose text was found valid
+    before is valid again. Used only on values as the JSON parser made them (dicts, lists,
+    strings, numbers, booleans, null), where equal text means equal values: a tuple or a
+    `datetime` elsewhere could have the text of a valid value without being one. Only valid
+    values are kept, so an invalid one is checked (and its error reported at its own path)
+    every time. At most `limit` texts are kept; when full, the set starts again.
+    """
+
+    __slots__ = ("_texts", "_limit")
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._texts: set[bytes] = set()
+        self._limit = limit
+
+    def check(self, check: Callable[[object, str], object], value: object, path: str) -> None:
+        try:
+            text = orjson.dumps(value)
+        except TypeError:  # JSONEncodeError too: an integer beyond 64 bits, a lone surrogate
+            check(value, path)
+            return
+        if text in self._texts:
+            return
+        check(value, path)
+        if len(self._texts) >= self._limit:
+            self._texts.clear()
+        self._texts.add(text)
+
+    def clear(self) -> None:
+        self._texts.clear()
+
+
+# One set per kind: the rules differ (an Activity's text is not a valid actor).
+_KNOWN_ACTORS = _KnownValid()
+_KNOWN_VERBS = _KnownValid()
+_KNOWN_ACTIVITIES = _KnownValid()
+_KNOWN_CONTEXT_ACTIVITIES = _KnownValid()
+
+
+def forget_known_values() -> None:
+    """Empty the sets of values found valid (for measurements of the checks themselves)."""
+    for known in (_KNOWN_ACTORS, _KNOWN_VERBS, _KNOWN_ACTIVITIES, _KNOWN_CONTEXT_ACTIVITIES):
+        known.clear()
+
+
+def _part(
+    known: _KnownValid | None,
+    check: Callable[[object, str], object],
+    value: object,
+    path: str,
+) -> None:
+    """`check(value, path)`, skipped where `known` holds the value's text."""
+    if known is None:
+        check(value, path)
+    else:
+        known.check(check, value, path)
+
+
 def _check_properties(
     obj: Mapping[object, object],
     path: str,
@@ -934,12 +998,14 @@ def _object_type_of(obj: Mapping[object, object], path: str) -> str:
     return str(object_type)
 
 
-def _statement_object(value: object, path: str, v2: bool, *, in_substatement: bool) -> str:
+def _statement_object(
+    value: object, path: str, v2: bool, *, in_substatement: bool, recognise: bool = False
+) -> str:
     """Data 2.4.4: the Object of a Statement. Returns its objectType."""
     obj = _as_object(value, path, "an Activity, Agent, Group, StatementRef or SubStatement")
     object_type = _object_type_of(obj, path)
     if object_type == "Activity":
-        _activity(obj, path)
+        _part(_KNOWN_ACTIVITIES if recognise else None, _activity, obj, path)
     elif object_type == "Agent":
         _agent(obj, path)
     elif object_type == "Group":
@@ -953,7 +1019,7 @@ def _statement_object(value: object, path: str, v2: bool, *, in_substatement: bo
                 _join(path, "objectType"),
                 "a SubStatement MUST NOT contain a SubStatement of its own",
             )
-        _statement(obj, path, v2, substatement=True)
+        _statement(obj, path, v2, substatement=True, recognise=recognise)
     return object_type
 
 
@@ -1011,8 +1077,9 @@ def _result(value: object, path: str) -> None:
         _extensions(obj["extensions"], _join(path, "extensions"))
 
 
-def _context_activities(value: object, path: str) -> None:
+def _context_activities(value: object, path: str, *, recognise: bool = False) -> None:
     obj = _as_object(value, path, "a contextActivities object")
+    known = _KNOWN_ACTIVITIES if recognise else None
     # Data 2.4.6.2.s4.b1: every key MUST be one of parent, grouping, category, other.
     _check_properties(obj, path, CONTEXT_ACTIVITY_KEYS, what="contextActivities")
     for key in CONTEXT_ACTIVITY_KEYS:
@@ -1023,9 +1090,13 @@ def _context_activities(value: object, path: str) -> None:
         # Data 2.4.6.2.s4.b2: either a single Activity Object or an array of Activity Objects.
         if isinstance(activities, list):
             for i, activity in enumerate(activities):
-                _activity(activity, _index(key_path, i))
+                _part(known, _activity, activity, _index(key_path, i))
         else:
-            _activity(activities, key_path)
+            _part(known, _activity, activities, key_path)
+
+
+def _recognised_context_activities(value: object, path: str) -> None:
+    _context_activities(value, path, recognise=True)
 
 
 def _relevant_types(value: object, path: str) -> None:
@@ -1073,7 +1144,9 @@ def _context_groups(value: object, path: str) -> None:
             _relevant_types(obj["relevantTypes"], _join(item_path, "relevantTypes"))
 
 
-def _context(value: object, path: str, v2: bool, object_type: str) -> None:
+def _context(
+    value: object, path: str, v2: bool, object_type: str, *, recognise: bool = False
+) -> None:
     obj = _as_object(value, path, "a Context object")
 
     def hint(key: str) -> str | None:
@@ -1090,7 +1163,14 @@ def _context(value: object, path: str, v2: bool, object_type: str) -> None:
     if "team" in obj:
         _group(obj["team"], _join(path, "team"))
     if "contextActivities" in obj:
-        _context_activities(obj["contextActivities"], _join(path, "contextActivities"))
+        context_activities = obj["contextActivities"]
+        activities_path = _join(path, "contextActivities")
+        if recognise:
+            _KNOWN_CONTEXT_ACTIVITIES.check(
+                _recognised_context_activities, context_activities, activities_path
+            )
+        else:
+            _context_activities(context_activities, activities_path)
     if "contextAgents" in obj:
         _context_agents(obj["contextAgents"], _join(path, "contextAgents"))
     if "contextGroups" in obj:
@@ -1187,7 +1267,9 @@ def _version(value: object, path: str, v2: bool) -> None:
     )
 
 
-def _statement(value: object, path: str, v2: bool, *, substatement: bool) -> None:
+def _statement(
+    value: object, path: str, v2: bool, *, substatement: bool, recognise: bool = False
+) -> None:
     what = "a SubStatement" if substatement else "a Statement"
     obj = _as_object(value, path, f"{what} (a JSON object)")
     allowed = _SUBSTATEMENT_KEYS if substatement else _STATEMENT_KEYS
@@ -1208,10 +1290,18 @@ def _statement(value: object, path: str, v2: bool, *, substatement: bool) -> Non
         )
     if "id" in obj:
         _uuid(obj["id"], _join(path, "id"))
-    _agent_or_group(obj["actor"], _join(path, "actor"))
-    verb_id = _verb(obj["verb"], _join(path, "verb"))
+    if recognise:
+        _KNOWN_ACTORS.check(_agent_or_group, obj["actor"], _join(path, "actor"))
+        verb = obj["verb"]
+        _KNOWN_VERBS.check(_verb, verb, _join(path, "verb"))
+        verb_id = verb["id"]  # type: ignore[index]  # checked: an object with an IRI id
+    else:
+        _agent_or_group(obj["actor"], _join(path, "actor"))
+        verb_id = _verb(obj["verb"], _join(path, "verb"))
     object_path = _join(path, "object")
-    object_type = _statement_object(obj["object"], object_path, v2, in_substatement=substatement)
+    object_type = _statement_object(
+        obj["object"], object_path, v2, in_substatement=substatement, recognise=recognise
+    )
     if verb_id == VOIDED_VERB and object_type != "StatementRef":
         # Data 2.3.2.s2.b1: the Object of a voiding Statement MUST have the "objectType"
         # property set to StatementRef (and b2: identify the voided Statement by its "id").
@@ -1222,7 +1312,7 @@ def _statement(value: object, path: str, v2: bool, *, substatement: bool) -> Non
     if "result" in obj:
         _result(obj["result"], _join(path, "result"))
     if "context" in obj:
-        _context(obj["context"], _join(path, "context"), v2, object_type)
+        _context(obj["context"], _join(path, "context"), v2, object_type, recognise=recognise)
     if "timestamp" in obj:
         _timestamp(obj["timestamp"], _join(path, "timestamp"))
     if "stored" in obj:
@@ -1241,14 +1331,20 @@ def _is_v2(version: str) -> bool:
     return isinstance(version, str) and (version == "2.0" or version.startswith("2."))
 
 
-def validate_statement(statement: object, *, version: str = "1.0.3", path: str = "") -> None:
+def validate_statement(
+    statement: object, *, version: str = "1.0.3", path: str = "", parsed_json: bool = False
+) -> None:
     """Raise StatementValidationError for the first violation found; return None when valid.
 
     ``version`` is the X-Experience-API-Version of the request ("1.0.0".."1.0.3" or "2.0.0");
     under 2.0.x the context properties contextAgents/contextGroups and Statement versions
     "2.0.x" are accepted. ``path`` is a prefix for error paths (e.g. "statements[3]").
+
+    With ``parsed_json`` (the statement is a value of the JSON parser: dicts, lists, strings,
+    numbers, booleans and null only), an actor, Verb, Activity or contextActivities whose JSON
+    text was found valid before is not checked again (`_KnownValid`). The outcome is the same.
     """
-    _statement(statement, path, _is_v2(version), substatement=False)
+    _statement(statement, path, _is_v2(version), substatement=False, recognise=parsed_json)
 
 
 def validate_agent(agent: object, *, path: str = "agent", version: str = "1.0.3") -> None:
