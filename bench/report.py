@@ -7,7 +7,7 @@ with `-` in every column. Change the format only by adding columns at the end of
 sections at the end, or rows (printed by every run from then on), and bump FORMAT_VERSION when
 you do.
 
-    lrs-bench format=6 date=... commit=... tree=... cores=2 statements=100000 ...
+    lrs-bench format=7 date=... commit=... tree=... cores=2 statements=100000 ...
     [ingest]      backend   phase                     requests  statements   seconds  ...
     [ingest]      embedded  post-batch-100                 990       99000    120.41  ...
 """
@@ -40,7 +40,8 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 #    up and with it down (bench.broker).
 # 6: the section `reference` at the end: the same POSTs to a bare app that only validates and
 #    inserts (bench.bare_app), issue 10's physical limit, measured in the same run.
-FORMAT_VERSION = 6
+# 7: the row `validate-recognised` at the end of `validation` (bench.validation).
+FORMAT_VERSION = 7
 MISSING = "-"
 
 _TAG_WIDTH = 13  # "[propagation]"

@@ -339,7 +339,7 @@ def test_section_json_uses_the_table_headers() -> None:
 
 
 def test_the_new_sections_columns_are_pinned() -> None:
-    assert FORMAT_VERSION == 6
+    assert FORMAT_VERSION == 7
     assert [s.name for s in SECTIONS] == [
         "ingest",
         "query",
@@ -555,6 +555,7 @@ def test_rows_are_the_same_for_a_complete_a_partial_and_an_empty_run() -> None:
         ("local", "validate-statement"),
         ("local", "json-decode"),
         ("local", "json-decode-stdlib"),
+        ("local", "validate-recognised"),
     ]
     assert _row_names(reports[0], "[discovered]") == [("embedded", "discovered-5-modules")]
     # A row not measured (or not yet) shows `-` in every column.
@@ -602,7 +603,10 @@ def test_rows_are_the_same_for_a_complete_a_partial_and_an_empty_run() -> None:
     assert "[notes]       embedded  discovered drain=ok" in reports[0]
     assert "[notes]       local     validation statement_bytes_mean=1000" in reports[0]
     assert "[notes]       local     validation not_run=interrupted" in reports[2]
-    assert "validation not_run=json-decode,json-decode-stdlib (interrupted)" in reports[1]
+    assert (
+        "validation not_run=json-decode,json-decode-stdlib,validate-recognised (interrupted)"
+        in reports[1]
+    )
     assert "[notes]       embedded  discovered not_run=interrupted" in reports[2]
 
 
@@ -741,7 +745,7 @@ def test_derivation_option_for_the_ingest_and_discovered_servers() -> None:
 def test_header_shows_the_rate_of_each_mode_and_the_new_fields_at_the_end() -> None:
     env = {"commit": "0123456789abcdef", "tree": "clean", "cpus": 2, "python": "3.11.7"}
     header = _options().header(env)
-    assert header["format"] == 6
+    assert header["format"] == 7
     assert header["rate"] == "inprocess:1000,process:1000,celery:500/s"
     assert list(header)[-5:] == ["workers", "derivation", "discovered", "validations", "client"]
     assert header["client"] == "aiohttp"
