@@ -152,6 +152,56 @@ def test_duplicate_keys_found_whatever_the_layout(
         assert jsontext.loads(text.encode(), "x") == json.loads(text)
 
 
+def _exact(value: Any) -> Any:
+    """`value` with every number's type and spelling kept (1 and 1.0, 0.0 and -0.0 differ)
+    and every object's member order."""
+    if isinstance(value, dict):
+        return ("object", [(key, _exact(item)) for key, item in value.items()])
+    if isinstance(value, list):
+        return ("array", [_exact(item) for item in value])
+    return (type(value).__name__, repr(value))
+
+
+_NUMBERS = st.one_of(
+    st.integers(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.sampled_from([2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 2**64 - 1, 2**64, 10**18, 10**19]),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
+_JSON_NUMBERS = st.recursive(_SCALARS | _NUMBERS, _containers, max_leaves=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_JSON_NUMBERS)
+def test_every_value_is_read_exactly_as_the_standard_library_reads_it(value: Any) -> None:
+    """orjson parses where it reads exactly; integers beyond 64 bits (which orjson would read
+    as floats) and anything it refuses go to the standard library: the value is the same,
+    numbers' types included, for request bodies and for the texts the LRS stores alike."""
+    text = json.dumps(value)
+    assert _exact(jsontext.loads(text.encode(), "x")) == _exact(json.loads(text))
+    stored = jsontext.compact_json(value)
+    assert _exact(jsontext.parse_stored(stored)) == _exact(json.loads(stored))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"n": -9223372036854775809}',  # 19 digits, below -2**63: orjson reads a float
+        '{"n": 123456789012345678901234}',
+        '{"s": "\\ud83d\\ude00", "n": 18446744073709551616}',
+    ],
+)
+def test_long_integers_stay_integers(text: str) -> None:
+    expected = json.loads(text)
+    assert _exact(jsontext.loads(text, "x")) == _exact(expected)
+    assert _exact(jsontext.parse_stored(text)) == _exact(expected)
+
+
+def test_stored_text_with_a_lone_surrogate_is_read_back() -> None:
+    stored = jsontext.compact_json({"lone": "\ud800"})  # the standard library writes it
+    assert jsontext.parse_stored(stored) == {"lone": "\ud800"}
+
+
 # --- the strict integer parser -----------------------------------------------------------------
 
 

@@ -71,6 +71,7 @@ from lrs.storage.statements import StatementRepository
 from lrs.xapi.agents import agent_key
 from lrs.xapi.attachments import AttachmentError, AttachmentPart, iter_attachments
 from lrs.xapi.comparison import statements_equivalent
+from lrs.xapi.jsontext import parse_stored
 
 log = logging.getLogger("lrs.federation")
 
@@ -428,7 +429,7 @@ class Forwarder:
             dict.fromkeys(statement_id for group in groups for statement_id in group["statements"])
         )
         docs = await self.statements.find_by_ids(store, ids)
-        statements = [json.loads(docs[i]["statement"]) for i in ids if i in docs]
+        statements = [parse_stored(docs[i]["statement"]) for i in ids if i in docs]
         missing = {i for i in ids if i not in docs}
         if missing:  # cannot happen while statements are never deleted; do not retry forever
             log.warning("%d statements to forward no longer exist; skipped", len(missing))

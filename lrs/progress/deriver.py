@@ -15,7 +15,6 @@ Used by the Celery tasks in production and in-process in the embedded mode: the 
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -59,7 +58,7 @@ from lrs.storage.statement_writes import voided_by_visible
 from lrs.storage.statements import StatementRepository
 from lrs.storage.unit import Work, delete_many, find, find_one, update_one
 from lrs.xapi.agents import agent_from_key
-from lrs.xapi.jsontext import JSONText
+from lrs.xapi.jsontext import JSONText, parse_stored
 from lrs.xapi.timestamps import monotonic_now_micros, parse_timestamp, to_micros
 
 log = logging.getLogger("lrs.progress")
@@ -370,7 +369,7 @@ class Deriver:
                     projection={"statement": 1, "learner": 1},
                 )
                 if target is not None and target.get("learner"):
-                    statement = json.loads(target["statement"])
+                    statement = parse_stored(target["statement"])
                     for module in (yield from lookup.modules(statement, discover=False)):
                         plan.modules.setdefault((module.course_id, module.id), module)
                         plan.recompute.add(self._pair(target["learner"], module, statement))
@@ -501,7 +500,7 @@ class Deriver:
             },
             projection={"statement": 1},
         )
-        statements = [json.loads(doc["statement"]) for doc in docs]
+        statements = [parse_stored(doc["statement"]) for doc in docs]
         if registration is not None:
             statements = [s for s in statements if _registration(module, s) == registration]
         return derive_facts(module, self.profiles.get(module.profile), statements)
@@ -587,7 +586,7 @@ class Deriver:
         grouped: dict[Pair, list[dict[str, Any]]] = {}
         for doc in docs:
             if doc.get("learner"):
-                statement = json.loads(doc["statement"])
+                statement = parse_stored(doc["statement"])
                 grouped.setdefault(self._pair(doc["learner"], module, statement), []).append(
                     statement
                 )
@@ -881,7 +880,7 @@ class _RoundCatalogue:
 def _parsed(doc: dict[str, Any]) -> dict[str, Any]:
     """The statement of a stored document, parsed once however often it is asked for."""
     if "_parsed" not in doc:
-        doc["_parsed"] = json.loads(doc["statement"])
+        doc["_parsed"] = parse_stored(doc["statement"])
     return doc["_parsed"]
 
 

@@ -26,7 +26,6 @@ crash) leaves nothing anyone could have seen or acknowledged.
 from __future__ import annotations
 
 import contextlib
-import json
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -60,6 +59,7 @@ from lrs.storage.unit import (
     update_many,
     update_one,
 )
+from lrs.xapi.jsontext import parse_stored
 from lrs.xapi.timestamps import format_micros
 
 STATEMENTS = "statements"
@@ -373,7 +373,7 @@ def _drop_equivalent(
         doc = existing.get(statement["id"])
         if doc is None:
             fresh.append(statement)
-        elif not equivalent(json.loads(doc["statement"]), statement):
+        elif not equivalent(parse_stored(doc["statement"]), statement):
             raise StatementConflict(statement["id"])
     return fresh
 

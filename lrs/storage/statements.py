@@ -8,7 +8,6 @@ How a statement is kept: `lrs.storage.statement_docs`. How a batch is written al
 from __future__ import annotations
 
 import functools
-import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from lrs.storage.statement_writes import (
     recover_batches,
 )
 from lrs.storage.unit import LastStoredKey, Work
+from lrs.xapi.jsontext import parse_stored
 from lrs.xapi.timestamps import format_micros
 
 # Version of the statement document layout, see `StatementRepository.migrate`: 2 added `terms`,
@@ -73,7 +73,7 @@ class QueryPage:
 
     @functools.cached_property
     def statements(self) -> list[dict[str, Any]]:
-        return [json.loads(text) for text in self.texts]
+        return [parse_stored(text) for text in self.texts]
 
 
 class StatementRepository:
@@ -161,7 +161,7 @@ class StatementRepository:
                         updated += 1
                 # Schema 4: the text as the exact format serves it.
                 if '"contextActivities"' in doc.get("statement", ""):
-                    text = statement_text(json.loads(doc["statement"]))
+                    text = statement_text(parse_stored(doc["statement"]))
                     if text != doc["statement"]:
                         await self.statements.update_one(
                             {"_id": doc["_id"]}, {"$set": {"statement": text}}
@@ -196,7 +196,7 @@ class StatementRepository:
         if authority is not None:
             filter["authority_key"] = authority
         doc = await self.statements.find_one(filter, projection={"statement": 1})
-        return json.loads(doc["statement"]) if doc else None
+        return parse_stored(doc["statement"]) if doc else None
 
     async def query(self, store: str, query: StatementQuery) -> QueryPage:
         filter = self._query_filter(store, query)
@@ -343,7 +343,7 @@ class StatementRepository:
             },
             projection={"statement": 1},
         )
-        return [json.loads(doc["statement"]) for doc in docs]
+        return [parse_stored(doc["statement"]) for doc in docs]
 
     async def statements_by_learner(
         self, store: str, activity_ids: list[str]
@@ -361,7 +361,7 @@ class StatementRepository:
         found: dict[str, list[dict[str, Any]]] = {}
         for doc in docs:
             if doc.get("learner"):
-                found.setdefault(doc["learner"], []).append(json.loads(doc["statement"]))
+                found.setdefault(doc["learner"], []).append(parse_stored(doc["statement"]))
         return found
 
     async def raw_statements(self, store: str, ids: list[str]) -> list[dict[str, Any]]:

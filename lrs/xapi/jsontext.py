@@ -11,12 +11,15 @@ Beyond `json.loads` it refuses, with `JSONTextError` (the API answers 400):
   such text as it came (documents are stored byte for byte);
 - with `int64`, integers that do not fit a signed 64-bit integer, for values stored as BSON.
 
-Speed matters (every statement batch goes through here): the C parser does the parsing with no
-per-object Python hook (numbers are checked by hooks that run only for floats, and for integers
-with `int64`), and one pass over the parsed containers checks the depth and counts the object
-members. Duplicate keys are found by comparing that count with the `"key":` separators of the
-raw text, which are never fewer than the members; only when the two differ is the text parsed
-again with a hook that finds the duplicate (or proves there is none).
+Speed matters (every statement batch goes through here): orjson parses (it refuses, as this
+module must, NaN, Infinity, numbers that overflow, invalid UTF-8 and lone surrogate escapes, and
+takes about a third of the standard library's time), and one pass over the parsed containers
+checks the depth and counts the object members. Duplicate keys are found by comparing that count
+with the `"key":` separators of the raw text, which are never fewer than the members; only when
+the two differ is the text parsed again with a hook that finds the duplicate (or proves there is
+none). orjson reads an integer beyond 64 bits as a float, so text with a run of 19 digits or
+more (and text orjson refuses, whose error the standard library then names) goes to the
+standard library's parser, with hooks that check numbers.
 """
 
 from __future__ import annotations
@@ -105,17 +108,50 @@ def loads(
 ) -> Any:
     """Parse `raw` (UTF-8 bytes or text) strictly; `what` names it in error messages."""
     if isinstance(raw, str):
-        text = raw
         try:
             data = raw.encode("utf-8")
         except UnicodeEncodeError as exc:
             raise JSONTextError(f"{what} is not valid Unicode text") from exc
     else:
         data = bytes(raw)
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise JSONTextError(f"{what} is not valid UTF-8 text") from exc
+    value = _orjson_value(data)
+    if value is _REFUSED:
+        # Beyond what orjson reads exactly, or refused: the standard library decides (and names
+        # the fault), as it did for everything before orjson parsed here.
+        value = _standard_value(data, what, int64=int64, lone_surrogates=lone_surrogates)
+    members = _members_within_depth(value, what)
+    if members and members != _member_separators(data):
+        _find_duplicate_key(data.decode("utf-8"), what)
+    return value
+
+
+_REFUSED: Any = object()
+# Every digit as "0": a run of 19 of them may be an integer beyond 64 bits, which orjson would
+# make a float. (A regular expression for the run took ten times as long as this.)
+_DIGITS_AS_ZERO = bytes(ord("0") if ord("0") <= b <= ord("9") else b for b in range(256))
+_LONG_DIGIT_RUN = b"0" * 19
+
+
+def _long_digit_run(data: bytes) -> bool:
+    return _LONG_DIGIT_RUN in data.translate(_DIGITS_AS_ZERO)
+
+
+def _orjson_value(data: bytes) -> Any:
+    """orjson's value of `data`, or `_REFUSED`. What orjson accepts here the standard library
+    parses to the same value; it refuses lone surrogates, so no check for them is needed."""
+    if _long_digit_run(data):
+        return _REFUSED
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return _REFUSED
+
+
+def _standard_value(data: bytes, what: str, *, int64: bool, lone_surrogates: bool) -> Any:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise JSONTextError(f"{what} is not valid UTF-8 text") from exc
     try:
         value = json.loads(
             text,
@@ -127,9 +163,6 @@ def loads(
         raise _too_deep(what) from exc
     except ValueError as exc:
         raise JSONTextError(f"{what} is not valid JSON: {exc}") from exc
-    members = _members_within_depth(value, what)
-    if members and members != _member_separators(data):
-        _find_duplicate_key(text, what)
     if not lone_surrogates and _SURROGATE_ESCAPE.search(data):
         try:
             json.dumps(value, ensure_ascii=False).encode("utf-8")
@@ -138,6 +171,22 @@ def loads(
                 f"{what} is not valid Unicode text: it holds a lone surrogate escape"
             ) from exc
     return value
+
+
+def parse_stored(text: str) -> Any:
+    """Parse JSON text the LRS wrote itself (a stored statement): valid, so no checks; orjson
+    where it reads the text exactly (no integer beyond 64 bits, no lone surrogate), else the
+    standard library."""
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, written as it came
+        return json.loads(text)
+    if not _long_digit_run(data):
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(text)
 
 
 def _reject_constant(name: str) -> Any:
