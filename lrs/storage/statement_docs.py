@@ -66,9 +66,10 @@ def learner_key(statement: dict[str, Any]) -> str | None:
 
 def match_fields(statement: dict[str, Any]) -> dict[str, Any]:
     registration = (statement.get("context") or {}).get("registration")
+    agents = statement_agents(statement)
     return {
-        "agents": statement_agents(statement),
-        "related_agents": related_agents(statement),
+        "agents": agents,
+        "related_agents": related_agents(statement, agents),
         "verb": (statement.get("verb") or {}).get("id"),
         "activity": object_activity(statement),
         "related_activities": related_activities(statement),

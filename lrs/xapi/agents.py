@@ -32,7 +32,11 @@ def agent_keys(agent: Any) -> list[str]:
     """The agent's own key and those of its members (a statement by a group concerns them)."""
     if not isinstance(agent, dict):
         return []
-    keys = dict.fromkeys([agent_key(agent), *map(agent_key, agent.get("member") or [])])
+    members = agent.get("member")
+    if not members:  # an Agent (every statement's actor, most often): its key alone
+        key = agent_key(agent)
+        return [key] if key else []
+    keys = dict.fromkeys([agent_key(agent), *map(agent_key, members)])
     return [key for key in keys if key]
 
 
@@ -72,10 +76,10 @@ def statement_agents(statement: dict[str, Any]) -> list[str]:
     return keys
 
 
-def related_agents(statement: dict[str, Any]) -> list[str]:
+def related_agents(statement: dict[str, Any], agents: list[str] | None = None) -> list[str]:
     """Keys for `related_agents=true`: actor, object, authority, instructor, team, and the same
-    inside a SubStatement."""
-    keys = statement_agents(statement)
+    inside a SubStatement. `agents`: the statement's `statement_agents`, where known."""
+    keys = statement_agents(statement) if agents is None else agents
     candidates = [statement.get("authority"), *_context_agents(statement.get("context"))]
     obj = statement.get("object")
     if isinstance(obj, dict) and obj.get("objectType") == "SubStatement":
