@@ -8,6 +8,7 @@ the end (see bench.suite).
     python -m bench propagation --mode celery
     python -m bench validation
     python -m bench discovered --discovered-statements 5000 --workers 2
+    python -m bench discovered --discovered-statements 200000 --discovered-learners 800
     python -m bench ingest --derivation inprocess
     python -m bench propagation --mode process
     python -m bench broker
@@ -161,6 +162,13 @@ def parser() -> argparse.ArgumentParser:
         help=f"statements, each a new item of one of {discovered.MODULES} discovered modules, "
         f"POSTed {disc.batch_size} a request ({disc.statements})",
     )
+    g.add_argument(
+        "--discovered-learners",
+        type=_positive,
+        help=f"learners the statements are spread over, each working in every module "
+        f"({disc.learners}); with more statements, as many more learners keep each learner's "
+        f"items per module as in the default run",
+    )
     g = p.add_argument_group("reference (the bare app)")
     g.add_argument(
         "--reference-statements",
@@ -253,6 +261,7 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Options:
     disc = replace(
         disc,
         statements=args.discovered_statements or disc.statements,
+        learners=args.discovered_learners or disc.learners,
         concurrency=args.concurrency or disc.concurrency,
     )
 

@@ -742,6 +742,18 @@ def test_derivation_option_for_the_ingest_and_discovered_servers() -> None:
     ) in outcome.notes(options.discovered)
 
 
+def test_discovered_learners_option_spreads_the_statements_over_more_learners() -> None:
+    assert _options("discovered").discovered.learners == discovered.DiscoveredConfig().learners
+    options = _options("discovered", "--discovered-statements", "200", "--discovered-learners", "8")
+    assert (options.discovered.statements, options.discovered.learners) == (200, 8)
+    workload = discovered.Workload(options.discovered, "t")
+    learners = {workload.statement(n)["actor"]["mbox"] for n in range(200)}
+    assert len(learners) == 8
+    assert "learners=8" in discovered.DiscoveredOutcome("embedded").notes(options.discovered)[0]
+    _, viewed = workload.expected()
+    assert set(viewed.values()) == {5}  # 200 statements, 8 learners, 5 modules
+
+
 def test_header_shows_the_rate_of_each_mode_and_the_new_fields_at_the_end() -> None:
     env = {"commit": "0123456789abcdef", "tree": "clean", "cpus": 2, "python": "3.11.7"}
     header = _options().header(env)
