@@ -517,6 +517,9 @@ def unpack(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def _unpacked(text: str) -> Any:
+    # Not `jsontext.parse_stored`: a record holds no integer beyond 64 bits (moments are
+    # microseconds, scores floats), so its guard for them would only cost time (10 us on a
+    # record of 200 items, about 1.5% of folding a statement into it).
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError:  # escaped lone surrogates, which orjson refuses
