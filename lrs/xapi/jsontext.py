@@ -178,15 +178,10 @@ def parse_stored(text: str) -> Any:
     where it reads the text exactly (no integer beyond 64 bits, no lone surrogate), else the
     standard library."""
     try:
-        data = text.encode("utf-8")
+        value = _orjson_value(text.encode("utf-8"))
     except UnicodeEncodeError:  # a lone surrogate, written as it came
-        return json.loads(text)
-    if not _long_digit_run(data):
-        try:
-            return orjson.loads(data)
-        except orjson.JSONDecodeError:
-            pass
-    return json.loads(text)
+        value = _REFUSED
+    return json.loads(text) if value is _REFUSED else value
 
 
 def _reject_constant(name: str) -> Any:
